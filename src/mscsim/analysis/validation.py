@@ -1,0 +1,172 @@
+"""Validation against published observations: each bundled target runs its scenario and compares.
+
+A target is data (data/validation/*.yaml): a scenario, a measure of the simulation, the observation with
+its spread, and a pass criterion. ``run_validation`` reports every target, passing or not.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+import yaml
+
+from ..errors import DataError
+from ..io.scenario import scenario_from_dict
+from ..model.parameters import DATA_DIR
+from ..model.references import bibliography
+from ..simulation import simulate
+
+EXAMPLES = DATA_DIR / "examples"
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    id: str
+    source: str
+    description: str
+    observed: object
+    observed_text: str
+    simulated: object
+    tolerance: str
+    passed: bool
+    units: str
+    fitted: tuple[str, ...]
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "source": self.source, "description": self.description, "observed": self.observed,
+                "observed_text": self.observed_text, "simulated": self.simulated, "tolerance": self.tolerance,
+                "pass": self.passed, "units": self.units, "fitted": list(self.fitted)}
+
+
+def load_targets(paths: list[Path] | None = None) -> list[dict]:
+    paths = paths or sorted((DATA_DIR / "validation").glob("*.yaml"))
+    targets = []
+    for path in paths:
+        raw = yaml.safe_load(path.read_text()) or {}
+        for t in raw.get("targets", []):
+            targets.append({**t, "_file": path.name})
+    bib = bibliography()
+    for t in targets:
+        if t["source"] not in bib:
+            raise DataError(f"validation target {t['id']}: source '{t['source']}' not in the bibliography")
+    return targets
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def _scenario_dict(spec: dict) -> dict:
+    spec = dict(spec)
+    base = {}
+    if "example" in spec:
+        base = yaml.safe_load((EXAMPLES / f"{spec.pop('example')}.yaml").read_text())
+    return _deep_merge(base, spec)
+
+
+class _Runner:
+    """Runs each distinct scenario once, however many targets use it."""
+
+    def __init__(self):
+        self._cache: dict[str, xr.Dataset] = {}
+
+    def __call__(self, sc: dict) -> xr.Dataset:
+        key = json.dumps(sc, sort_keys=True, default=str)
+        if key not in self._cache:
+            self._cache[key] = simulate(scenario_from_dict(sc, file="validation target"))
+        return self._cache[key]
+
+
+def _at(ds: xr.Dataset, states: list[str], time_h: float) -> tuple[float, float]:
+    i = int(np.argmin(np.abs(ds["time"].values - time_h)))
+    val = float(sum(ds[s].values[0, i] for s in states))
+    return val, float(ds["administered"].values[0, i])
+
+
+def measure(ds: xr.Dataset, m: dict, run=None, target: dict | None = None):
+    """Evaluate one measure on the first patient of a result."""
+    kind = m["kind"]
+    if kind == "fraction_of_dose":
+        v, adm = _at(ds, m["states"], m["time_h"])
+        return v / adm
+    if kind == "fraction_of_viable_dose":
+        v, adm = _at(ds, m["states"], m["time_h"])
+        return v / (adm * float(ds.attrs["viability"]))
+    if kind == "max_fraction_of_dose":
+        keep = ds["time"].values >= float(m.get("from_h", 0.0))
+        v = sum(ds[s].values[0] for s in m["states"])[keep]
+        adm = np.maximum(ds["administered"].values[0][keep], 1e-300)
+        return float(np.max(v / adm))
+    if kind == "largest_share":
+        shares = {g: _at(ds, states, m["time_h"])[0] for g, states in m["groups"].items()}
+        return max(shares, key=shares.get)
+    if kind == "time_above":
+        v = sum(ds[s].values[0] for s in m["states"])
+        above = np.nonzero(v >= float(m["threshold"]))[0]
+        return float(ds["time_days"].values[above[-1]]) if above.size else 0.0
+    if kind == "placement":
+        i = int(np.argmin(np.abs(ds["time"].values - m["time_h"])))
+        tgt, off = ds["msc_target"].values[0, i], ds["msc_offtarget"].values[0, i]
+        return float(tgt / (tgt + off))
+    if kind == "ratio":
+        base = _scenario_dict(target["scenario"])
+        hi = run(_deep_merge(base, target["with"]))
+        lo = run(_deep_merge(base, target["compare"]))
+        return _at(hi, m["states"], m["time_h"])[0] / _at(lo, m["states"], m["time_h"])[0]
+    raise DataError(f"unknown measure kind '{kind}'")
+
+
+def _check(value, criterion: dict) -> tuple[bool, str]:
+    if "greater_than" in criterion:
+        return bool(value > criterion["greater_than"]), f"> {criterion['greater_than']}"
+    if "less_than" in criterion:
+        return bool(value < criterion["less_than"]), f"< {criterion['less_than']}"
+    if "between" in criterion:
+        lo, hi = criterion["between"]
+        return bool(lo <= value <= hi), f"[{lo}, {hi}]"
+    if "equals" in criterion:
+        return value == criterion["equals"], f"= {criterion['equals']}"
+    raise DataError(f"unknown criterion {criterion}")
+
+
+def run_validation(targets: list[dict] | None = None, progress=None) -> list[TargetResult]:
+    targets = targets if targets is not None else load_targets()
+    run = _Runner()
+    results = []
+    for k, t in enumerate(targets):
+        ds = None if t["measure"]["kind"] == "ratio" else run(_scenario_dict(t["scenario"]))
+        value = measure(ds, t["measure"], run, t)
+        ok, tol = _check(value, t["criterion"])
+        obs = t.get("observed", {})
+        simulated = round(value, 6) if isinstance(value, float) else value
+        results.append(TargetResult(t["id"], t["source"], t.get("description", ""), obs.get("value", obs.get("text")),
+                                    obs.get("text", ""), simulated, tol, ok, t.get("units", ""),
+                                    tuple(t.get("fitted", []))))
+        if progress is not None:
+            progress(k + 1, len(targets))
+    return results
+
+
+def format_table(results: list[TargetResult]) -> str:
+    bib = bibliography()
+    rows = [("id", "source", "observed", "simulated", "tolerance", "pass")]
+    for r in results:
+        ref = bib[r.source]
+        src = f"{ref.authors.split(',')[0].split(' ')[0]} {ref.year}"
+        obs = r.observed_text if r.observed_text else str(r.observed)
+        sim = f"{r.simulated:.4g}" if isinstance(r.simulated, float) else str(r.simulated)
+        rows.append((r.id, src, obs[:58], f"{sim} {r.units}".strip()[:34], r.tolerance, "PASS" if r.passed else "FAIL"))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(6)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    n_pass = sum(r.passed for r in results)
+    lines.append(f"\n{n_pass} of {len(results)} targets pass. Fitted parameters are named in --json ('fitted').")
+    return "\n".join(lines)

@@ -1,0 +1,67 @@
+"""Routes of administration, injection sites and placement accuracy (how much of a local dose hits the lesion)."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import numpy as np
+
+from ..errors import InputError
+from ..model.parameters import ParameterSet
+
+Route = Literal["intravenous", "intra_articular", "intradiscal", "intramuscular", "perilesional", "perianal"]
+Guidance = Literal["ultrasound", "fluoroscopy", "landmark", "direct_vision"]
+Site = Literal["knee_joint", "intervertebral_disc", "skeletal_muscle", "perianal_fistula", "systemic_lesion"]
+
+LOCAL_ROUTES = ("intra_articular", "intradiscal", "intramuscular", "perilesional", "perianal")
+DEFAULT_SITE: dict[str, str] = {
+    "intravenous": "systemic_lesion",
+    "intra_articular": "knee_joint",
+    "intradiscal": "intervertebral_disc",
+    "intramuscular": "skeletal_muscle",
+    "perilesional": "perianal_fistula",
+    "perianal": "perianal_fistula",
+}
+
+
+def is_local(route: str) -> bool:
+    return route in LOCAL_ROUTES
+
+
+def placement_parameter(site: str, guidance: str | None, approach: str | None, pset: ParameterSet,
+                        where: str = "regimen.guidance") -> str:
+    """Name of the cited placement-accuracy parameter for this site, guidance and (blind) approach."""
+    if guidance is None:
+        raise InputError(where, None, f"a guidance for a local injection: {available_guidance(site, pset)}")
+    name = f"placement_{guidance}" + (f"_{approach}" if approach else "")
+    if name not in pset:
+        if approach:
+            approaches = sorted(n.removeprefix(f"placement_{guidance}_") for n in pset.names()
+                                if n.startswith(f"placement_{guidance}_"))
+            raise InputError("regimen.approach", approach,
+                             f"approaches with accuracy data for {guidance} at {site}: {approaches or 'none'}")
+        raise InputError(where, guidance, f"guidance with accuracy data at {site}: {available_guidance(site, pset)}")
+    return name
+
+
+def available_guidance(site: str, pset: ParameterSet) -> list[str]:
+    """Guidance kinds for which the site's parameter file has an accuracy value."""
+    return [g for g in get_args(Guidance) if f"placement_{g}" in pset]
+
+
+def split_dose(route: str, cells: np.ndarray, viability: float, placement: float | None, model) -> np.ndarray:
+    """Distribute ``cells`` (per patient) over the model states: viable cells to the entry compartment,
+    non-viable cells straight to debris there; a local dose splits between lesion and missed tissue."""
+    index = model.index
+    amount = np.zeros((cells.shape[0], model.n_states))
+    viable = cells * viability
+    dead = cells * (1.0 - viability)
+    if not is_local(route):
+        amount[:, index("msc_venous")] = viable
+        amount[:, index("debris_blood")] = dead
+        return amount
+    amount[:, index("msc_target")] = viable * placement
+    amount[:, index("msc_offtarget")] = viable * (1.0 - placement)
+    amount[:, index("debris_target")] = dead * placement
+    amount[:, index("debris_offtarget")] = dead * (1.0 - placement)
+    return amount

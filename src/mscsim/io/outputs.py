@@ -1,0 +1,94 @@
+"""Writing a run's outputs atomically: results.nc, summary.csv, cell_fate.png, manifest.json.
+
+Everything is written to a temporary folder beside the target and moved into place only when complete,
+so an error never leaves a half-written output folder behind.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ..errors import InputError
+
+SUMMARY_TIMES_H = {"1h": 1.0, "24h": 24.0, "72h": 72.0, "7d": 168.0, "28d": 672.0}
+
+
+@contextmanager
+def atomic_output_dir(out: str | Path):
+    """Yield a temporary folder; on success it replaces ``out`` (only if ``out`` is absent, empty, or an
+    earlier mscsim output with a manifest.json); on error it is removed."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").exists())):
+        raise InputError("--out", str(out), "a new folder, an empty folder, or an earlier mscsim output folder "
+                         "(one with a manifest.json); refusing to overwrite other files")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+def summary_table(ds: xr.Dataset) -> pd.DataFrame:
+    """One row per patient: dose, potent dose at target, and where the cells are at key times."""
+    t = ds["time"].values
+    adm = ds["administered"].values
+    rows = {"patient": ds["patient"].values, "dose_cells": ds["dose_cells"].values,
+            "effective_potent_dose": ds["effective_potent_dose"].values,
+            "potent_dose_at_target": ds["potent_dose_at_target"].values}
+    lung_label = ds["msc_lung"] + ds["debris_lung"]
+    liver_label = ds["msc_liver"] + ds["debris_liver"]
+    for label, th in SUMMARY_TIMES_H.items():
+        if th > t[-1]:
+            continue
+        i = int(np.argmin(np.abs(t - th)))
+        a = np.maximum(adm[:, i], 1e-300)
+        rows[f"viable_fraction_{label}"] = ds["viable_total"].values[:, i] / a
+        rows[f"viable_target_cells_{label}"] = ds["msc_target"].values[:, i]
+        rows[f"lung_label_fraction_{label}"] = lung_label.values[:, i] / a
+        rows[f"liver_label_fraction_{label}"] = liver_label.values[:, i] / a
+    rows["viable_fraction_end"] = ds["viable_total"].values[:, -1] / np.maximum(adm[:, -1], 1e-300)
+    rows["viable_target_cells_end"] = ds["msc_target"].values[:, -1]
+    rows["target_exposure_cell_days"] = np.trapezoid(ds["msc_target"].values, ds["time_days"].values, axis=1)
+    return pd.DataFrame(rows)
+
+
+def manifest(ds: xr.Dataset, scenario_path: str | None, files: list[str]) -> dict:
+    return {
+        "mscsim_version": ds.attrs["mscsim_version"],
+        "scenario_file": scenario_path,
+        "scenario": json.loads(ds.attrs["scenario"]),
+        "seed": int(ds.attrs["seed"]),
+        "patients": int(ds.sizes["patient"]),
+        "mechanisms_enabled": ds.attrs["mechanisms_enabled"].split(","),
+        "citations": ds.attrs["citations"].split(","),
+        "files": files,
+        "disclaimer": ds.attrs["disclaimer"],
+    }
+
+
+def write_results(ds: xr.Dataset, out: str | Path, *, scenario_path: str | None = None, figure=None) -> Path:
+    """Write the four standard outputs; ``figure(ds, path)`` draws the PNG."""
+    out = Path(out)
+    with atomic_output_dir(out) as tmp:
+        ds.to_netcdf(tmp / "results.nc")
+        summary_table(ds).to_csv(tmp / "summary.csv", index=False)
+        files = ["results.nc", "summary.csv"]
+        if figure is not None:
+            figure(ds, tmp / "cell_fate.png")
+            files.append("cell_fate.png")
+        files.append("manifest.json")
+        (tmp / "manifest.json").write_text(json.dumps(manifest(ds, scenario_path, files), indent=2))
+    return out

@@ -1,0 +1,191 @@
+"""Scenario files (YAML) and their schema: product, regimen, species/patient, duration, outputs.
+
+Validation happens here, at the boundary: every error names the file, the field, the bad value and
+what is allowed, and nothing runs on an invalid scenario.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..delivery.routes import Guidance, Route, Site, is_local
+from ..errors import InputError
+
+Species = Literal["human", "mouse", "rat"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProductSpec(_Strict):
+    """The cell product. Give the fields directly, or ``lot: LOT.yaml`` to take them from a QC'd lot."""
+
+    source: Literal["bone_marrow", "adipose", "umbilical_cord"] = "bone_marrow"
+    donor: Literal["autologous", "allogeneic"] = "autologous"
+    passage: int | None = Field(default=None, ge=0, le=50)
+    population_doublings: float | None = Field(default=None, ge=0, le=100)
+    viability: float = Field(default=0.95, gt=0, le=1, description="fraction of viable cells, 0-1")
+    cryo_state: Literal["fresh", "thawed", "recovered"] = "fresh"
+    lot: str | None = None
+    allow_unreleased: bool = False
+
+
+class DoseSpec(_Strict):
+    """One dose: a cell count, or cells per kg of body weight."""
+
+    cells: float | None = Field(default=None, gt=0, le=1e12)
+    cells_per_kg: float | None = Field(default=None, gt=0, le=1e10)
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if (self.cells is None) == (self.cells_per_kg is None):
+            raise ValueError("give exactly one of 'cells' or 'cells_per_kg'")
+        return self
+
+
+class RegimenSpec(_Strict):
+    """Route, site, guidance, dose and dosing times (days from the first dose)."""
+
+    route: Route
+    site: Site | None = None
+    guidance: Guidance | None = None
+    approach: str | None = None
+    dose: DoseSpec
+    times_days: list[float] = Field(default_factory=lambda: [0.0])
+    infusion_minutes: float = Field(default=0.0, ge=0, le=24 * 60)
+
+    @field_validator("times_days")
+    @classmethod
+    def _times(cls, v):
+        if not v:
+            raise ValueError("at least one dose time is needed")
+        if any(t < 0 for t in v):
+            raise ValueError("dose times must be >= 0 days")
+        if list(v) != sorted(v):
+            raise ValueError("dose times must be in increasing order")
+        return v
+
+    @model_validator(mode="after")
+    def _route_rules(self):
+        if is_local(self.route) and self.infusion_minutes:
+            raise ValueError(f"infusion_minutes applies to intravenous dosing, not to route '{self.route}'")
+        if not is_local(self.route) and self.guidance is not None:
+            raise ValueError("guidance applies to local injections; leave it out for intravenous dosing")
+        return self
+
+
+class PatientSpec(_Strict):
+    """The patient (or animal): body weight and the inflammatory/chemokine signal at the target."""
+
+    weight_kg: float | None = Field(default=None, gt=0, le=400)
+    target_inflammation: float = Field(default=0.0, ge=0, le=100,
+                                       description="S_target: 0 quiet, 1 the inflamed reference")
+
+
+class PopulationSpec(_Strict):
+    """Virtual patients: how many, and whether their parameters vary (between-patient distributions)."""
+
+    size: int = Field(default=1, ge=1, le=10_000_000)
+    variability: bool = False
+
+
+class OutputSpec(_Strict):
+    times_hours: list[float] | None = None
+    points_per_day: int = Field(default=4, ge=1, le=96)
+
+    @field_validator("times_hours")
+    @classmethod
+    def _times(cls, v):
+        if v is not None and (not v or any(t < 0 for t in v)):
+            raise ValueError("times_hours must be a non-empty list of times >= 0")
+        return v
+
+
+class SolverSpec(_Strict):
+    kind: Literal["batched", "reference"] = "batched"
+    rtol: float = Field(default=1e-8, gt=0, lt=1e-2)
+    chunk_size: int = Field(default=5000, ge=1, le=1_000_000)
+
+
+class Scenario(_Strict):
+    """A whole run: who, what product, how delivered, for how long, what to record."""
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    species: Species = "human"
+    patient: PatientSpec = PatientSpec()
+    product: ProductSpec = ProductSpec()
+    regimen: RegimenSpec
+    duration_days: float = Field(gt=0, le=3650)
+    mechanisms: dict[str, bool] = Field(default_factory=dict)
+    parameters: dict[str, float] = Field(default_factory=dict)
+    population: PopulationSpec = PopulationSpec()
+    outputs: OutputSpec = OutputSpec()
+    solver: SolverSpec = SolverSpec()
+    seed: int = Field(default=20261122, ge=0, lt=2**63)
+
+    @model_validator(mode="after")
+    def _doses_in_window(self):
+        late = [t for t in self.regimen.times_days if t > self.duration_days]
+        if late:
+            raise ValueError(f"dose times {late} fall after duration_days={self.duration_days}")
+        return self
+
+    def resolved(self) -> dict:
+        """The scenario with every default filled in, as plain JSON-able data (recorded in every output)."""
+        return json.loads(self.model_dump_json())
+
+
+def scenario_from_dict(data: dict, *, file: str | None = None, base_dir: Path | None = None) -> Scenario:
+    """Validate a scenario mapping; errors name the field, the value and what is allowed."""
+    if not isinstance(data, dict):
+        raise InputError("(top level)", type(data).__name__, "a mapping of scenario fields", file=file)
+    try:
+        sc = Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise _input_error(exc, file) from None
+    if sc.product.lot and base_dir is not None and not Path(sc.product.lot).is_absolute():
+        sc = sc.model_copy(update={"product": sc.product.model_copy(
+            update={"lot": str((base_dir / sc.product.lot).resolve())})})
+    return sc
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario YAML file."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("SCENARIO", str(path), "a path to an existing scenario YAML file "
+                         "(see 'mscsim presets' for the bundled ones)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError("(file)", str(path), f"valid YAML ({exc})", file=str(path)) from None
+    return scenario_from_dict(data, file=str(path), base_dir=path.parent)
+
+
+def _input_error(exc: ValidationError, file: str | None) -> InputError:
+    err = exc.errors()[0]
+    loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        parent = err["loc"][:-1]
+        model = Scenario
+        for part in parent:
+            field = model.model_fields.get(str(part))
+            ann = getattr(field, "annotation", None) if field else None
+            model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+            if model is None:
+                break
+        allowed = f"known fields: {sorted(model.model_fields)}" if model else "no extra fields"
+        return InputError(loc, err["input"], f"{allowed} (unknown field)", file=file)
+    value = err.get("input")
+    if isinstance(value, dict):
+        value = {k: v for k, v in list(value.items())[:6]}
+    more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+    return InputError(loc, value, msg.removeprefix("Value error, ") + more, file=file)

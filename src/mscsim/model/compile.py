@@ -1,0 +1,173 @@
+"""Compile a :class:`Model` once: SymPy rate laws -> stoichiometry, vectorised right-hand side, analytic Jacobian.
+
+The generated functions take ``xp`` (the array namespace: NumPy here, ``jax.numpy`` for the GPU backend), a
+state batch ``x`` of shape (patients, states) and a parameter batch ``p`` of shape (patients, parameters),
+so the same source serves every backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import sympy as sp
+from sympy.printing.numpy import NumPyPrinter
+
+from ..errors import DataError
+from .core import CELL_KINDS, Model
+from .parameters import ParameterSet
+from .units import convert
+
+
+@dataclass(frozen=True)
+class CompiledModel:
+    """What the solvers need: names, units, stoichiometry and generated rate/Jacobian functions."""
+
+    model: Model
+    state_names: tuple[str, ...]
+    state_units: tuple[str, ...]
+    param_names: tuple[str, ...]
+    param_units: tuple[str, ...]
+    process_names: tuple[str, ...]
+    stoichiometry: np.ndarray  # (states, processes)
+    rate_exprs: tuple[sp.Expr, ...]
+    jac_entries: tuple[tuple[int, int, sp.Expr], ...]  # (row, col, d f_row / d x_col)
+    source: str  # generated Python source of rates(xp, x, p) and jac_values(xp, x, p)
+
+    @cached_property
+    def _namespace(self) -> dict:
+        ns: dict = {}
+        exec(compile(self.source, f"<mscsim compiled model {id(self)}>", "exec"), ns)  # noqa: S102 - our own codegen
+        return ns
+
+    @cached_property
+    def jac_rows(self) -> np.ndarray:
+        return np.array([r for r, _, _ in self.jac_entries], dtype=np.intp)
+
+    @cached_property
+    def jac_cols(self) -> np.ndarray:
+        return np.array([c for _, c, _ in self.jac_entries], dtype=np.intp)
+
+    @cached_property
+    def cell_mask(self) -> np.ndarray:
+        kinds = {s.name: s.kind for s in self.model.states}
+        return np.array([kinds[n] in CELL_KINDS for n in self.state_names])
+
+    @property
+    def n_states(self) -> int:
+        return len(self.state_names)
+
+    def index(self, name: str) -> int:
+        try:
+            return self.state_names.index(name)
+        except ValueError:
+            raise DataError(f"no state '{name}'; states are {list(self.state_names)}") from None
+
+    def param_index(self, name: str) -> int:
+        try:
+            return self.param_names.index(name)
+        except ValueError:
+            raise DataError(f"no parameter '{name}' in the compiled model") from None
+
+    def rates(self, x: np.ndarray, p: np.ndarray, xp=np) -> np.ndarray:
+        return self._namespace["rates"](xp, x, p)
+
+    def rhs(self, x: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """dx/dt for a batch: (B, n) states, (B, m) parameters -> (B, n)."""
+        return self.rates(x, p) @ self.stoichiometry.T
+
+    def jac(self, x: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """Analytic Jacobian d(dx/dt)/dx for a batch: (B, n, n)."""
+        vals = self._namespace["jac_values"](np, x, p)
+        J = np.zeros((x.shape[0], self.n_states, self.n_states))
+        if len(self.jac_entries):
+            J[:, self.jac_rows, self.jac_cols] = vals
+        return J
+
+    def parameter_vector(self, pset: ParameterSet) -> np.ndarray:
+        """Nominal parameter values in the model's internal units, in ``param_names`` order."""
+        return np.array([convert(pset[n].value, pset[n].units, u, what=f"parameter '{n}'")
+                         for n, u in zip(self.param_names, self.param_units)])
+
+
+def compile_model(model: Model) -> CompiledModel:
+    """Parse the rate laws, check them, and generate batched NumPy/JAX-ready code for rates and Jacobian."""
+    states = model.states
+    state_names = tuple(s.name for s in states)
+    xs = {n: sp.Symbol(n, real=True) for n in state_names}
+    symbols = model.symbols
+    ps = {n: sp.Symbol(n, real=True) for n in symbols}
+    local = {**xs, **ps}
+    exprs: dict[str, sp.Expr] = {}
+    for name, text in model.expressions.items():
+        exprs[name] = _parse(text, {**local, **{k: sp.Symbol(k) for k in model.expressions}}, f"expression '{name}'")
+    # substitute derived expressions into each other until none remain
+    expr_syms = {sp.Symbol(k): v for k, v in exprs.items()}
+    for _ in range(len(exprs) + 1):
+        exprs = {k: v.xreplace(expr_syms) for k, v in exprs.items()}
+        expr_syms = {sp.Symbol(k): v for k, v in exprs.items()}
+    procs = model.processes
+    rate_exprs = []
+    for proc in procs:
+        e = _parse(proc.rate, {**local, **{k: sp.Symbol(k) for k in exprs}}, f"process '{proc.name}' rate")
+        e = e.xreplace(expr_syms)
+        unknown = {str(s) for s in e.free_symbols} - set(local)
+        if unknown:
+            raise DataError(f"process '{proc.name}' rate uses undeclared symbols {sorted(unknown)}")
+        rate_exprs.append(e)
+    used = sorted({str(s) for e in rate_exprs for s in e.free_symbols} & set(ps), key=list(ps).index)
+    S = np.zeros((len(states), len(procs)))
+    for j, proc in enumerate(procs):
+        if proc.source is not None:
+            S[state_names.index(proc.source), j] -= 1.0
+        if proc.target is not None:
+            S[state_names.index(proc.target), j] += 1.0
+    Ssym = sp.Matrix(S.astype(int))
+    f = Ssym * sp.Matrix(rate_exprs) if procs else sp.zeros(len(states), 1)
+    jac_entries = []
+    for i in range(len(states)):
+        for k, n in enumerate(state_names):
+            d = sp.simplify(sp.diff(f[i], xs[n])) if f[i] != 0 else sp.Integer(0)
+            if d != 0:
+                jac_entries.append((i, k, d))
+    source = _codegen(state_names, tuple(used), rate_exprs, [e for _, _, e in jac_entries])
+    return CompiledModel(model=model, state_names=state_names, state_units=tuple(s.units for s in states),
+                         param_names=tuple(used), param_units=tuple(symbols[n] for n in used),
+                         process_names=tuple(p.name for p in procs), stoichiometry=S,
+                         rate_exprs=tuple(rate_exprs), jac_entries=tuple(jac_entries), source=source)
+
+
+def _parse(text: str, local: dict, what: str) -> sp.Expr:
+    try:
+        return sp.sympify(text, locals=local)
+    except (sp.SympifyError, SyntaxError, TypeError) as exc:
+        raise DataError(f"{what}: cannot parse '{text}': {exc}") from exc
+
+
+class _XpPrinter(NumPyPrinter):
+    """Prints SymPy to array code against a module alias ``xp`` (NumPy or jax.numpy)."""
+
+    def __init__(self):
+        super().__init__({"fully_qualified_modules": True, "inline": True})
+
+    def _module_format(self, fqn, register=True):
+        out = super()._module_format(fqn, register)
+        return out.replace("numpy.", "xp.")
+
+
+def _codegen(state_names, param_names, rate_exprs, jac_exprs) -> str:
+    printer = _XpPrinter()
+
+    def body(fname, exprs):
+        out = [f"def {fname}(xp, x, p):", "    _z = x[..., 0] * 0.0"]
+        out += [f"    {n} = x[..., {i}]" for i, n in enumerate(state_names)]
+        out += [f"    {n} = p[..., {i}]" for i, n in enumerate(param_names)]
+        if not exprs:
+            out.append("    return xp.zeros(x.shape[:-1] + (0,))")
+            return out
+        items = ", ".join(f"_z + ({printer.doprint(e)})" for e in exprs)
+        out.append(f"    return xp.stack([{items}], axis=-1)")
+        return out
+
+    return "\n".join(body("rates", rate_exprs) + [""] + body("jac_values", jac_exprs)) + "\n"

@@ -1,0 +1,239 @@
+"""A Simulation ties a scenario to the model, the parameters, the product, the regimen and a solver.
+
+scenario -> (parameters, product factors, dose events, patients) -> solver -> labelled xarray results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import xarray as xr
+
+from . import __version__
+from .delivery.routes import DEFAULT_SITE, is_local, placement_parameter, split_dose
+from .errors import ConservationError, InputError
+from .io.scenario import Scenario
+from .model.compile import CompiledModel, compile_model
+from .model.core import Model
+from .model.parameters import ParameterSet, load_parameter_sets
+from .model.references import Reference, resolve
+from .patients.population import draw_parameters
+from .product.product import PotencyFactors, Product, potency_factors
+from .solvers.batched import solve_batched
+from .solvers.problem import Bolus, Infusion, Problem
+from .solvers.reference import solve_reference
+
+KINETICS = ("cell_compartments", "circulation", "homing", "cell_death", "local_retention", "debris_clearance",
+            "engraftment")
+CONSERVATION_RTOL = 1e-9
+
+
+@lru_cache(maxsize=16)
+def compiled(mechanisms: tuple[str, ...], switches: tuple[tuple[str, bool], ...]) -> CompiledModel:
+    """Compile each distinct composition once per process."""
+    return compile_model(Model.compose(list(mechanisms), dict(switches)))
+
+
+@dataclass(frozen=True)
+class Setup:
+    """A scenario resolved into everything the solver needs, before any patient is simulated."""
+
+    scenario: Scenario
+    model: CompiledModel
+    pset: ParameterSet
+    product: Product
+    factors: PotencyFactors
+    site: str
+    placement_parameter: str | None
+    placement: float | None
+    nominal: np.ndarray
+    solver_citations: tuple[str, ...]
+
+    @property
+    def placement_fraction(self) -> float:
+        return 1.0 if self.placement is None else self.placement
+
+    def parameter_names_used(self) -> list[str]:
+        names = list(self.model.param_names) + list(self.factors.parameters)
+        if self.placement_parameter:
+            names.append(self.placement_parameter)
+        if self.scenario.regimen.dose.cells_per_kg is not None and self.scenario.patient.weight_kg is None:
+            names.append("body_weight")
+        return list(dict.fromkeys(names))
+
+    def citation_keys(self) -> list[str]:
+        keys = self.pset.citations(self.parameter_names_used()) + list(self.solver_citations)
+        return list(dict.fromkeys(keys))
+
+    def citations(self) -> list[Reference]:
+        return resolve(self.citation_keys())
+
+    def body_weight(self) -> float:
+        if self.scenario.patient.weight_kg is not None:
+            return self.scenario.patient.weight_kg
+        return self.pset["body_weight"].value
+
+    def dose_cells(self) -> float:
+        d = self.scenario.regimen.dose
+        return d.cells if d.cells is not None else d.cells_per_kg * self.body_weight()
+
+    def problem(self, start: int = 0, count: int | None = None) -> Problem:
+        """The solver problem for patients start..start+count-1 of the scenario's population."""
+        sc = self.scenario
+        count = sc.population.size - start if count is None else count
+        P = draw_parameters(self.nominal, self.model.param_names, self.pset, seed=sc.seed, start=start,
+                            count=count, variability=sc.population.variability)
+        cells = np.full(count, self.dose_cells())
+        amount = split_dose(sc.regimen.route, cells, self.factors.viability, self.placement, self.model)
+        t_eval = output_times(sc)
+        boluses, infusions = [], []
+        for td in sc.regimen.times_days:
+            t0 = td * 24.0
+            if sc.regimen.infusion_minutes > 0:
+                dur = sc.regimen.infusion_minutes / 60.0
+                infusions.append(Infusion(t0, t0 + dur, amount / dur))
+            else:
+                boluses.append(Bolus(t0, amount))
+        return Problem(self.model, P, t_eval, boluses=tuple(boluses), infusions=tuple(infusions))
+
+
+def resolve_setup(scenario: Scenario) -> Setup:
+    """Resolve parameters (defaults, species, site, product, what-ifs) and the model composition."""
+    reg = scenario.regimen
+    site = reg.site or DEFAULT_SITE[reg.route]
+    pset = load_parameter_sets(["kinetics", "product", f"species_{scenario.species}", f"site_{site}"])
+    product = _product(scenario)
+    factors = potency_factors(product, pset)
+    overrides = {"m_death": factors.death_multiplier, "S_target": scenario.patient.target_inflammation}
+    pset = _with_values(pset, overrides)
+    unknown = sorted(set(scenario.parameters) - set(pset.names()))
+    if unknown:
+        raise InputError("parameters", unknown, f"names of model parameters, e.g. {sorted(pset.names())[:12]} ...")
+    if scenario.parameters:
+        pset = pset.override(scenario.parameters)
+    model = compiled(KINETICS, tuple(sorted(scenario.mechanisms.items())))
+    placement_name = placement = None
+    if is_local(reg.route):
+        placement_name = placement_parameter(site, reg.guidance, reg.approach, pset)
+        placement = pset[placement_name].value
+    solver_keys = ("hairer1996",) if scenario.solver.kind == "batched" else ()
+    return Setup(scenario, model, pset, product, factors, site, placement_name, placement,
+                 model.parameter_vector(pset), solver_keys)
+
+
+def _with_values(pset: ParameterSet, values: dict[str, float]) -> ParameterSet:
+    """Set run-time values (from product and patient) while keeping each parameter's citation."""
+    return ParameterSet({**pset.parameters, **{k: pset[k].with_value(v) for k, v in values.items()}})
+
+
+def _product(scenario: Scenario) -> Product:
+    spec = scenario.product
+    if spec.lot:
+        from .product.lot import product_from_lot
+
+        return product_from_lot(spec.lot, allow_unreleased=spec.allow_unreleased, donor=spec.donor)
+    return Product(source=spec.source, donor=spec.donor, passage=spec.passage,
+                   population_doublings=spec.population_doublings, viability=spec.viability,
+                   cryo_state=spec.cryo_state)
+
+
+def output_times(scenario: Scenario) -> np.ndarray:
+    """Output grid in hours: early minutes-to-hours points, a regular grid, and each dose time."""
+    end = scenario.duration_days * 24.0
+    if scenario.outputs.times_hours is not None:
+        t = np.asarray(scenario.outputs.times_hours, dtype=float)
+        if t.max() > end:
+            raise InputError("outputs.times_hours", float(t.max()), f"times <= duration ({end} h)")
+        return np.unique(np.append(t, 0.0))
+    early = np.array([0.0, 1 / 60, 5 / 60, 0.25, 0.5, 1, 2, 4, 8, 12, 16, 20])
+    step = 24.0 / scenario.outputs.points_per_day
+    grid = np.arange(0.0, end + 1e-9, step)
+    doses = np.array(scenario.regimen.times_days) * 24.0
+    after = (doses[:, None] + early[None, 1:]).ravel()
+    t = np.unique(np.concatenate([early, grid, doses, after, [end]]))
+    return t[t <= end]
+
+
+def solve(setup: Setup, problem: Problem) -> np.ndarray:
+    """Run the scenario's solver on a problem and check the cell mass balance."""
+    sc = setup.scenario.solver
+    if sc.kind == "reference":
+        states = solve_reference(problem)
+    else:
+        states = solve_batched(problem, rtol=sc.rtol)
+    check_conservation(problem, states)
+    return states
+
+
+def check_conservation(problem: Problem, states: np.ndarray) -> None:
+    """viable + debris + cleared = administered, to 1e-9 relative, for every patient and time."""
+    total = states[:, :, problem.model.cell_mask].sum(axis=2)
+    adm = problem.administered()
+    scale = np.maximum(adm.max(axis=1, keepdims=True), 1.0)
+    worst = float((np.abs(total - adm) / scale).max()) if total.size else 0.0
+    if worst > CONSERVATION_RTOL:
+        raise ConservationError(f"cell mass balance broken: relative error {worst:.3g} > {CONSERVATION_RTOL}")
+
+
+def simulate(scenario: Scenario, *, progress=None) -> xr.Dataset:
+    """Simulate every patient of the scenario (in chunks) and return labelled results."""
+    setup = resolve_setup(scenario)
+    n = scenario.population.size
+    chunk = scenario.solver.chunk_size
+    parts, adm_parts = [], []
+    for start in range(0, n, chunk):
+        prob = setup.problem(start, min(chunk, n - start))
+        parts.append(solve(setup, prob))
+        adm_parts.append(prob.administered())
+        if progress is not None:
+            progress(min(start + chunk, n), n)
+    states = np.concatenate(parts)
+    return to_dataset(setup, output_times(scenario), states, np.concatenate(adm_parts))
+
+
+def to_dataset(setup: Setup, t: np.ndarray, states: np.ndarray, administered: np.ndarray) -> xr.Dataset:
+    """Results as an xarray Dataset: one variable per state (patient x time) with units and metadata."""
+    model = setup.model
+    kinds = {s.name: s for s in model.model.states}
+    n = states.shape[0]
+    coords = {"patient": np.arange(n), "time": ("time", t, {"units": "h", "long_name": "time since first dose"}),
+              "time_days": ("time", t / 24.0, {"units": "d"})}
+    data = {}
+    for k, name in enumerate(model.state_names):
+        s = kinds[name]
+        data[name] = (("patient", "time"), states[:, :, k],
+                      {"units": s.units, "long_name": s.description, "compartment": s.compartment, "kind": s.kind})
+    viable = states[:, :, [i for i, nm in enumerate(model.state_names) if kinds[nm].kind == "viable"]].sum(axis=2)
+    debris = states[:, :, [i for i, nm in enumerate(model.state_names) if kinds[nm].kind == "debris"]].sum(axis=2)
+    data["viable_total"] = (("patient", "time"), viable, {"units": "cell", "long_name": "viable MSCs, all compartments"})
+    data["debris_total"] = (("patient", "time"), debris, {"units": "cell", "long_name": "debris, all compartments"})
+    data["administered"] = (("patient", "time"), administered, {"units": "cell",
+                                                              "long_name": "cells administered so far"})
+    f = setup.factors
+    dose = setup.dose_cells()
+    data["dose_cells"] = (("patient",), np.full(n, dose), {"units": "cell", "long_name": "cells per administration"})
+    data["effective_potent_dose"] = (("patient",), np.full(n, f.effective_potent_dose(dose)),
+                                     {"units": "cell", "long_name": "count x viability x potency, per administration"})
+    placed = f.effective_potent_dose(dose) * setup.placement if setup.placement is not None else np.nan
+    data["potent_dose_at_target"] = (
+        ("patient",), np.full(n, placed),
+        {"units": "cell", "long_name": "count x viability x potency x placement, per local administration "
+                                       "(NaN for intravenous dosing: the target gets cells only by homing)"})
+    ds = xr.Dataset(data, coords=coords)
+    ds.attrs.update({
+        "title": f"mscsim results: {setup.scenario.name}",
+        "mscsim_version": __version__,
+        "scenario": setup.scenario.model_dump_json(),
+        "seed": setup.scenario.seed,
+        "site": setup.site,
+        "placement_fraction": setup.placement_fraction,
+        "viability": f.viability,
+        "potency_factor": f.potency,
+        "death_multiplier": f.death_multiplier,
+        "mechanisms_enabled": ",".join(sorted(model.model.enabled)),
+        "citations": ",".join(setup.citation_keys()),
+        "disclaimer": "Research tool output, not medical advice.",
+    })
+    return ds
