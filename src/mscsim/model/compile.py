@@ -74,12 +74,20 @@ class CompiledModel:
         return self._namespace["rates"](xp, x, p)
 
     def rhs(self, x: np.ndarray, p: np.ndarray) -> np.ndarray:
-        """dx/dt for a batch: (B, n) states, (B, m) parameters -> (B, n)."""
-        return self.rates(x, p) @ self.stoichiometry.T
+        """dx/dt for a batch: (B, n) states, (B, m) parameters -> (B, n).
+
+        Generated as straight-line code (no BLAS matmul) so each patient's arithmetic is the same whatever
+        the batch size: results must not depend on chunking.
+        """
+        return self._namespace["rhs"](np, x, p)
+
+    def jac_values(self, x: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """The Jacobian's structural non-zeros (``jac_rows``, ``jac_cols``) for a batch: (B, nnz)."""
+        return self._namespace["jac_values"](np, x, p)
 
     def jac(self, x: np.ndarray, p: np.ndarray) -> np.ndarray:
         """Analytic Jacobian d(dx/dt)/dx for a batch: (B, n, n)."""
-        vals = self._namespace["jac_values"](np, x, p)
+        vals = self.jac_values(x, p)
         J = np.zeros((x.shape[0], self.n_states, self.n_states))
         if len(self.jac_entries):
             J[:, self.jac_rows, self.jac_cols] = vals
@@ -131,7 +139,7 @@ def compile_model(model: Model) -> CompiledModel:
             d = sp.simplify(sp.diff(f[i], xs[n])) if f[i] != 0 else sp.Integer(0)
             if d != 0:
                 jac_entries.append((i, k, d))
-    source = _codegen(state_names, tuple(used), rate_exprs, [e for _, _, e in jac_entries])
+    source = _codegen(state_names, tuple(used), rate_exprs, [e for _, _, e in jac_entries], S)
     return CompiledModel(model=model, state_names=state_names, state_units=tuple(s.units for s in states),
                          param_names=tuple(used), param_units=tuple(symbols[n] for n in used),
                          process_names=tuple(p.name for p in procs), stoichiometry=S,
@@ -156,8 +164,20 @@ class _XpPrinter(NumPyPrinter):
         return out.replace("numpy.", "xp.")
 
 
-def _codegen(state_names, param_names, rate_exprs, jac_exprs) -> str:
+def _codegen(state_names, param_names, rate_exprs, jac_exprs, S) -> str:
     printer = _XpPrinter()
+
+    def rhs_body():
+        out = ["def rhs(xp, x, p):", "    _z = x[..., 0] * 0.0"]
+        out += [f"    {n} = x[..., {i}]" for i, n in enumerate(state_names)]
+        out += [f"    {n} = p[..., {i}]" for i, n in enumerate(param_names)]
+        out += [f"    _r{j} = {printer.doprint(e)}" for j, e in enumerate(rate_exprs)]
+        terms = []
+        for i in range(len(state_names)):
+            parts = [("+ " if S[i, j] > 0 else "- ") + f"_r{j}" for j in range(S.shape[1]) if S[i, j] != 0]
+            terms.append("_z " + " ".join(parts) if parts else "_z")
+        out.append(f"    return xp.stack([{', '.join(terms)}], axis=-1)")
+        return out
 
     def body(fname, exprs):
         out = [f"def {fname}(xp, x, p):", "    _z = x[..., 0] * 0.0"]
@@ -170,4 +190,4 @@ def _codegen(state_names, param_names, rate_exprs, jac_exprs) -> str:
         out.append(f"    return xp.stack([{items}], axis=-1)")
         return out
 
-    return "\n".join(body("rates", rate_exprs) + [""] + body("jac_values", jac_exprs)) + "\n"
+    return "\n".join(body("rates", rate_exprs) + [""] + body("jac_values", jac_exprs) + [""] + rhs_body()) + "\n"

@@ -1,0 +1,77 @@
+"""Bad scenarios: a clear error naming the field, the value and what is allowed; exit 2; no output left."""
+
+import pytest
+import yaml
+
+from conftest import example
+from mscsim import InputError, scenario_from_dict
+from mscsim.cli import main
+from mscsim.simulation import resolve_setup
+
+BAD = [
+    # (change, field named in the message, text that must appear)
+    ({"regimen": {"route": "intravenus", "dose": {"cells": 1e6}}}, "regimen.route", "intravenous"),  # enum
+    ({"product": {"viability": 1.5}}, "product.viability", "less than or equal to 1"),  # number range
+    ({"regimen": {"route": "intravenous", "dose": {"cells": "many"}}}, "regimen.dose.cells", "valid number"),  # type
+    ({"regimen": {"route": "intravenous", "dose": {"cells": 1e6, "cells_per_kg": 1e6}}}, "regimen.dose",
+     "exactly one"),  # exclusive fields
+    ({"regimen": {"route": "intravenous", "dose": {"cells": 1e6}, "times_days": [3, 1]}}, "regimen.times_days",
+     "increasing"),  # list
+    ({"duration_days": -1}, "duration_days", "greater than 0"),
+    ({"species": "dog"}, "species", "'human', 'mouse' or 'rat'"),
+    ({"product": {"sourse": "adipose"}}, "product.sourse", "known fields"),  # typo: unknown field
+    ({"seed": 1.5}, "seed", "valid integer"),
+    ({"mechanisms": {"engraftment": "sometimes"}}, "mechanisms.engraftment", "valid boolean"),
+]
+
+
+@pytest.mark.parametrize("change,field,allowed", BAD)
+def test_bad_scenario_names_field_value_and_allowed(change, field, allowed):
+    data = example("mouse_iv_eggenhofer2012")
+    for k, v in change.items():
+        data[k] = {**data[k], **v} if isinstance(v, dict) and isinstance(data.get(k), dict) and k != "regimen" else v
+    with pytest.raises(InputError) as exc:
+        scenario_from_dict(data, file="bad.yaml")
+    msg = str(exc.value)
+    assert f"field '{field}'" in msg and allowed in msg and "bad.yaml" in msg
+
+
+def test_missing_required_field():
+    data = example("mouse_iv_eggenhofer2012")
+    del data["regimen"]
+    with pytest.raises(InputError, match="field 'regimen'.*Field required"):
+        scenario_from_dict(data)
+
+
+def test_guidance_without_accuracy_data_at_the_site():
+    data = example("knee_ia_5e7_ultrasound", regimen={"route": "intradiscal", "guidance": "direct_vision",
+                                                      "dose": {"cells": 1e7}})
+    with pytest.raises(InputError, match="regimen.guidance.*fluoroscopy"):
+        resolve_setup(scenario_from_dict(data))
+
+
+def test_unknown_parameter_override():
+    data = example("mouse_iv_eggenhofer2012", parameters={"k_death_lungs": 0.1})
+    with pytest.raises(InputError, match="field 'parameters'.*k_death_lungs"):
+        resolve_setup(scenario_from_dict(data))
+
+
+def test_cli_bad_scenario_exits_nonzero_and_leaves_nothing(tmp_path, capsys):
+    data = example("mouse_iv_eggenhofer2012", product={"viability": 0})
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    assert main(["simulate", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "product.viability" in err and "greater than 0" in err
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["bad.yaml"]
+
+
+def test_cli_refuses_to_overwrite_a_folder_that_is_not_an_mscsim_output(tmp_path, capsys):
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    assert main(["simulate", "mouse_iv_eggenhofer2012", "--out", str(out)]) == 2
+    assert (out / "notes.txt").read_text() == "keep me"
+    assert "refusing to overwrite" in capsys.readouterr().err
