@@ -1,6 +1,7 @@
 """Behaviour tests for where the cells go and how long they live (BIOLOGY.md B04-B08)."""
 
 import numpy as np
+from scipy.integrate import trapezoid
 
 from conftest import example, frac, run
 
@@ -55,7 +56,7 @@ def test_B06_guided_placement_puts_more_dose_at_the_lesion():
     blind = run(example("knee_ia_5e7_blind"))
     ratio = float(guided["potent_dose_at_target"][0] / blind["potent_dose_at_target"][0])
     assert abs(ratio - 0.958 / 0.778) < 1e-12  # cited accuracies: ultrasound 95.8 %, landmark 77.8 %
-    exposure = [np.trapezoid(d["msc_target"].values[0], d["time_days"].values) for d in (guided, blind)]
+    exposure = [trapezoid(d["msc_target"].values[0], d["time_days"].values) for d in (guided, blind)]
     assert exposure[0] > 1.15 * exposure[1]
 
 
@@ -70,7 +71,7 @@ def test_B06_effective_dose_is_count_x_viability_x_potency_x_placement():
 def test_B07_homing_small_and_larger_when_inflamed():
     quiet = run(example("human_iv_2e6_per_kg", patient={"target_inflammation": 0.0}))
     inflamed = run(example("human_iv_2e6_per_kg", patient={"target_inflammation": 1.0}))
-    reached = [np.trapezoid(d["msc_target"].values[0], d["time"].values) for d in (quiet, inflamed)]
+    reached = [trapezoid(d["msc_target"].values[0], d["time"].values) for d in (quiet, inflamed)]
     assert reached[1] > 1.5 * reached[0]
     arrived = [frac(d, ["msc_target", "debris_target"], 24.0) for d in (quiet, inflamed)]
     assert arrived[1] < 0.05  # only a small fraction of a systemic dose reaches the lesion

@@ -52,8 +52,9 @@ def _simulate(args) -> int:
     adm = float(ds["administered"].max())
     print(f"{scenario.name}: {ds.sizes['patient']} patient(s), {ds.sizes['time']} time points, "
           f"{adm:.3g} cells administered")
-    print(f"viable at end ({float(ds['time_days'][-1]):g} d): {float(v[-1]):.3g} cells "
-          f"({float(v[-1]) / adm:.2%} of administered)")
+    end = float(v[-1])
+    shown = f"{end:.3g} cells ({end / adm:.2%} of administered)" if end >= 1 else "fewer than 1 cell"
+    print(f"viable at end ({float(ds['time_days'][-1]):g} d, median patient): {shown}")
     print(f"wrote {out}/results.nc, summary.csv, cell_fate.png, manifest.json")
     print(DISCLAIMER)
     return 0

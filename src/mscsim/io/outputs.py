@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xarray as xr
+from scipy.integrate import trapezoid
 
 from ..errors import InputError
 
@@ -61,7 +62,7 @@ def summary_table(ds: xr.Dataset) -> pd.DataFrame:
         rows[f"liver_label_fraction_{label}"] = liver_label.values[:, i] / a
     rows["viable_fraction_end"] = ds["viable_total"].values[:, -1] / np.maximum(adm[:, -1], 1e-300)
     rows["viable_target_cells_end"] = ds["msc_target"].values[:, -1]
-    rows["target_exposure_cell_days"] = np.trapezoid(ds["msc_target"].values, ds["time_days"].values, axis=1)
+    rows["target_exposure_cell_days"] = trapezoid(ds["msc_target"].values, ds["time_days"].values, axis=1)
     return pd.DataFrame(rows)
 
 
