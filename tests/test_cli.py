@@ -41,3 +41,18 @@ def test_validate_json_has_the_documented_keys(capsys):
     assert main(["validate", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows and all({"id", "observed", "simulated", "tolerance", "pass"} <= set(r) for r in rows)
+
+
+def test_a_what_if_override_is_cited_as_such(tmp_path, capsys, examples_dir):
+    import yaml
+
+    data = yaml.safe_load((examples_dir / "mouse_iv_eggenhofer2012.yaml").read_text())
+    data["parameters"] = {"f_trap": 0.9}
+    path = tmp_path / "whatif.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["citations", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "[scenario_override]" in out
+    assert main(["simulate", str(path), "--out", str(tmp_path / "o")]) == 0
+    man = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert "scenario_override" in man["citations"] and man["scenario"]["parameters"] == {"f_trap": 0.9}

@@ -90,7 +90,7 @@ class ParameterSet:
     def merged(self, other: "ParameterSet") -> "ParameterSet":
         return ParameterSet({**self.parameters, **other.parameters})
 
-    def override(self, values: Mapping[str, float], *, source: str = "scenario") -> "ParameterSet":
+    def override(self, values: Mapping[str, float], *, source: str = "scenario_override") -> "ParameterSet":
         """Return a copy with some values replaced (for scenario what-ifs); the citation says so."""
         params = dict(self.parameters)
         for name, value in values.items():

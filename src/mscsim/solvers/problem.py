@@ -7,7 +7,7 @@ smooth, autonomous system inside each segment.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -52,7 +52,6 @@ class Problem:
     boluses: tuple[Bolus, ...] = ()
     infusions: tuple[Infusion, ...] = ()
     scale: np.ndarray | None = None  # (B, n) typical magnitude of each state, for absolute tolerances
-    extra: dict = field(default_factory=dict)
 
     @property
     def n_patients(self) -> int:
