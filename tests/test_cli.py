@@ -56,3 +56,11 @@ def test_a_what_if_override_is_cited_as_such(tmp_path, capsys, examples_dir):
     assert main(["simulate", str(path), "--out", str(tmp_path / "o")]) == 0
     man = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert "scenario_override" in man["citations"] and man["scenario"]["parameters"] == {"f_trap": 0.9}
+
+
+def test_export_sbml_writes_a_level3_file(tmp_path, capsys):
+    out = tmp_path / "model.xml"
+    assert main(["export-sbml", "knee_ia_5e7_blind", "-o", str(out)]) == 0
+    text = out.read_text()
+    assert 'level="3"' in text and "<listOfReactions>" in text and "10.2147/CIA.S29265" in text
+    assert "28 process reactions" in capsys.readouterr().out
