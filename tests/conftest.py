@@ -22,6 +22,9 @@ def example(name: str, **changes) -> dict:
             data[key] = {**data[key], **copy.deepcopy(value)}
         else:
             data[key] = copy.deepcopy(value)
+    lot = (data.get("product") or {}).get("lot")
+    if lot and not Path(lot).is_absolute():  # lot paths are relative to the scenario file
+        data["product"]["lot"] = str(EXAMPLES / lot)
     return data
 
 

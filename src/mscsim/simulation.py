@@ -118,7 +118,7 @@ def resolve_setup(scenario: Scenario) -> Setup:
     if is_local(reg.route):
         placement_name = placement_parameter(site, reg.guidance, reg.approach, pset)
         placement = pset[placement_name].value
-    solver_keys = ("hairer1996",) if scenario.solver.kind == "batched" else ()
+    solver_keys = ("hairer1996",) if scenario.solver.kind in ("batched", "jax") else ()
     return Setup(scenario, model, pset, product, factors, site, placement_name, placement,
                  model.parameter_vector(pset), solver_keys)
 
@@ -161,6 +161,13 @@ def solve(setup: Setup, problem: Problem) -> np.ndarray:
     sc = setup.scenario.solver
     if sc.kind == "reference":
         states = solve_reference(problem)
+    elif sc.kind == "jax":
+        try:
+            from .solvers.jax_solver import solve_jax
+        except ImportError as exc:
+            raise InputError("solver.kind", "jax", "'batched' or 'reference', or install the JAX extra: "
+                             f"pip install 'mscsim[jax]' ({exc})") from None
+        states = solve_jax(problem, rtol=sc.rtol)
     else:
         states = solve_batched(problem, rtol=sc.rtol)
     check_conservation(problem, states)

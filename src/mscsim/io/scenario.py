@@ -108,7 +108,7 @@ class OutputSpec(_Strict):
 
 
 class SolverSpec(_Strict):
-    kind: Literal["batched", "reference"] = "batched"
+    kind: Literal["batched", "reference", "jax"] = "batched"
     rtol: float = Field(default=1e-8, gt=0, lt=1e-2)
     chunk_size: int = Field(default=5000, ge=1, le=1_000_000)
 

@@ -1,0 +1,186 @@
+"""Reading FCS 2.0/3.0/3.1 files with FlowIO; compensation and the display transform with NumPy.
+
+Why not FlowKit: on this Python 3.11 stack `pip install flowkit` (1.3.2) resolves, but it pins pandas<3
+(it would downgrade the pandas 3 that mscsim runs on) and pulls bokeh, pyarrow, lxml, psutil, anytree and
+the compiled FlowUtils - a heavy stack for the three things mscsim needs: read a file, apply its spillover
+matrix, and transform for display. FlowIO (a FlowKit dependency, already an mscsim dependency) reads the
+files; compensation is one linear solve and asinh is one NumPy call. No FCS parsing is written here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
+
+import flowio
+import numpy as np
+
+from ..errors import InputError
+
+SPILLOVER_KEYWORDS = ("spillover", "spill", "comp")  # FlowIO lower-cases keywords and drops the '$'
+SUPPORTED_VERSIONS = ("2.0", "3.0", "3.1")
+
+
+@dataclass(frozen=True)
+class Spillover:
+    """A spillover matrix: row i is the light of fluorochrome i seen in each detector (columns)."""
+
+    channels: tuple[str, ...]
+    matrix: np.ndarray
+    keyword: str
+
+
+@dataclass(frozen=True)
+class FcsData:
+    """One FCS data set: events (n_events x n_channels, FlowIO-scaled for gain/log) and its keywords."""
+
+    path: Path
+    version: str
+    channels: tuple[str, ...]
+    labels: tuple[str, ...]
+    events: np.ndarray
+    text: Mapping[str, str]
+    compensated_with: str | None = None
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def n_events(self) -> int:
+        return int(self.events.shape[0])
+
+    def has(self, channel: str) -> bool:
+        return channel in self.channels
+
+    def index(self, channel: str) -> int:
+        """Column of a channel ($PnN); a missing or duplicated name is an error naming the file."""
+        hits = [i for i, c in enumerate(self.channels) if c == channel]
+        if len(hits) != 1:
+            problem = "is not" if not hits else "appears more than once"
+            raise InputError("channel", channel, f"a channel of this file (it {problem} in it); the file's "
+                             f"channels are {list(self.channels)}", file=str(self.path))
+        return hits[0]
+
+    def column(self, channel: str) -> np.ndarray:
+        return self.events[:, self.index(channel)]
+
+    def keyword(self, channel: str, letter: str) -> str | None:
+        """A per-channel keyword such as $PnV (voltage) or $PnR (range), or None when absent."""
+        value = self.text.get(f"p{self.index(channel) + 1}{letter.lower()}")
+        return None if value is None else str(value).strip()
+
+    def label(self, channel: str) -> str:
+        return self.labels[self.index(channel)]
+
+    def spillover(self) -> Spillover | None:
+        """The file's own spillover matrix, parsed when asked for (a malformed one is an error only then)."""
+        return spillover_of(self)
+
+
+def _unreadable(path: Path, problem: str) -> InputError:
+    return InputError("FCS file", str(path), f"a complete FCS 2.0, 3.0 or 3.1 file; {problem}", file=str(path))
+
+
+def _open(path: Path, **options) -> flowio.FlowData:
+    return flowio.FlowData(str(path), **options)
+
+
+def read_fcs(path: str | Path) -> FcsData:
+    """Read one FCS file (FCS 2.0, 3.0 or 3.1); a truncated, corrupt or multi-data-set file is an InputError.
+
+    Files whose DATA end offset is off by one byte (a known instrument quirk) are read with FlowIO's
+    ``ignore_offset_error`` and the fact is kept in ``warnings``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("FCS file", str(path), "an existing FCS file", file=str(path))
+    warnings: list[str] = []
+    try:
+        try:
+            fd = _open(path)
+        except flowio.exceptions.FCSParsingError as exc:
+            if "off by 1" not in str(exc):
+                raise
+            fd = _open(path, ignore_offset_error=True)
+            warnings.append("DATA end offset off by one byte (instrument quirk); read with ignore_offset_error")
+        events = np.asarray(fd.as_array(preprocess=True), dtype=np.float64)
+    except flowio.exceptions.MultipleDataSetsError:
+        raise _unreadable(path, "this file holds several data sets; export each tube as its own file") from None
+    except flowio.exceptions.FCSParsingError as exc:
+        msg = str(exc)
+        if "greater than file size" in msg:
+            msg = (f"it is truncated: its header declares more data than the file's {path.stat().st_size} "
+                   "bytes hold")
+        raise _unreadable(path, msg) from None
+    except Exception as exc:  # noqa: BLE001 - FlowIO raises bare ValueError/KeyError/struct.error on junk
+        raise _unreadable(path, f"it could not be parsed ({type(exc).__name__}: {exc})") from None
+    if fd.version not in SUPPORTED_VERSIONS:
+        raise _unreadable(path, f"its header says FCS version {fd.version!r}")
+    if events.ndim != 2 or events.shape[0] == 0:
+        raise _unreadable(path, "it holds no events")
+    text = MappingProxyType({str(k).lower(): str(v) for k, v in fd.text.items()})
+    return FcsData(path=path, version=fd.version, channels=tuple(fd.pnn_labels),
+                   labels=tuple(s or "" for s in fd.pns_labels), events=events, text=text, warnings=tuple(warnings))
+
+
+def _channel_name(token: str, data: FcsData, keyword: str) -> str:
+    """Map a name in a spillover keyword to a $PnN: by $PnN, by $PnS, or by 1-based channel number."""
+    if token in data.channels:
+        return token
+    if token in data.labels and data.labels.count(token) == 1:
+        return data.channels[data.labels.index(token)]
+    if token.isdigit() and 1 <= int(token) <= len(data.channels):
+        return data.channels[int(token) - 1]
+    raise InputError(f"${keyword.upper()}", token, f"a channel of the file; channels are {list(data.channels)}",
+                     file=str(data.path))
+
+
+def spillover_of(data: FcsData) -> Spillover | None:
+    """The file's spillover matrix from $SPILLOVER, SPILL or $COMP ('n,names...,values...'), or None."""
+    for key in SPILLOVER_KEYWORDS:
+        raw = data.text.get(key)
+        if raw is None or not raw.strip():
+            continue
+        tokens = [t.strip() for t in re.split(r",", raw.strip().strip(","))]
+        try:
+            n = int(float(tokens[0]))
+        except ValueError:
+            raise InputError(f"${key.upper()}", raw[:60], "'n, n channel names, n*n numbers'",
+                             file=str(data.path)) from None
+        if n == 0:
+            return None
+        if len(tokens) != 1 + n + n * n:
+            raise InputError(f"${key.upper()}", f"{len(tokens)} items", f"1 + n + n*n = {1 + n + n * n} items "
+                             f"for n = {n} (a count, {n} channel names, then the matrix row by row)",
+                             file=str(data.path))
+        names = tuple(_channel_name(t, data, key) for t in tokens[1:1 + n])
+        try:
+            matrix = np.array([float(t) for t in tokens[1 + n:]], dtype=np.float64).reshape(n, n)
+        except ValueError:
+            raise InputError(f"${key.upper()}", raw[:60], "numeric matrix entries", file=str(data.path)) from None
+        return Spillover(channels=names, matrix=matrix, keyword=key)
+    return None
+
+
+def compensate(data: FcsData, spill: Spillover | None, origin: str) -> FcsData:
+    """Remove spillover: observed = true @ S, so true = observed @ inv(S) over the matrix's channels."""
+    if spill is None:
+        return data
+    idx = [data.index(ch) for ch in spill.channels]
+    try:
+        solved = np.linalg.solve(spill.matrix.T, data.events[:, idx].T).T
+    except np.linalg.LinAlgError:
+        raise InputError("compensation", spill.keyword, "an invertible spillover matrix", file=str(data.path)) from None
+    events = data.events.copy()
+    events[:, idx] = solved
+    return replace(data, events=events, compensated_with=origin)
+
+
+def asinh_transform(values: np.ndarray, cofactor: float) -> np.ndarray:
+    """Display transform asinh(x / c): linear near zero (keeps negative compensated values), log-like above."""
+    return np.arcsinh(np.asarray(values, dtype=np.float64) / cofactor)
+
+
+def inverse_asinh(values: np.ndarray | float, cofactor: float) -> np.ndarray | float:
+    return np.sinh(values) * cofactor
