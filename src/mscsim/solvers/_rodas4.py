@@ -20,3 +20,17 @@ C = {
     (6, 5): -6.058818238834054,
 }
 ORDER_EMBEDDED = 3
+
+
+def rodas4_stages(f, solve, y, h):
+    """The six RODAS4 stages for a batch: ``f`` is the right-hand side, ``solve`` applies W^-1, ``h`` is the
+    per-patient step (shape (B,)). Array-library agnostic (NumPy or jax.numpy). Returns (y_new, error)."""
+    hinv = (1.0 / h)[:, None]
+    k = [None] * 7
+    k[1] = solve(f(y))
+    for i in range(2, 6):
+        yi = y + sum(A[(i, j)] * k[j] for j in range(1, i))
+        k[i] = solve(f(yi) + hinv * sum(C[(i, j)] * k[j] for j in range(1, i)))
+    y6 = y + sum(A[(5, j)] * k[j] for j in range(1, 5)) + k[5]
+    k[6] = solve(f(y6) + hinv * sum(C[(6, j)] * k[j] for j in range(1, 6)))
+    return y6 + k[6], k[6]

@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import MscsimError
 from . import _rodas4 as tab
 from ..model.compile import CompiledModel
+from ._driver import run_segments
 from ._linalg import BatchedSolver, SparseBatchedSolver, SparsePattern
 from .problem import Problem
 
@@ -27,29 +28,15 @@ def solve_batched(problem: Problem, *, rtol: float = 1e-8, atol_factor: float = 
                   max_steps: int = 200_000) -> np.ndarray:
     """Integrate all patients together; returns states at ``t_eval``, shape (patients, times, states)."""
     model = problem.model
-    B, n = problem.n_patients, model.n_states
     t_eval = np.asarray(problem.t_eval, dtype=float)
-    out = np.empty((B, len(t_eval), n))
-    y = problem.initial_state()
     atol = atol_factor * problem.state_scale()
     P = np.asarray(problem.params, dtype=float)
-    h_prev = np.full(B, np.nan)
-    for seg in problem.segments():
-        if seg.bolus is not None:
-            y = y + seg.bolus
-            h_prev = np.full(B, np.nan)  # the state jumped: choose the first step afresh
-        if seg.t1 <= seg.t0:
-            out[:, seg.out_idx] = y[:, None, :]
-            continue
-        u = np.zeros((B, n)) if seg.input is None else np.asarray(seg.input, dtype=float)
-        stops = np.append(t_eval[seg.out_idx], seg.t1)
-        stops = np.unique(stops[stops > seg.t0])
-        record_at_start = seg.out_idx[t_eval[seg.out_idx] == seg.t0]
-        if len(record_at_start):
-            out[:, record_at_start] = y[:, None, :]
-        y, h_prev = _integrate_segment(model, P, u, y, seg.t0, stops, t_eval, seg.out_idx, out, atol, rtol,
-                                       h_prev, max_steps)
-    return out
+
+    def integrate(y, h_prev, seg, u, stops, out):
+        return _integrate_segment(model, P, u, y, seg.t0, stops, t_eval, seg.out_idx, out, atol, rtol, h_prev,
+                                  max_steps)
+
+    return run_segments(problem, integrate)
 
 
 def _integrate_segment(model, P, u, y, t0, stops, t_eval, out_idx, out, atol, rtol, h_prev, max_steps):
@@ -112,19 +99,11 @@ def _w_solver(model, y, p, h):
 def _rodas4_step(model, y, p, u, h):
     """One RODAS4 step for a batch with per-patient step ``h``; returns (y_new, error estimate)."""
     solve = _w_solver(model, y, p, h).solve
-    hinv = (1.0 / h)[:, None]
 
     def f(x):
         return model.rhs(x, p) + u
 
-    k = [None] * 7
-    k[1] = solve(f(y))
-    for i in range(2, 6):
-        yi = y + sum(tab.A[(i, j)] * k[j] for j in range(1, i))
-        k[i] = solve(f(yi) + hinv * sum(tab.C[(i, j)] * k[j] for j in range(1, i)))
-    y6 = y + sum(tab.A[(5, j)] * k[j] for j in range(1, 5)) + k[5]
-    k[6] = solve(f(y6) + hinv * sum(tab.C[(6, j)] * k[j] for j in range(1, 6)))
-    return y6 + k[6], k[6]
+    return tab.rodas4_stages(f, solve, y, h)
 
 
 def _initial_step(y, f, atol, rtol, span):

@@ -39,6 +39,7 @@ from ..errors import MscsimError  # noqa: E402
 from . import _rodas4 as tab  # noqa: E402
 from ._linalg import SparsePattern  # noqa: E402
 from .batched import _initial_step  # noqa: E402
+from ._driver import run_segments  # noqa: E402
 from .problem import Problem  # noqa: E402
 
 _SAFETY, _FAC_MIN, _FAC_MAX = 0.9, 0.2, 6.0
@@ -66,8 +67,6 @@ def solve_jax(problem: Problem, *, rtol: float = 1e-8, atol_factor: float = 1e-1
     model = problem.model
     B, n = problem.n_patients, model.n_states
     t_eval = np.asarray(problem.t_eval, dtype=float)
-    out = np.empty((B, len(t_eval), n))
-    y = problem.initial_state()
     atol = atol_factor * problem.state_scale()
     P = np.asarray(problem.params, dtype=float)
     kernel = _kernel(model.source, tuple(int(i) for i in model.jac_rows), tuple(int(i) for i in model.jac_cols), n)
@@ -76,22 +75,10 @@ def solve_jax(problem: Problem, *, rtol: float = 1e-8, atol_factor: float = 1e-1
     chunks = [slice(c, min(c + chunk, B)) for c in range(0, B, chunk)]
     padded = [_Padded(P[c], atol[c], _bucket(c.stop - c.start, _MIN_BUCKET)) for c in chunks]
 
-    h_prev = np.full(B, np.nan)
-    for seg in problem.segments():
-        if seg.bolus is not None:
-            y = y + seg.bolus
-            h_prev = np.full(B, np.nan)  # the state jumped: choose the first step afresh
-        if seg.t1 <= seg.t0:
-            out[:, seg.out_idx] = y[:, None, :]
-            continue
-        u = np.zeros((B, n)) if seg.input is None else np.asarray(seg.input, dtype=float)
-        stops = np.append(t_eval[seg.out_idx], seg.t1)
-        stops = np.unique(stops[stops > seg.t0])
-        record_at_start = seg.out_idx[t_eval[seg.out_idx] == seg.t0]
-        if len(record_at_start):
-            out[:, record_at_start] = y[:, None, :]
+    def integrate(y, h_prev, seg, u, stops, out):
         f0 = model.rhs(y, P) + u
         h0 = np.where(np.isnan(h_prev), _initial_step(y, f0, atol, rtol, stops[-1] - seg.t0), h_prev)
+        h_prev = h_prev.copy()
         S = len(stops)
         stops_pad = jnp.asarray(np.concatenate([stops, np.full(_bucket(S, _MIN_STOPS) - S, stops[-1])]))
         later = seg.out_idx[t_eval[seg.out_idx] > seg.t0]
@@ -105,7 +92,9 @@ def solve_jax(problem: Problem, *, rtol: float = 1e-8, atol_factor: float = 1e-1
             h_prev[c] = h_j
             if len(later):
                 out[c, later] = buf[:, col]
-    return out
+        return y, h_prev
+
+    return run_segments(problem, integrate)
 
 
 class _Padded:
@@ -188,15 +177,7 @@ def _kernel(source: str, rows: tuple, cols: tuple, n: int):
         def f(x):
             return rhs_fn(jnp, x, p) + u
 
-        hinv = (1.0 / h)[:, None]
-        k = [None] * 7
-        k[1] = solve(f(y))
-        for i in range(2, 6):
-            yi = y + sum(tab.A[(i, j)] * k[j] for j in range(1, i))
-            k[i] = solve(f(yi) + hinv * sum(tab.C[(i, j)] * k[j] for j in range(1, i)))
-        y6 = y + sum(tab.A[(5, j)] * k[j] for j in range(1, 5)) + k[5]
-        k[6] = solve(f(y6) + hinv * sum(tab.C[(6, j)] * k[j] for j in range(1, 6)))
-        return y6 + k[6], k[6]
+        return tab.rodas4_stages(f, solve, y, h)
 
     def step(y, p, u, h, active):
         """One RODAS4 step for a batch with per-patient step ``h``: (y_new, error estimate).
