@@ -12,6 +12,8 @@ from mscsim import scenario_from_dict, simulate
 from mscsim.analysis.validation import EXAMPLES
 
 SCENARIO_EXAMPLES = sorted(p.stem for p in EXAMPLES.glob("*.yaml") if "regimen" in (yaml.safe_load(p.read_text()) or {}))
+# kinetics-only examples (no tissue model): what the SBML export and the JAX solver cover so far
+KINETICS_EXAMPLES = [n for n in SCENARIO_EXAMPLES if "disease" not in yaml.safe_load((EXAMPLES / f"{n}.yaml").read_text())]
 
 
 def example(name: str, **changes) -> dict:

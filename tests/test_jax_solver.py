@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("jax")
 
-from conftest import SCENARIO_EXAMPLES, example  # noqa: E402
+from conftest import KINETICS_EXAMPLES as SCENARIO_EXAMPLES, example  # noqa: E402
 from mscsim import scenario_from_dict, solve_batched  # noqa: E402
 from mscsim.simulation import resolve_setup  # noqa: E402
 from mscsim.solvers import jax_solver  # noqa: E402

@@ -6,7 +6,7 @@ import pytest
 import roadrunner
 import sympy as sp
 
-from conftest import SCENARIO_EXAMPLES, example
+from conftest import KINETICS_EXAMPLES as SCENARIO_EXAMPLES, example
 from mscsim import MscsimError, __version__, resolve_setup, scenario_from_dict, simulate
 from mscsim.io.sbml import UNIT_DEFINITIONS, build_document, export_sbml, sources, sympy_math, validate
 

@@ -19,6 +19,7 @@ from .model.compile import CompiledModel, compile_model
 from .model.core import Model
 from .model.parameters import ParameterSet, load_parameter_sets
 from .model.references import Reference, resolve
+from .model.units import convert
 from .patients.population import draw_parameters
 from .product.product import PotencyFactors, Product, potency_factors
 from .solvers.batched import solve_batched
@@ -27,7 +28,11 @@ from .solvers.reference import solve_reference
 
 KINETICS = ("cell_compartments", "circulation", "homing", "cell_death", "local_retention", "debris_clearance",
             "engraftment")
+TISSUE = ("tissue_states", "msc_licensing", "msc_secretion", "efferocytosis", "cytokine_network",
+          "macrophage_polarisation", "t_cell_response", "innate_activation", "tissue_injury_repair", "fibrosis",
+          "angiogenesis", "structural_damage")
 CONSERVATION_RTOL = 1e-9
+BURN_IN_DAYS = 1000.0  # the untreated disease is run this long to its chronic state before the first dose
 
 
 @lru_cache(maxsize=16)
@@ -61,6 +66,12 @@ class Setup:
             names.append(self.placement_parameter)
         if self.scenario.regimen.dose.cells_per_kg is not None and self.scenario.patient.weight_kg is None:
             names.append("body_weight")
+        if self.has_tissue:
+            pt = self.scenario.patient
+            names += ["ecf_per_kg"] + (["smoking_perfusion"] if pt.smoker else []) + \
+                (["vascular_perfusion"] if pt.vascular_disease else []) + \
+                (["age_repair_slope"] if pt.age_years is not None else []) + \
+                (["poor_nutrition_repair"] if pt.nutrition == "poor" else [])
         return list(dict.fromkeys(names))
 
     def citation_keys(self) -> list[str]:
@@ -76,17 +87,58 @@ class Setup:
         return self.pset["body_weight"].value
 
     def dose_cells(self) -> float:
+        """Cells per administration (0 for a vesicle product)."""
         d = self.scenario.regimen.dose
+        if d.particles is not None:
+            return 0.0
         return d.cells if d.cells is not None else d.cells_per_kg * self.body_weight()
 
-    def problem(self, start: int = 0, count: int | None = None) -> Problem:
-        """The solver problem for patients start..start+count-1 of the scenario's population."""
+    @property
+    def has_tissue(self) -> bool:
+        return self.scenario.disease is not None
+
+    def _dose_amounts(self, count: int, P: np.ndarray, treated: bool) -> np.ndarray:
+        """What one administration adds to each state, per patient (zeros for the untreated comparator)."""
+        sc = self.scenario
+        if not treated:
+            return np.zeros((count, self.model.n_states))
+        if sc.product.kind == "vesicles":
+            amount = np.zeros((count, self.model.n_states))
+            if is_local(sc.regimen.route):
+                volume = P[:, self.model.param_index("V_site")]
+                share = self.placement_fraction
+            else:
+                volume = P[:, self.model.param_index("V_ecf")]
+                share = P[:, self.model.param_index("phi_sys")]
+            amount[:, self.model.index("ev")] = sc.regimen.dose.particles * share / volume
+            return amount
+        cells = np.full(count, self.dose_cells())
+        return split_dose(sc.regimen.route, cells, self.factors.viability, self.placement, self.model)
+
+    def baseline(self, P: np.ndarray) -> np.ndarray | None:
+        """Each patient's untreated chronic disease state (the burn-in), or None for the kinetics-only model.
+
+        The disease is run without MSCs for BURN_IN_DAYS from the declared start values; structural loss is
+        then reset to the patient's grade (it is a covariate, not a product of the burn-in)."""
+        if not self.has_tissue:
+            return None
+        x0 = self.model.initial_signals(P)
+        t = np.array([0.0, BURN_IN_DAYS * 24.0])
+        burn = solve_batched(Problem(self.model, P, t, x0=x0), rtol=min(self.scenario.solver.rtol, 1e-6))
+        out = burn[:, -1, :].copy()
+        k = self.model.index("structure")
+        out[:, k] = x0[:, k]
+        out[:, self.model.cell_mask] = 0.0
+        return out
+
+    def problem(self, start: int = 0, count: int | None = None, *, treated: bool = True) -> Problem:
+        """The solver problem for patients start..start+count-1 of the scenario's population
+        (``treated=False``: the same patients, untreated, from the same baseline)."""
         sc = self.scenario
         count = sc.population.size - start if count is None else count
         P = draw_parameters(self.nominal, self.model.param_names, self.pset, seed=sc.seed, start=start,
                             count=count, variability=sc.population.variability)
-        cells = np.full(count, self.dose_cells())
-        amount = split_dose(sc.regimen.route, cells, self.factors.viability, self.placement, self.model)
+        amount = self._dose_amounts(count, P, treated)
         t_eval = output_times(sc)
         boluses, infusions = [], []
         for td in sc.regimen.times_days:
@@ -96,24 +148,36 @@ class Setup:
                 infusions.append(Infusion(t0, t0 + dur, amount / dur))
             else:
                 boluses.append(Bolus(t0, amount))
-        return Problem(self.model, P, t_eval, boluses=tuple(boluses), infusions=tuple(infusions))
+        return Problem(self.model, P, t_eval, x0=self.baseline(P), boluses=tuple(boluses),
+                       infusions=tuple(infusions))
 
 
 def resolve_setup(scenario: Scenario) -> Setup:
     """Resolve parameters (defaults, species, site, product, what-ifs) and the model composition."""
     reg = scenario.regimen
     site = reg.site or DEFAULT_SITE[reg.route]
-    pset = load_parameter_sets(["kinetics", "product", f"species_{scenario.species}", f"site_{site}"])
+    files = ["kinetics", "product", f"species_{scenario.species}", f"site_{site}"]
+    if scenario.disease:
+        files += ["tissue", f"disease_{scenario.disease}"]
+    pset = load_parameter_sets(files)
     product = _product(scenario)
     factors = potency_factors(product, pset)
     overrides = {"m_death": factors.death_multiplier, "S_target": scenario.patient.target_inflammation}
+    if scenario.disease:
+        overrides.pop("S_target")
+        overrides.update(patient_environment(scenario, pset))
+        overrides["potency"] = factors.potency
     pset = _with_values(pset, overrides)
     unknown = sorted(set(scenario.parameters) - set(pset.names()))
     if unknown:
         raise InputError("parameters", unknown, f"names of model parameters, e.g. {sorted(pset.names())[:12]} ...")
     if scenario.parameters:
         pset = pset.override(scenario.parameters)
-    model = compiled(KINETICS, tuple(sorted(scenario.mechanisms.items())))
+    mechanisms = KINETICS + TISSUE if scenario.disease else KINETICS
+    unknown_mech = sorted(set(scenario.mechanisms) - set(mechanisms))
+    if unknown_mech:
+        raise InputError("mechanisms", unknown_mech, f"switches for the model's mechanisms: {list(mechanisms)}")
+    model = compiled(mechanisms, tuple(sorted(scenario.mechanisms.items())))
     placement_name = placement = None
     if is_local(reg.route):
         placement_name = placement_parameter(site, reg.guidance, reg.approach, pset)
@@ -121,6 +185,32 @@ def resolve_setup(scenario: Scenario) -> Setup:
     solver_keys = ("hairer1996",) if scenario.solver.kind in ("batched", "jax") else ()
     return Setup(scenario, model, pset, product, factors, site, placement_name, placement,
                  model.parameter_vector(pset), solver_keys)
+
+
+def patient_environment(scenario: Scenario, pset: ParameterSet) -> dict[str, float]:
+    """The patient's covariates as run-time parameter values (B15, B17): extracellular volume from weight,
+    perfusion from smoking and vascular disease, repair capacity from age and nutrition, the disease's drive
+    from its grade and the patient's baseline inflammation, structural loss from the radiographic grade."""
+    pt = scenario.patient
+    weight = pt.weight_kg if pt.weight_kg is not None else pset["body_weight"].value
+    out = {"V_ecf": convert(pset["ecf_per_kg"].value * weight, "L", "mL")}
+    perf = pset["perf_base"].value
+    if pt.smoker:
+        perf *= pset["smoking_perfusion"].value
+    if pt.vascular_disease:
+        perf *= pset["vascular_perfusion"].value
+    out["perf_base"] = perf
+    capacity = pset["repair_capacity"].value
+    if pt.age_years is not None:
+        capacity *= max(0.2, 1.0 - pset["age_repair_slope"].value * max(0.0, pt.age_years - 40.0) / 10.0)
+    if pt.nutrition == "poor":
+        capacity *= pset["poor_nutrition_repair"].value
+    out["repair_capacity"] = capacity
+    insult = pset[f"insult_grade_{pt.gvhd_grade}"].value if pt.gvhd_grade else pset["insult"].value
+    out["insult"] = insult * pt.baseline_inflammation
+    if pt.kellgren_lawrence is not None:
+        out["structure_0"] = pset[f"structure_0_kl{pt.kellgren_lawrence}"].value
+    return out
 
 
 def _with_values(pset: ParameterSet, values: dict[str, float]) -> ParameterSet:
@@ -197,7 +287,15 @@ def simulate(scenario: Scenario, *, progress=None) -> xr.Dataset:
         if progress is not None:
             progress(min(start + chunk, n), n)
     states = np.concatenate(parts)
-    return to_dataset(setup, output_times(scenario), states, np.concatenate(adm_parts))
+    ds = to_dataset(setup, output_times(scenario), states, np.concatenate(adm_parts))
+    if setup.has_tissue:  # the same patients untreated, from the same baseline: what the treatment changed
+        untreated = np.concatenate([solve(setup, setup.problem(start, min(chunk, n - start), treated=False))
+                                    for start in range(0, n, chunk)])
+        for k, name in enumerate(setup.model.state_names):
+            if not setup.model.cell_mask[k]:
+                attrs = dict(ds[name].attrs, long_name=f"{ds[name].attrs.get('long_name', name)} (untreated)")
+                ds[f"{name}_untreated"] = (("patient", "time"), untreated[:, :, k], attrs)
+    return ds
 
 
 def to_dataset(setup: Setup, t: np.ndarray, states: np.ndarray, administered: np.ndarray) -> xr.Dataset:

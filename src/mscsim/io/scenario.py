@@ -23,9 +23,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ProductSpec(_Strict):
-    """The cell product. Give the fields directly, or ``lot: LOT.yaml`` to take them from a QC'd lot."""
+Disease = Literal["knee_osteoarthritis", "acute_gvhd", "perianal_fistula"]
 
+
+class ProductSpec(_Strict):
+    """The cell product. Give the fields directly, or ``lot: LOT.yaml`` to take them from a QC'd lot.
+
+    ``kind: vesicles`` is a cell-free product: MSC extracellular vesicles dosed as particles (B13)."""
+
+    kind: Literal["cells", "vesicles"] = "cells"
     source: Literal["bone_marrow", "adipose", "umbilical_cord"] = "bone_marrow"
     donor: Literal["autologous", "allogeneic"] = "autologous"
     passage: int | None = Field(default=None, ge=0, le=50)
@@ -37,15 +43,16 @@ class ProductSpec(_Strict):
 
 
 class DoseSpec(_Strict):
-    """One dose: a cell count, or cells per kg of body weight."""
+    """One dose: a cell count, cells per kg of body weight, or (vesicle products) a particle count."""
 
     cells: float | None = Field(default=None, gt=0, le=1e12)
     cells_per_kg: float | None = Field(default=None, gt=0, le=1e10)
+    particles: float | None = Field(default=None, gt=0, le=1e16)
 
     @model_validator(mode="after")
     def _one_of(self):
-        if (self.cells is None) == (self.cells_per_kg is None):
-            raise ValueError("give exactly one of 'cells' or 'cells_per_kg'")
+        if sum(x is not None for x in (self.cells, self.cells_per_kg, self.particles)) != 1:
+            raise ValueError("give exactly one of 'cells', 'cells_per_kg' or 'particles'")
         return self
 
 
@@ -81,11 +88,22 @@ class RegimenSpec(_Strict):
 
 
 class PatientSpec(_Strict):
-    """The patient (or animal): body weight and the inflammatory/chemokine signal at the target."""
+    """The patient (or animal): body weight, the target's inflammation, and the environment that listens (B15).
+
+    Without a ``disease``, ``target_inflammation`` is the chemokine signal S_target the kinetics use. With a
+    disease the tissue model makes that signal itself, and ``baseline_inflammation`` scales the disease's drive."""
 
     weight_kg: float | None = Field(default=None, gt=0, le=400)
     target_inflammation: float = Field(default=0.0, ge=0, le=100,
                                        description="S_target: 0 quiet, 1 the inflamed reference")
+    age_years: float | None = Field(default=None, ge=0, le=120)
+    smoker: bool = False
+    vascular_disease: bool = False
+    nutrition: Literal["adequate", "poor"] = "adequate"
+    baseline_inflammation: float = Field(default=1.0, ge=0, le=10,
+                                         description="multiplier of the disease's inflammatory drive (1 typical)")
+    kellgren_lawrence: int | None = Field(default=None, ge=1, le=4, description="knee OA radiographic grade")
+    gvhd_grade: Literal["II", "III", "IV"] | None = None
 
 
 class PopulationSpec(_Strict):
@@ -119,6 +137,7 @@ class Scenario(_Strict):
     name: str = Field(min_length=1, max_length=200)
     description: str = ""
     species: Species = "human"
+    disease: Disease | None = None
     patient: PatientSpec = PatientSpec()
     product: ProductSpec = ProductSpec()
     regimen: RegimenSpec
@@ -135,6 +154,33 @@ class Scenario(_Strict):
         late = [t for t in self.regimen.times_days if t > self.duration_days]
         if late:
             raise ValueError(f"dose times {late} fall after duration_days={self.duration_days}")
+        return self
+
+    @model_validator(mode="after")
+    def _disease_rules(self):
+        p = self.patient
+        if self.disease is None:
+            given = [n for n in ("age_years", "kellgren_lawrence", "gvhd_grade") if getattr(p, n) is not None]
+            given += [n for n in ("smoker", "vascular_disease") if getattr(p, n)]
+            if given:
+                raise ValueError(f"patient fields {given} need a 'disease' (the tissue model): one of "
+                                 "knee_osteoarthritis, acute_gvhd, perianal_fistula")
+        else:
+            if p.target_inflammation:
+                raise ValueError("with a disease the tissue model makes the target's inflammation; use "
+                                 "patient.baseline_inflammation (a multiplier, 1 typical) instead of target_inflammation")
+            if p.kellgren_lawrence is not None and self.disease != "knee_osteoarthritis":
+                raise ValueError("kellgren_lawrence applies to disease 'knee_osteoarthritis'")
+            if p.gvhd_grade is not None and self.disease != "acute_gvhd":
+                raise ValueError("gvhd_grade applies to disease 'acute_gvhd'")
+        if self.product.kind == "vesicles":
+            if self.regimen.dose.particles is None:
+                raise ValueError("a vesicle product is dosed in particles: regimen.dose.particles")
+            if self.disease is None:
+                raise ValueError("a vesicle product acts only through the tissue model: give a 'disease'")
+        elif self.regimen.dose.particles is not None:
+            raise ValueError("regimen.dose.particles is for product kind 'vesicles'; dose cells with 'cells' or "
+                             "'cells_per_kg'")
         return self
 
     def resolved(self) -> dict:

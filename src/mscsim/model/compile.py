@@ -20,6 +20,9 @@ from .parameters import ParameterSet
 from .units import convert
 
 
+SIMPLIFY_MAX_OPS = 40
+
+
 @dataclass(frozen=True)
 class CompiledModel:
     """What the solvers need: names, units, stoichiometry and generated rate/Jacobian functions."""
@@ -93,6 +96,24 @@ class CompiledModel:
             J[:, self.jac_rows, self.jac_cols] = vals
         return J
 
+    @cached_property
+    def has_signals(self) -> bool:
+        return not bool(self.cell_mask.all())
+
+    def initial_signals(self, params: np.ndarray) -> np.ndarray:
+        """Start values of every state for a parameter batch (B, m): cells 0, signals their declared initial
+        parameter (or 0)."""
+        x0 = np.zeros((params.shape[0], self.n_states))
+        for i, s in enumerate(self.model.states):
+            if s.initial is not None:
+                x0[:, i] = params[:, self.param_index(s.initial)]
+        return x0
+
+    @cached_property
+    def signal_scale(self) -> np.ndarray:
+        """Typical magnitude of each state (cells: 0, filled with the dose at solve time; signals: declared)."""
+        return np.array([0.0 if c else s.scale for c, s in zip(self.cell_mask, self.model.states)])
+
     def parameter_vector(self, pset: ParameterSet) -> np.ndarray:
         """Nominal parameter values in the model's internal units, in ``param_names`` order."""
         return np.array([convert(pset[n].value, pset[n].units, u, what=f"parameter '{n}'")
@@ -124,7 +145,11 @@ def compile_model(model: Model) -> CompiledModel:
         if unknown:
             raise DataError(f"process '{proc.name}' rate uses undeclared symbols {sorted(unknown)}")
         rate_exprs.append(e)
-    used = sorted({str(s) for e in rate_exprs for s in e.free_symbols} & set(ps), key=list(ps).index)
+    initial = {s.initial for s in states if s.initial is not None}
+    missing = sorted(initial - set(ps))
+    if missing:
+        raise DataError(f"initial values name parameters no enabled mechanism declares: {missing}")
+    used = sorted(({str(s) for e in rate_exprs for s in e.free_symbols} & set(ps)) | initial, key=list(ps).index)
     S = np.zeros((len(states), len(procs)))
     for j, proc in enumerate(procs):
         if proc.source is not None:
@@ -136,7 +161,9 @@ def compile_model(model: Model) -> CompiledModel:
     jac_entries = []
     for i in range(len(states)):
         for k, n in enumerate(state_names):
-            d = sp.simplify(sp.diff(f[i], xs[n])) if f[i] != 0 else sp.Integer(0)
+            d = sp.diff(f[i], xs[n]) if f[i] != 0 else sp.Integer(0)
+            if d != 0 and sp.count_ops(d) <= SIMPLIFY_MAX_OPS:  # simplify is exponential in size: small terms only
+                d = sp.simplify(d)
             if d != 0:
                 jac_entries.append((i, k, d))
     source = _codegen(state_names, tuple(used), rate_exprs, [e for _, _, e in jac_entries], S)

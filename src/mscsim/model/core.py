@@ -30,6 +30,8 @@ class State:
     compartment: str
     kind: StateKind
     description: str = ""
+    scale: float = 1.0  # typical magnitude (sets the absolute tolerance of a signal state)
+    initial: str | None = None  # parameter giving the state's value at the start (signals only)
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ class _StateRec(BaseModel):
     compartment: str
     kind: StateKind
     description: str = ""
+    scale: float = Field(default=1.0, gt=0)
+    initial: str | None = None
 
 
 class _ProcRec(BaseModel):
@@ -147,19 +151,28 @@ class Model:
         return tuple(p for m in self.mechanisms if m.name in self.enabled for p in m.processes)
 
     @property
+    def expressions(self) -> dict[str, str]:
+        """Derived quantities of the enabled mechanisms. An expression may take the name of a parameter symbol of
+        another mechanism: it then replaces that parameter (e.g. the tissue's inflammation drives homing's
+        ``S_target``), so a mechanism written for a fixed input can be coupled to a dynamic one."""
+        out: dict[str, str] = {}
+        for m in self.mechanisms:
+            if m.name in self.enabled:
+                for k, v in m.expressions.items():
+                    if k in out and out[k] != v:
+                        raise DataError(f"expression '{k}' is defined differently by two enabled mechanisms")
+                    out[k] = v
+        return out
+
+    @property
     def symbols(self) -> dict[str, str]:
+        """Parameter symbols (name -> internal units) of the enabled mechanisms, less those an expression defines."""
         out: dict[str, str] = {}
         for m in self.mechanisms:
             if m.name in self.enabled:
                 out.update(m.symbols)
-        return out
-
-    @property
-    def expressions(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for m in self.mechanisms:
-            if m.name in self.enabled:
-                out.update(m.expressions)
+        for k in self.expressions:
+            out.pop(k, None)
         return out
 
     def state(self, name: str) -> State:
@@ -175,6 +188,9 @@ class Model:
         if dupes:
             raise DataError(f"states declared twice: {dupes}")
         kinds = {s.name: s.kind for s in self.states}
+        for s in self.states:
+            if s.initial is not None and s.kind in CELL_KINDS:
+                raise DataError(f"state '{s.name}': only signal states take an initial value (cells start at 0)")
         pnames = [p.name for m in self.mechanisms for p in m.processes]
         if len(set(pnames)) != len(pnames):
             raise DataError("process names must be unique across mechanisms")

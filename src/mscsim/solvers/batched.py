@@ -29,7 +29,7 @@ def solve_batched(problem: Problem, *, rtol: float = 1e-8, atol_factor: float = 
     """Integrate all patients together; returns states at ``t_eval``, shape (patients, times, states)."""
     model = problem.model
     t_eval = np.asarray(problem.t_eval, dtype=float)
-    atol = atol_factor * problem.state_scale()
+    atol = problem.atol(atol_factor)
     P = np.asarray(problem.params, dtype=float)
 
     def integrate(y, h_prev, seg, u, stops, out):

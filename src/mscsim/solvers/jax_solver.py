@@ -67,7 +67,7 @@ def solve_jax(problem: Problem, *, rtol: float = 1e-8, atol_factor: float = 1e-1
     model = problem.model
     B, n = problem.n_patients, model.n_states
     t_eval = np.asarray(problem.t_eval, dtype=float)
-    atol = atol_factor * problem.state_scale()
+    atol = problem.atol(atol_factor)
     P = np.asarray(problem.params, dtype=float)
     kernel = _kernel(model.source, tuple(int(i) for i in model.jac_rows), tuple(int(i) for i in model.jac_cols), n)
 

@@ -41,6 +41,9 @@ class Segment:
     out_idx: np.ndarray  # indices into t_eval with t0 <= t < t1 (or <= t1 for the last)
 
 
+SIGNAL_ATOL = 1e-9  # absolute tolerance of signal states, relative to their declared typical magnitude
+
+
 @dataclass(frozen=True)
 class Problem:
     """Everything a solver needs to integrate a batch of independent patients."""
@@ -67,8 +70,20 @@ class Problem:
         total = sum((b.amount for b in self.boluses), np.zeros((self.n_patients, self.model.n_states)))
         for inf in self.infusions:
             total = total + inf.rate * (inf.t_end - inf.t_start)
-        per_patient = np.maximum(total.sum(axis=1, keepdims=True), 1.0)
-        return np.broadcast_to(per_patient, (self.n_patients, self.model.n_states)).copy()
+        cells = self.model.cell_mask
+        per_patient = np.maximum(total[:, cells].sum(axis=1, keepdims=True), 1.0)
+        out = np.broadcast_to(per_patient, (self.n_patients, self.model.n_states)).copy()
+        if not cells.all():  # signal states: their declared typical magnitude (or their dose, if larger)
+            sig = np.maximum(self.model.signal_scale[None, ~cells], np.abs(total[:, ~cells]))
+            out[:, ~cells] = sig
+        return out
+
+    def atol(self, atol_factor: float) -> np.ndarray:
+        """Absolute tolerances (B, n): ``atol_factor`` x cells given for cell states; for signal states
+        ``SIGNAL_ATOL`` x their typical magnitude (a signal decaying to nothing need not be tracked to 1e-13)."""
+        scale = self.state_scale()
+        cells = self.model.cell_mask
+        return np.where(cells[None, :], atol_factor * scale, max(atol_factor, SIGNAL_ATOL) * scale)
 
     def segments(self) -> list[Segment]:
         t_eval = np.asarray(self.t_eval, dtype=float)

@@ -19,11 +19,11 @@ def solve_reference(problem: Problem, *, rtol: float = 1e-10, atol_factor: float
     t_eval = np.asarray(problem.t_eval, dtype=float)
     out = np.empty((B, T, n))
     segments = problem.segments()
-    scale = problem.state_scale()
+    atols = problem.atol(atol_factor)
     for i in range(B):
         p = problem.params[i:i + 1]
         y = problem.initial_state()[i].copy()
-        atol = atol_factor * scale[i]
+        atol = atols[i]
         for seg in segments:
             if seg.bolus is not None:
                 y = y + seg.bolus[i]
