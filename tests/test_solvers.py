@@ -28,7 +28,9 @@ def test_batched_agrees_with_reference_on_every_example(name):
     # phagocytes months after the cells, carries ~1e-5 relative error in both solvers)
     model = prob.model
     scale = np.where(model.cell_mask, prob.administered().max(), 10.0 * model.signal_scale)
-    assert agree(bat, ref, scale) < 1e-6
+    # the kinetics are linear: 1e-6. The tissue model is a year of nonlinear feedback, where the batched solver's
+    # rtol 1e-8 accumulates to about 1e-6 globally: 1e-5.
+    assert agree(bat, ref, scale) < (1e-5 if setup.has_tissue else 1e-6)
 
 
 def test_rodas4_matches_matrix_exponential_on_the_linear_kinetics():
