@@ -5,7 +5,7 @@ scenario -> (parameters, product factors, dose events, patients) -> solver -> la
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -97,11 +97,9 @@ class Setup:
     def has_tissue(self) -> bool:
         return self.scenario.disease is not None
 
-    def _dose_amounts(self, count: int, P: np.ndarray, treated: bool) -> np.ndarray:
-        """What one administration adds to each state, per patient (zeros for the untreated comparator)."""
+    def _dose_amounts(self, count: int, P: np.ndarray) -> np.ndarray:
+        """What one administration adds to each state, per patient."""
         sc = self.scenario
-        if not treated:
-            return np.zeros((count, self.model.n_states))
         if sc.product.kind == "vesicles":
             amount = np.zeros((count, self.model.n_states))
             if is_local(sc.regimen.route):
@@ -131,14 +129,13 @@ class Setup:
         out[:, self.model.cell_mask] = 0.0
         return out
 
-    def problem(self, start: int = 0, count: int | None = None, *, treated: bool = True) -> Problem:
-        """The solver problem for patients start..start+count-1 of the scenario's population
-        (``treated=False``: the same patients, untreated, from the same baseline)."""
+    def problem(self, start: int = 0, count: int | None = None) -> Problem:
+        """The solver problem for patients start..start+count-1 of the scenario's population."""
         sc = self.scenario
         count = sc.population.size - start if count is None else count
         P = draw_parameters(self.nominal, self.model.param_names, self.pset, seed=sc.seed, start=start,
                             count=count, variability=sc.population.variability)
-        amount = self._dose_amounts(count, P, treated)
+        amount = self._dose_amounts(count, P)
         t_eval = output_times(sc)
         boluses, infusions = [], []
         for td in sc.regimen.times_days:
@@ -274,27 +271,34 @@ def check_conservation(problem: Problem, states: np.ndarray) -> None:
         raise ConservationError(f"cell mass balance broken: relative error {worst:.3g} > {CONSERVATION_RTOL}")
 
 
+def untreated(problem: Problem) -> Problem:
+    """The same patients, baseline and output times with every dose set to nothing (the untreated comparator)."""
+    return replace(problem, boluses=tuple(replace(b, amount=np.zeros_like(b.amount)) for b in problem.boluses),
+                   infusions=tuple(replace(i, rate=np.zeros_like(i.rate)) for i in problem.infusions))
+
+
 def simulate(scenario: Scenario, *, progress=None) -> xr.Dataset:
     """Simulate every patient of the scenario (in chunks) and return labelled results."""
     setup = resolve_setup(scenario)
     n = scenario.population.size
     chunk = scenario.solver.chunk_size
-    parts, adm_parts = [], []
+    parts, adm_parts, untreated_parts = [], [], []
     for start in range(0, n, chunk):
         prob = setup.problem(start, min(chunk, n - start))
         parts.append(solve(setup, prob))
         adm_parts.append(prob.administered())
+        if setup.has_tissue:  # the same patients untreated, from the same baseline: what the treatment changed
+            untreated_parts.append(solve(setup, untreated(prob)))
         if progress is not None:
             progress(min(start + chunk, n), n)
     states = np.concatenate(parts)
     ds = to_dataset(setup, output_times(scenario), states, np.concatenate(adm_parts))
-    if setup.has_tissue:  # the same patients untreated, from the same baseline: what the treatment changed
-        untreated = np.concatenate([solve(setup, setup.problem(start, min(chunk, n - start), treated=False))
-                                    for start in range(0, n, chunk)])
+    if setup.has_tissue:
+        untreated_states = np.concatenate(untreated_parts)
         for k, name in enumerate(setup.model.state_names):
             if not setup.model.cell_mask[k]:
                 attrs = dict(ds[name].attrs, long_name=f"{ds[name].attrs.get('long_name', name)} (untreated)")
-                ds[f"{name}_untreated"] = (("patient", "time"), untreated[:, :, k], attrs)
+                ds[f"{name}_untreated"] = (("patient", "time"), untreated_states[:, :, k], attrs)
     return ds
 
 
