@@ -96,10 +96,6 @@ class CompiledModel:
             J[:, self.jac_rows, self.jac_cols] = vals
         return J
 
-    @cached_property
-    def has_signals(self) -> bool:
-        return not bool(self.cell_mask.all())
-
     def initial_signals(self, params: np.ndarray) -> np.ndarray:
         """Start values of every state for a parameter batch (B, m): cells 0, signals their declared initial
         parameter (or 0)."""
