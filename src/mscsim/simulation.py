@@ -277,24 +277,14 @@ def untreated(problem: Problem) -> Problem:
                    infusions=tuple(replace(i, rate=np.zeros_like(i.rate)) for i in problem.infusions))
 
 
-def simulate(scenario: Scenario, *, progress=None) -> xr.Dataset:
-    """Simulate every patient of the scenario (in chunks) and return labelled results."""
-    setup = resolve_setup(scenario)
-    n = scenario.population.size
-    chunk = scenario.solver.chunk_size
-    parts, adm_parts, untreated_parts = [], [], []
-    for start in range(0, n, chunk):
-        prob = setup.problem(start, min(chunk, n - start))
-        parts.append(solve(setup, prob))
-        adm_parts.append(prob.administered())
-        if setup.has_tissue:  # the same patients untreated, from the same baseline: what the treatment changed
-            untreated_parts.append(solve(setup, untreated(prob)))
-        if progress is not None:
-            progress(min(start + chunk, n), n)
-    states = np.concatenate(parts)
-    ds = to_dataset(setup, output_times(scenario), states, np.concatenate(adm_parts))
-    if setup.has_tissue:
-        untreated_states = np.concatenate(untreated_parts)
+def simulate_chunk(setup: Setup, start: int, count: int) -> xr.Dataset:
+    """Patients start..start+count-1 of a resolved scenario as labelled results (the unit of work a chunked
+    or distributed runner hands out; a patient's numbers do not depend on the chunk it is in)."""
+    prob = setup.problem(start, count)
+    states = solve(setup, prob)
+    ds = to_dataset(setup, output_times(setup.scenario), states, prob.administered(), first_patient=start)
+    if setup.has_tissue:  # the same patients untreated, from the same baseline: what the treatment changed
+        untreated_states = solve(setup, untreated(prob))
         for k, name in enumerate(setup.model.state_names):
             if not setup.model.cell_mask[k]:
                 attrs = dict(ds[name].attrs, long_name=f"{ds[name].attrs.get('long_name', name)} (untreated)")
@@ -302,12 +292,29 @@ def simulate(scenario: Scenario, *, progress=None) -> xr.Dataset:
     return ds
 
 
-def to_dataset(setup: Setup, t: np.ndarray, states: np.ndarray, administered: np.ndarray) -> xr.Dataset:
+def simulate(scenario: Scenario, *, progress=None) -> xr.Dataset:
+    """Simulate every patient of the scenario (in chunks) and return labelled results."""
+    setup = resolve_setup(scenario)
+    n = scenario.population.size
+    chunk = scenario.solver.chunk_size
+    parts = []
+    for start in range(0, n, chunk):
+        parts.append(simulate_chunk(setup, start, min(chunk, n - start)))
+        if progress is not None:
+            progress(min(start + chunk, n), n)
+    if len(parts) == 1:
+        return parts[0]
+    return xr.concat(parts, dim="patient", data_vars="minimal", coords="minimal", compat="override",
+                     combine_attrs="override")
+
+
+def to_dataset(setup: Setup, t: np.ndarray, states: np.ndarray, administered: np.ndarray, *,
+               first_patient: int = 0) -> xr.Dataset:
     """Results as an xarray Dataset: one variable per state (patient x time) with units and metadata."""
     model = setup.model
     kinds = {s.name: s for s in model.model.states}
     n = states.shape[0]
-    coords = {"patient": np.arange(n), "time": ("time", t, {"units": "h", "long_name": "time since first dose"}),
+    coords = {"patient": np.arange(first_patient, first_patient + n), "time": ("time", t, {"units": "h", "long_name": "time since first dose"}),
               "time_days": ("time", t / 24.0, {"units": "d"})}
     data = {}
     for k, name in enumerate(model.state_names):
