@@ -12,6 +12,7 @@ _API = {
     "MscsimError": "errors", "InputError": "errors", "DataError": "errors", "ConservationError": "errors",
     "Scenario": "io.scenario", "load_scenario": "io.scenario", "scenario_from_dict": "io.scenario",
     "simulate": "simulation", "simulate_chunk": "simulation", "resolve_setup": "simulation",
+    "environment_parameters": "simulation", "COVARIATES": "simulation",
     "Model": "model.core", "Mechanism": "model.core", "Process": "model.core", "State": "model.core",
     "CompiledModel": "model.compile", "compile_model": "model.compile",
     "Parameter": "model.parameters", "ParameterSet": "model.parameters", "load_parameter_sets": "model.parameters",

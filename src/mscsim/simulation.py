@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from . import __version__
@@ -97,7 +98,14 @@ class Setup:
     def has_tissue(self) -> bool:
         return self.scenario.disease is not None
 
-    def _dose_amounts(self, count: int, P: np.ndarray) -> np.ndarray:
+    def patient_doses(self, count: int, covariates: pd.DataFrame | None = None) -> np.ndarray:
+        """Cells per administration for each patient (per-kg doses follow each patient's weight)."""
+        dose = self.scenario.regimen.dose
+        if covariates is not None and "weight_kg" in covariates and dose.cells_per_kg is not None:
+            return dose.cells_per_kg * covariates["weight_kg"].astype(float).fillna(self.body_weight()).to_numpy()
+        return np.full(count, self.dose_cells())
+
+    def _dose_amounts(self, count: int, P: np.ndarray, cells: np.ndarray) -> np.ndarray:
         """What one administration adds to each state, per patient."""
         sc = self.scenario
         if sc.product.kind == "vesicles":
@@ -110,7 +118,6 @@ class Setup:
                 share = P[:, self.model.param_index("phi_sys")]
             amount[:, self.model.index("ev")] = sc.regimen.dose.particles * share / volume
             return amount
-        cells = np.full(count, self.dose_cells())
         return split_dose(sc.regimen.route, cells, self.factors.viability, self.placement, self.model)
 
     def baseline(self, P: np.ndarray) -> np.ndarray | None:
@@ -129,13 +136,23 @@ class Setup:
         out[:, self.model.cell_mask] = 0.0
         return out
 
-    def problem(self, start: int = 0, count: int | None = None) -> Problem:
-        """The solver problem for patients start..start+count-1 of the scenario's population."""
+    def problem(self, start: int = 0, count: int | None = None, covariates: pd.DataFrame | None = None) -> Problem:
+        """The solver problem for patients start..start+count-1 of the scenario's population.
+
+        ``covariates`` (one row per patient, columns from COVARIATES) gives each patient their own weight, age,
+        smoking, grade... in place of the scenario's single patient; their between-patient draws are kept."""
         sc = self.scenario
         count = sc.population.size - start if count is None else count
         P = draw_parameters(self.nominal, self.model.param_names, self.pset, seed=sc.seed, start=start,
                             count=count, variability=sc.population.variability)
-        amount = self._dose_amounts(count, P)
+        if covariates is not None:
+            if len(covariates) != count:
+                raise InputError("covariates", len(covariates), f"one row per patient ({count})")
+            unknown = sorted(set(covariates.columns) - set(COVARIATES))
+            if unknown:
+                raise InputError("covariates", unknown, f"columns among {list(COVARIATES)}")
+            P = self._with_covariates(P, covariates)
+        amount = self._dose_amounts(count, P, self.patient_doses(count, covariates))
         t_eval = output_times(sc)
         boluses, infusions = [], []
         for td in sc.regimen.times_days:
@@ -148,6 +165,19 @@ class Setup:
         return Problem(self.model, P, t_eval, x0=self.baseline(P), boluses=tuple(boluses),
                        infusions=tuple(infusions))
 
+    def _with_covariates(self, P: np.ndarray, covariates: pd.DataFrame) -> np.ndarray:
+        """Scale each environment parameter by patient value / scenario value (set it where the scenario's is 0);
+        what-if overrides named in the scenario's ``parameters`` win."""
+        if not self.has_tissue:
+            return P
+        P = P.copy()
+        for name, values in environment_parameters(covariates, self.pset).items():
+            if name not in self.model.param_names or name in self.scenario.parameters:
+                continue
+            col = self.model.param_index(name)
+            ref = self.pset[name].value
+            P[:, col] = values if ref == 0 else P[:, col] * (values / ref)
+        return P
 
 def resolve_setup(scenario: Scenario) -> Setup:
     """Resolve parameters (defaults, species, site, product, what-ifs) and the model composition."""
@@ -184,29 +214,50 @@ def resolve_setup(scenario: Scenario) -> Setup:
                  model.parameter_vector(pset), solver_keys)
 
 
+COVARIATES = ("weight_kg", "age_years", "smoker", "vascular_disease", "nutrition", "baseline_inflammation",
+              "kellgren_lawrence", "gvhd_grade")
+
+
 def patient_environment(scenario: Scenario, pset: ParameterSet) -> dict[str, float]:
-    """The patient's covariates as run-time parameter values (B15, B17): extracellular volume from weight,
-    perfusion from smoking and vascular disease, repair capacity from age and nutrition, the disease's drive
-    from its grade and the patient's baseline inflammation, structural loss from the radiographic grade."""
+    """The scenario's patient as run-time parameter values (see ``environment_parameters``)."""
     pt = scenario.patient
-    weight = pt.weight_kg if pt.weight_kg is not None else pset["body_weight"].value
-    out = {"V_ecf": convert(pset["ecf_per_kg"].value * weight, "L", "mL")}
-    perf = pset["perf_base"].value
-    if pt.smoker:
-        perf *= pset["smoking_perfusion"].value
-    if pt.vascular_disease:
-        perf *= pset["vascular_perfusion"].value
+    table = pd.DataFrame([{c: getattr(pt, c) for c in COVARIATES}])
+    return {k: float(v[0]) for k, v in environment_parameters(table, pset).items()}
+
+
+def environment_parameters(covariates: pd.DataFrame, pset: ParameterSet) -> dict[str, np.ndarray]:
+    """Patients' covariates (one row each; columns as PatientSpec, None/NaN = not given) as run-time parameter
+    values (B15, B17): extracellular volume from weight, perfusion from smoking and vascular disease, repair
+    capacity from age and nutrition, the disease's drive from its grade and the patient's baseline inflammation,
+    structural loss from the radiographic grade. Vectorised so a virtual trial can give every patient their own."""
+    n = len(covariates)
+
+    def col(name, default):
+        if name not in covariates:
+            return np.full(n, default, dtype=object)
+        return np.array([default if v is None or (isinstance(v, float) and np.isnan(v)) else v
+                         for v in covariates[name]], dtype=object)
+
+    weight = col("weight_kg", pset["body_weight"].value).astype(float)
+    out = {"V_ecf": convert(pset["ecf_per_kg"].value, "L", "mL") * weight}
+    perf = np.full(n, pset["perf_base"].value)
+    perf = np.where(col("smoker", False).astype(bool), perf * pset["smoking_perfusion"].value, perf)
+    perf = np.where(col("vascular_disease", False).astype(bool), perf * pset["vascular_perfusion"].value, perf)
     out["perf_base"] = perf
-    capacity = pset["repair_capacity"].value
-    if pt.age_years is not None:
-        capacity *= max(0.2, 1.0 - pset["age_repair_slope"].value * max(0.0, pt.age_years - 40.0) / 10.0)
-    if pt.nutrition == "poor":
-        capacity *= pset["poor_nutrition_repair"].value
-    out["repair_capacity"] = capacity
-    insult = pset[f"insult_grade_{pt.gvhd_grade}"].value if pt.gvhd_grade else pset["insult"].value
-    out["insult"] = insult * pt.baseline_inflammation
-    if pt.kellgren_lawrence is not None:
-        out["structure_0"] = pset[f"structure_0_kl{pt.kellgren_lawrence}"].value
+    age = col("age_years", np.nan).astype(float)
+    slope = pset["age_repair_slope"].value
+    age_factor = np.where(np.isnan(age), 1.0, np.maximum(0.2, 1.0 - slope * np.maximum(0.0, age - 40.0) / 10.0))
+    poor = col("nutrition", "adequate") == "poor"
+    out["repair_capacity"] = pset["repair_capacity"].value * age_factor * \
+        np.where(poor, pset["poor_nutrition_repair"].value, 1.0)
+    grade = col("gvhd_grade", None)
+    insult = np.array([pset[f"insult_grade_{g}"].value if g else pset["insult"].value for g in grade])
+    out["insult"] = insult * col("baseline_inflammation", 1.0).astype(float)
+    kl = col("kellgren_lawrence", None)
+    if any(k is not None for k in kl):
+        default = pset["structure_0"].value
+        out["structure_0"] = np.array([pset[f"structure_0_kl{int(k)}"].value if k is not None else default
+                                       for k in kl])
     return out
 
 
@@ -277,12 +328,14 @@ def untreated(problem: Problem) -> Problem:
                    infusions=tuple(replace(i, rate=np.zeros_like(i.rate)) for i in problem.infusions))
 
 
-def simulate_chunk(setup: Setup, start: int, count: int) -> xr.Dataset:
+def simulate_chunk(setup: Setup, start: int, count: int, covariates: pd.DataFrame | None = None) -> xr.Dataset:
     """Patients start..start+count-1 of a resolved scenario as labelled results (the unit of work a chunked
-    or distributed runner hands out; a patient's numbers do not depend on the chunk it is in)."""
-    prob = setup.problem(start, count)
+    or distributed runner hands out; a patient's numbers do not depend on the chunk it is in). ``covariates``
+    gives each patient their own covariates (see ``Setup.problem``)."""
+    prob = setup.problem(start, count, covariates)
     states = solve(setup, prob)
-    ds = to_dataset(setup, output_times(setup.scenario), states, prob.administered(), first_patient=start)
+    ds = to_dataset(setup, output_times(setup.scenario), states, prob.administered(), first_patient=start,
+                    doses=setup.patient_doses(count, covariates))
     if setup.has_tissue:  # the same patients untreated, from the same baseline: what the treatment changed
         untreated_states = solve(setup, untreated(prob))
         for k, name in enumerate(setup.model.state_names):
@@ -309,7 +362,7 @@ def simulate(scenario: Scenario, *, progress=None) -> xr.Dataset:
 
 
 def to_dataset(setup: Setup, t: np.ndarray, states: np.ndarray, administered: np.ndarray, *,
-               first_patient: int = 0) -> xr.Dataset:
+               first_patient: int = 0, doses: np.ndarray | None = None) -> xr.Dataset:
     """Results as an xarray Dataset: one variable per state (patient x time) with units and metadata."""
     model = setup.model
     kinds = {s.name: s for s in model.model.states}
@@ -328,13 +381,13 @@ def to_dataset(setup: Setup, t: np.ndarray, states: np.ndarray, administered: np
     data["administered"] = (("patient", "time"), administered, {"units": "cell",
                                                               "long_name": "cells administered so far"})
     f = setup.factors
-    dose = setup.dose_cells()
-    data["dose_cells"] = (("patient",), np.full(n, dose), {"units": "cell", "long_name": "cells per administration"})
-    data["effective_potent_dose"] = (("patient",), np.full(n, f.effective_potent_dose(dose)),
+    dose = np.full(n, setup.dose_cells()) if doses is None else np.asarray(doses, dtype=float)
+    data["dose_cells"] = (("patient",), dose, {"units": "cell", "long_name": "cells per administration"})
+    data["effective_potent_dose"] = (("patient",), f.effective_potent_dose(dose),
                                      {"units": "cell", "long_name": "count x viability x potency, per administration"})
     placed = f.effective_potent_dose(dose) * setup.placement if setup.placement is not None else np.nan
     data["potent_dose_at_target"] = (
-        ("patient",), np.full(n, placed),
+        ("patient",), np.broadcast_to(placed, (n,)).astype(float),
         {"units": "cell", "long_name": "count x viability x potency x placement, per local administration "
                                        "(NaN for intravenous dosing: the target gets cells only by homing)"})
     ds = xr.Dataset(data, coords=coords)
