@@ -13,6 +13,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ..errors import MscsimError
 from . import _rodas4 as tab
@@ -36,7 +37,10 @@ def solve_batched(problem: Problem, *, rtol: float = 1e-8, atol_factor: float = 
         return _integrate_segment(model, P, u, y, seg.t0, stops, t_eval, seg.out_idx, out, atol, rtol, h_prev,
                                   max_steps)
 
-    return run_segments(problem, integrate)
+    # The W matrices are tiny (tens of states): a multi-threaded BLAS spends far more on waking threads than on
+    # arithmetic (measured 100x slower per LAPACK call with 2 threads on a busy 2-core machine), so one thread.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return run_segments(problem, integrate)
 
 
 def _integrate_segment(model, P, u, y, t0, stops, t_eval, out_idx, out, atol, rtol, h_prev, max_steps):
