@@ -21,6 +21,7 @@ _API = {
     "Problem": "solvers.problem", "Bolus": "solvers.problem", "Infusion": "solvers.problem",
     "solve_batched": "solvers.batched", "solve_reference": "solvers.reference",
     "run_validation": "analysis.validation",
+    "run_coculture": "coculture", "load_coculture": "coculture",
 }
 __all__ = ["__version__", *_API]
 

@@ -14,6 +14,7 @@ import xarray as xr
 
 from . import __version__
 from .delivery.routes import DEFAULT_SITE, is_local, placement_parameter, split_dose
+from .endpoints import add_endpoints, load_endpoints
 from .errors import ConservationError, InputError
 from .io.scenario import Scenario
 from .model.compile import CompiledModel, compile_model
@@ -31,7 +32,7 @@ KINETICS = ("cell_compartments", "circulation", "homing", "cell_death", "local_r
             "engraftment")
 TISSUE = ("tissue_states", "msc_licensing", "msc_secretion", "efferocytosis", "cytokine_network",
           "macrophage_polarisation", "t_cell_response", "innate_activation", "tissue_injury_repair", "fibrosis",
-          "angiogenesis", "structural_damage")
+          "angiogenesis", "structural_damage", "nociception", "site_ischaemia")
 CONSERVATION_RTOL = 1e-9
 BURN_IN_DAYS = 1000.0  # the untreated disease is run this long to its chronic state before the first dose
 
@@ -77,6 +78,8 @@ class Setup:
 
     def citation_keys(self) -> list[str]:
         keys = self.pset.citations(self.parameter_names_used()) + list(self.solver_citations)
+        if self.has_tissue:
+            keys += load_endpoints(self.scenario.disease).citation_keys()
         return list(dict.fromkeys(keys))
 
     def citations(self) -> list[Reference]:
@@ -342,6 +345,7 @@ def simulate_chunk(setup: Setup, start: int, count: int, covariates: pd.DataFram
             if not setup.model.cell_mask[k]:
                 attrs = dict(ds[name].attrs, long_name=f"{ds[name].attrs.get('long_name', name)} (untreated)")
                 ds[f"{name}_untreated"] = (("patient", "time"), untreated_states[:, :, k], attrs)
+        add_endpoints(ds, setup.scenario.disease, setup.model.state_names)
     return ds
 
 

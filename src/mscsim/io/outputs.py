@@ -63,7 +63,27 @@ def summary_table(ds: xr.Dataset) -> pd.DataFrame:
     rows["viable_fraction_end"] = ds["viable_total"].values[:, -1] / np.maximum(adm[:, -1], 1e-300)
     rows["viable_target_cells_end"] = ds["msc_target"].values[:, -1]
     rows["target_exposure_cell_days"] = trapezoid(ds["msc_target"].values, ds["time_days"].values, axis=1)
+    rows.update(endpoint_columns(ds))
     return pd.DataFrame(rows)
+
+
+def endpoint_columns(ds: xr.Dataset) -> dict[str, np.ndarray]:
+    """Each endpoint at baseline and at the disease's visits (treated and untreated), and each response."""
+    cols: dict[str, np.ndarray] = {}
+    visits = [float(v) for v in ds.attrs.get("endpoint_visits_days", "").split(",") if v]
+    td = ds["time_days"].values
+    for name, var in ds.data_vars.items():
+        kind = var.attrs.get("kind")
+        if kind == "endpoint":
+            cols[f"{name}_baseline"] = var.values[:, 0]
+            for day in visits:
+                if day <= td[-1] + 1e-9:
+                    cols[f"{name}_day{day:g}"] = var.values[:, int(np.argmin(np.abs(td - day)))]
+        elif kind == "response":
+            meanings = var.attrs["flag_meanings"].split()
+            names = {int(m.split("=")[1]): m.split("=")[0] for m in meanings}
+            cols[name] = np.array([names[int(c)] for c in var.values])
+    return cols
 
 
 def manifest(ds: xr.Dataset, scenario_path: str | None, files: list[str]) -> dict:
@@ -80,8 +100,10 @@ def manifest(ds: xr.Dataset, scenario_path: str | None, files: list[str]) -> dic
     }
 
 
-def write_results(ds: xr.Dataset, out: str | Path, *, scenario_path: str | None = None, figure=None) -> Path:
-    """Write the four standard outputs; ``figure(ds, path)`` draws the PNG."""
+def write_results(ds: xr.Dataset, out: str | Path, *, scenario_path: str | None = None, figure=None,
+                  figures: dict | None = None) -> Path:
+    """Write the standard outputs; ``figure(ds, path)`` draws cell_fate.png and ``figures`` maps further PNG
+    names to drawing functions (the tissue-response panels for a disease scenario)."""
     out = Path(out)
     with atomic_output_dir(out) as tmp:
         ds.to_netcdf(tmp / "results.nc")
@@ -90,6 +112,9 @@ def write_results(ds: xr.Dataset, out: str | Path, *, scenario_path: str | None 
         if figure is not None:
             figure(ds, tmp / "cell_fate.png")
             files.append("cell_fate.png")
+        for name, draw in (figures or {}).items():
+            draw(ds, tmp / name)
+            files.append(name)
         files.append("manifest.json")
         (tmp / "manifest.json").write_text(json.dumps(manifest(ds, scenario_path, files), indent=2))
     return out

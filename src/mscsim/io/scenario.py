@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..delivery.routes import Guidance, Route, Site, is_local
 from ..errors import InputError
+from ._validation import input_error
 
 Species = Literal["human", "mouse", "rat"]
 
@@ -195,7 +196,7 @@ def scenario_from_dict(data: dict, *, file: str | None = None, base_dir: Path | 
     try:
         sc = Scenario.model_validate(data)
     except ValidationError as exc:
-        raise _input_error(exc, file) from None
+        raise input_error(exc, file, Scenario) from None
     if sc.product.lot and base_dir is not None and not Path(sc.product.lot).is_absolute():
         sc = sc.model_copy(update={"product": sc.product.model_copy(
             update={"lot": str((base_dir / sc.product.lot).resolve())})})
@@ -213,25 +214,3 @@ def load_scenario(path: str | Path) -> Scenario:
     except yaml.YAMLError as exc:
         raise InputError("(file)", str(path), f"valid YAML ({exc})", file=str(path)) from None
     return scenario_from_dict(data, file=str(path), base_dir=path.parent)
-
-
-def _input_error(exc: ValidationError, file: str | None) -> InputError:
-    err = exc.errors()[0]
-    loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        parent = err["loc"][:-1]
-        model = Scenario
-        for part in parent:
-            field = model.model_fields.get(str(part))
-            ann = getattr(field, "annotation", None) if field else None
-            model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-            if model is None:
-                break
-        allowed = f"known fields: {sorted(model.model_fields)}" if model else "no extra fields"
-        return InputError(loc, err["input"], f"{allowed} (unknown field)", file=file)
-    value = err.get("input")
-    if isinstance(value, dict):
-        value = {k: v for k, v in list(value.items())[:6]}
-    more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
-    return InputError(loc, value, msg.removeprefix("Value error, ") + more, file=file)

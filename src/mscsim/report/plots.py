@@ -55,3 +55,64 @@ def cell_fate_figure(ds: xr.Dataset, path: str | Path, patient: int | None = Non
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+_CYTOKINES = ["tnf", "il1b", "il6", "ifng", "il10", "tgfb"]
+_IMMUNE = ["m1", "m2", "teff", "treg", "nk", "dc"]
+
+
+def tissue_response_figure(ds: xr.Dataset, path: str | Path, patient: int | None = None) -> Path:
+    """Four panels against days, treated (solid) beside untreated (dashed): MSCs (viable, at the site),
+    cytokines (relative to their value at the first dose), immune cells, and the disease's endpoints."""
+    sel = ds.median("patient") if patient is None and ds.sizes["patient"] > 1 else ds.isel(patient=patient or 0)
+    t = ds["time_days"].values
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9), constrained_layout=True)
+    ax = axes[0, 0]
+    for name, label in (("viable_total", "viable, all compartments"), ("msc_target", "viable at the site"),
+                        ("debris_total", "debris, all compartments")):
+        y = sel[name].values
+        ax.plot(t, np.where(y > 1e-3, y, np.nan), label=label)
+    ax.set_yscale("log")
+    ax.set_ylabel("cells")
+    ax.set_title("MSCs")
+    ax.legend(fontsize=8)
+    _paired(axes[0, 1], sel, t, _CYTOKINES, relative=True)
+    axes[0, 1].set_ylabel("relative to the value at the first dose")
+    axes[0, 1].set_title("Cytokines at the lesion")
+    _paired(axes[1, 0], sel, t, _IMMUNE, relative=False)
+    axes[1, 0].set_ylabel("relative density (1 = inflamed reference)")
+    axes[1, 0].set_title("Immune cells at the lesion")
+    endpoints = [v for v in ds.attrs.get("endpoint_plot", "").split(",") if v in sel]
+    ax = axes[1, 1]
+    twin = None
+    for i, name in enumerate(endpoints):
+        units = ds[name].attrs.get("units", "")
+        target = ax if i == 0 or units == ds[endpoints[0]].attrs.get("units") else (twin or ax.twinx())
+        if target is not ax:
+            twin = target
+        line, = target.plot(t, sel[name].values, label=f"{name} ({units})")
+        if f"{name}_untreated" in sel:
+            target.plot(t, sel[f"{name}_untreated"].values, ls="--", color=line.get_color())
+    ax.set_title("Endpoints (dashed: untreated)")
+    handles = ax.get_legend_handles_labels()[0] + (twin.get_legend_handles_labels()[0] if twin else [])
+    if handles:
+        ax.legend(handles=handles, fontsize=8)
+    for a in axes.ravel():
+        a.set_xlabel("days after first dose")
+    fig.suptitle(ds.attrs.get("title", "mscsim") + "  (solid: treated, dashed: untreated)", fontsize=11)
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _paired(ax, sel: xr.Dataset, t: np.ndarray, names: list[str], *, relative: bool) -> None:
+    for name in names:
+        if name not in sel:
+            continue
+        y, u = sel[name].values, sel[f"{name}_untreated"].values if f"{name}_untreated" in sel else None
+        ref = y[0] if relative and abs(y[0]) > 0 else 1.0
+        line, = ax.plot(t, y / ref, label=name)
+        if u is not None:
+            ax.plot(t, u / ref, ls="--", color=line.get_color())
+    ax.legend(fontsize=8, ncol=2)

@@ -1,0 +1,7 @@
+"""Clinical endpoints from tissue state: cited, documented maps kept as data (data/endpoints/<disease>.yaml)."""
+
+from .definitions import Endpoint, EndpointSet, Response, load_endpoints
+from .evaluate import RESPONSE_CODES, add_endpoints, endpoint_values, stage_response
+
+__all__ = ["Endpoint", "EndpointSet", "Response", "load_endpoints", "RESPONSE_CODES", "add_endpoints",
+           "endpoint_values", "stage_response"]

@@ -1,0 +1,93 @@
+"""Endpoint definitions: how a disease's tissue state maps to what a trial measures, read from data files.
+
+Each disease has ``data/endpoints/<disease>.yaml``: cited coefficients (same records as parameter files),
+endpoints as expressions of the model's states and those coefficients, and responses (categorical outcomes
+at a visit, such as the day-28 GVHD response). Keeping the maps as data lets a user read, cite and change them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import DataError
+from ..model.parameters import DATA_DIR, ParameterSet, load_parameter_file
+
+ENDPOINT_DIR = DATA_DIR / "endpoints"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Endpoint(_Strict):
+    """A continuous or 0/1 endpoint: an expression of states and coefficients, clipped to its range."""
+
+    long_name: str
+    units: str
+    expression: str
+    range: tuple[float, float] | None = None
+    source: list[str] = Field(min_length=1)
+    note: str = ""
+
+
+class Response(_Strict):
+    """A categorical response at a visit from a staged endpoint, by the usual definitions (e.g. aGVHD day 28):
+    complete = stage 0; partial = lower stage than at baseline; none = same stage; progression = higher."""
+
+    kind: Literal["stage_response"]
+    of: str
+    day: float = Field(gt=0)
+    long_name: str
+    source: list[str] = Field(min_length=1)
+    note: str = ""
+
+
+class EndpointFile(_Strict):
+    disease: str
+    description: str = ""
+    visits_days: list[float] = Field(min_length=1)
+    parameters: dict = Field(default_factory=dict)
+    endpoints: dict[str, Endpoint]
+    responses: dict[str, Response] = Field(default_factory=dict)
+    plot: list[str] = Field(default_factory=list, description="endpoints drawn in the report's endpoint panel")
+
+
+class EndpointSet:
+    """A disease's endpoints with their coefficients (a ParameterSet, so they are cited like any parameter)."""
+
+    def __init__(self, spec: EndpointFile, coefficients: ParameterSet, path: Path):
+        self.spec, self.coefficients, self.path = spec, coefficients, path
+
+    @property
+    def disease(self) -> str:
+        return self.spec.disease
+
+    def citation_keys(self) -> list[str]:
+        keys = list(self.coefficients.citations())
+        for item in [*self.spec.endpoints.values(), *self.spec.responses.values()]:
+            keys += item.source
+        return list(dict.fromkeys(keys))
+
+
+@lru_cache(maxsize=None)
+def load_endpoints(disease: str) -> EndpointSet:
+    """The bundled endpoint definitions for a disease (``data/endpoints/<disease>.yaml``)."""
+    path = ENDPOINT_DIR / f"{disease}.yaml"
+    if not path.exists():
+        raise DataError(f"no endpoint definitions for disease '{disease}' (expected {path})")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        spec = EndpointFile.model_validate(raw)
+    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        raise DataError(f"{path}: invalid endpoint file: {exc}") from exc
+    if spec.disease != disease:
+        raise DataError(f"{path}: 'disease' is {spec.disease!r}, expected {disease!r}")
+    for name, resp in spec.responses.items():
+        if resp.of not in spec.endpoints:
+            raise DataError(f"{path}: response '{name}' refers to unknown endpoint '{resp.of}'")
+    return EndpointSet(spec, load_parameter_file(path), path)

@@ -1,0 +1,95 @@
+"""Evaluate a disease's endpoints on simulated states: results -> endpoints (one way, no model re-run).
+
+Endpoints are SymPy expressions of the model's states and the endpoint file's coefficients, compiled once to
+NumPy. ``step(x)`` is 1 where x >= 0 and 0 elsewhere (thresholds such as 'fistula closed').
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import sympy as sp
+import xarray as xr
+
+from ..errors import DataError
+from .definitions import EndpointSet, load_endpoints
+
+RESPONSE_CODES = {"complete": 0, "partial": 1, "none": 2, "progression": 3}
+_STEP = sp.Function("step")
+
+
+def _step(x):
+    return np.where(np.asarray(x) >= 0, 1.0, 0.0)
+
+
+@lru_cache(maxsize=None)
+def _compiled(disease: str, name: str, state_names: tuple[str, ...]):
+    """(function, state arguments) for one endpoint expression."""
+    eps = load_endpoints(disease)
+    ep = eps.spec.endpoints[name]
+    coeffs = eps.coefficients
+    local = {s: sp.Symbol(s) for s in (*state_names, *coeffs.names())}
+    local["step"] = _STEP
+    try:
+        expr = sp.sympify(ep.expression, locals=local)
+    except (sp.SympifyError, SyntaxError, TypeError) as exc:
+        raise DataError(f"{eps.path}: endpoint '{name}': cannot parse {ep.expression!r}: {exc}") from exc
+    unknown = sorted(str(s) for s in expr.free_symbols if str(s) not in local)
+    if unknown:
+        raise DataError(f"{eps.path}: endpoint '{name}' uses {unknown}, which are neither model states "
+                        f"nor coefficients of the file")
+    expr = expr.subs({sp.Symbol(c): coeffs[c].value for c in coeffs.names()})
+    args = sorted((str(s) for s in expr.free_symbols), key=str)
+    fn = sp.lambdify([sp.Symbol(a) for a in args], expr, modules=[{"step": _step}, "numpy"])
+    return fn, tuple(args)
+
+
+def endpoint_values(disease: str, states: dict[str, np.ndarray], state_names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Each endpoint's values (same shape as the state arrays), clipped to its range."""
+    eps = load_endpoints(disease)
+    shape = next(iter(states.values())).shape
+    out = {}
+    for name, ep in eps.spec.endpoints.items():
+        fn, args = _compiled(disease, name, tuple(state_names))
+        val = np.broadcast_to(np.asarray(fn(*[states[a] for a in args]), dtype=float), shape).copy()
+        if ep.range is not None:
+            np.clip(val, ep.range[0], ep.range[1], out=val)
+        out[name] = val
+    return out
+
+
+def stage_response(stage: np.ndarray, t_days: np.ndarray, day: float) -> np.ndarray:
+    """Response category code per patient at ``day`` from a staged endpoint (patient x time), against the
+    stage at time 0: complete (stage 0), partial (lower), none (same), progression (higher)."""
+    i = int(np.argmin(np.abs(t_days - day)))
+    base, now = np.rint(stage[:, 0]), np.rint(stage[:, i])
+    return np.select([now == 0, now < base, now == base], [RESPONSE_CODES["complete"], RESPONSE_CODES["partial"],
+                                                           RESPONSE_CODES["none"]], RESPONSE_CODES["progression"])
+
+
+def add_endpoints(ds: xr.Dataset, disease: str, state_names: tuple[str, ...]) -> xr.Dataset:
+    """Add a disease's endpoints (and their untreated comparators and responses) to simulation results."""
+    eps: EndpointSet = load_endpoints(disease)
+    t_days = ds["time_days"].values
+    variants = {"": {s: ds[s].values for s in state_names}}
+    if all(f"{s}_untreated" in ds for s in state_names if ds[s].attrs.get("kind") == "signal"):
+        variants["_untreated"] = {s: ds[f"{s}_untreated"].values if f"{s}_untreated" in ds else ds[s].values
+                                  for s in state_names}
+    flags = " ".join(f"{k}={v}" for k, v in RESPONSE_CODES.items())
+    for suffix, states in variants.items():
+        values = endpoint_values(disease, states, state_names)
+        for name, ep in eps.spec.endpoints.items():
+            ds[f"{name}{suffix}"] = (("patient", "time"), values[name],
+                                     {"units": ep.units, "long_name": ep.long_name + (" (untreated)" if suffix else ""),
+                                      "kind": "endpoint", "expression": ep.expression, "source": ",".join(ep.source)})
+        for name, resp in eps.spec.responses.items():
+            codes = stage_response(values[resp.of], t_days, resp.day)
+            ds[f"{name}{suffix}"] = (("patient",), codes.astype(np.int8),
+                                     {"long_name": resp.long_name + (" (untreated)" if suffix else ""),
+                                      "kind": "response", "flag_values": list(RESPONSE_CODES.values()),
+                                      "flag_meanings": flags, "day": resp.day, "source": ",".join(resp.source)})
+    ds.attrs["endpoint_definitions"] = eps.path.name
+    ds.attrs["endpoint_plot"] = ",".join(eps.spec.plot or eps.spec.endpoints)
+    ds.attrs["endpoint_visits_days"] = ",".join(f"{d:g}" for d in eps.spec.visits_days)
+    return ds

@@ -1,0 +1,110 @@
+"""Tissue effects (B12), vesicles (B13) and the disease presets' endpoints (issue 3, items 4, 6 and 8).
+
+Each preset writes its endpoints beside the states; the untreated comparator is the same patient from the same
+burn-in. Endpoint maps are data (data/endpoints/<disease>.yaml) and are checked here for their behaviour.
+"""
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import example
+from mscsim import scenario_from_dict, simulate
+from mscsim.endpoints import RESPONSE_CODES, load_endpoints, stage_response
+from mscsim.errors import DataError
+
+
+def at(ds, name, day):
+    return float(ds[name].isel(patient=0).sel(time=day * 24.0, method="nearest"))
+
+
+@pytest.fixture(scope="module")
+def gvhd():
+    return simulate(scenario_from_dict(example("acute_gvhd_iv_2e6_per_kg", duration_days=35)))
+
+
+@pytest.fixture(scope="module")
+def fistula():
+    return simulate(scenario_from_dict(example("perianal_fistula_120e6", duration_days=175)))
+
+
+def test_B12_vegf_raises_perfusion_while_cells_secrete(fistula):
+    assert at(fistula, "vegf", 7) > 2 * at(fistula, "vegf_untreated", 7)
+    assert at(fistula, "perfusion", 14) > at(fistula, "perfusion_untreated", 14)
+
+
+def test_B12_hgf_is_anti_fibrotic_and_growth_factors_rebuild_structure():
+    """The same patient with and without MSC-made HGF: HGF holds fibrosis down and drives structural repair."""
+    base = example("perianal_fistula_120e6", duration_days=90)
+    with_hgf = simulate(scenario_from_dict(base))
+    without = simulate(scenario_from_dict({**base, "parameters": {"r_hgf": 0.0}}))
+    assert at(with_hgf, "fibrosis", 60) < at(without, "fibrosis", 60)
+    assert at(with_hgf, "structure", 60) < at(without, "structure", 60) - 0.05
+    # protection of resident cells: less injury than untreated while the cells are there
+    assert at(with_hgf, "damage", 28) < 0.9 * at(with_hgf, "damage_untreated", 28)
+
+
+def test_B13_vesicles_act_shorter_and_do_not_license():
+    cells = simulate(scenario_from_dict(example("knee_oa_ia_5e7", duration_days=90)))
+    ev = simulate(scenario_from_dict(example("knee_oa_ia_5e7", duration_days=90,
+                                             product={"kind": "vesicles"}, regimen={
+                                                 "route": "intra_articular", "guidance": "ultrasound",
+                                                 "dose": {"particles": 1e12}, "times_days": [0]})))
+    assert float(ev["kyn"].max()) < 1e-9 < float(cells["kyn"].max())  # no living cells: no licensed IDO output
+    assert at(ev, "m1", 2) < at(ev, "m1_untreated", 2)  # vesicles act ...
+    early = at(ev, "m1_untreated", 2) - at(ev, "m1", 2)
+    assert at(ev, "m1_untreated", 28) - at(ev, "m1", 28) < 0.25 * early  # ... briefly
+    assert (at(ev, "m1_untreated", 28) - at(ev, "m1", 28)) < (at(cells, "m1_untreated", 28) - at(cells, "m1", 28))
+
+
+def test_gvhd_preset_organ_stage_and_day28_response(gvhd):
+    assert at(gvhd, "organ_stage", 0) == 3  # grade III disease sits in stage 3
+    assert at(gvhd, "organ_stage", 28) < at(gvhd, "organ_stage_untreated", 28)
+    assert int(gvhd["response_day28"][0]) == RESPONSE_CODES["partial"]
+    assert int(gvhd["response_day28_untreated"][0]) == RESPONSE_CODES["none"]
+    # IV cells barely reach the gut: the effect comes through plasma factors and educated phagocytes
+    assert float(gvhd["msc_target"].max()) < 1e-3 * float(gvhd["administered"].max())
+    assert at(gvhd, "effero", 14) > 0.1
+
+
+def test_fistula_preset_closure_and_combined_remission_at_week_24(fistula):
+    assert at(fistula, "fistula_closed", 0) == 0
+    assert at(fistula, "combined_remission", 168) == 1
+    assert at(fistula, "combined_remission_untreated", 168) == 0
+
+
+def test_stage_response_follows_the_usual_definitions():
+    t = np.array([0.0, 14.0, 28.0])
+    stages = np.array([[3, 2, 0], [3, 3, 2], [2, 2, 2], [1, 2, 3]], dtype=float)
+    assert list(stage_response(stages, t, 28)) == [RESPONSE_CODES[k] for k in
+                                                   ("complete", "partial", "none", "progression")]
+
+
+def test_every_disease_has_cited_endpoints():
+    from mscsim.model.references import bibliography
+
+    bib = bibliography()
+    for disease in ("knee_osteoarthritis", "acute_gvhd", "perianal_fistula"):
+        eps = load_endpoints(disease)
+        assert eps.spec.endpoints
+        assert set(eps.citation_keys()) <= set(bib)
+        for name in eps.coefficients.names():
+            assert eps.coefficients[name].units and eps.coefficients[name].grade
+
+
+def test_bad_endpoint_expression_names_the_endpoint(tmp_path, monkeypatch):
+    from mscsim.endpoints import definitions, evaluate
+
+    raw = yaml.safe_load((definitions.ENDPOINT_DIR / "knee_osteoarthritis.yaml").read_text())
+    raw["endpoints"]["pain_vas"]["expression"] = "vas_full_scale * no_such_state"
+    (tmp_path / "knee_osteoarthritis.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.setattr(definitions, "ENDPOINT_DIR", tmp_path)
+    definitions.load_endpoints.cache_clear()
+    evaluate._compiled.cache_clear()
+    try:
+        with pytest.raises(DataError, match="pain_vas.*no_such_state"):
+            evaluate.endpoint_values("knee_osteoarthritis", {s: np.zeros((1, 2)) for s in ("sensitisation", "structure")},
+                                    ("sensitisation", "structure"))
+    finally:
+        definitions.load_endpoints.cache_clear()
+        evaluate._compiled.cache_clear()
