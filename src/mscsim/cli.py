@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import MscsimError
+from .errors import InputError, MscsimError
 
 DISCLAIMER = "mscsim is a research tool, never medical advice."
 
@@ -42,12 +42,13 @@ def _presets(args) -> int:
 def _simulate(args) -> int:
     from .io.outputs import write_results
     from .io.scenario import load_scenario
-    from .report.plots import cell_fate_figure
+    from .report.plots import cell_fate_figure, tissue_response_figure
     from .simulation import simulate
 
     scenario = load_scenario(_scenario_path(args.scenario))
     ds = simulate(scenario, progress=_progress("patients"))
-    out = write_results(ds, args.out, scenario_path=str(args.scenario), figure=cell_fate_figure)
+    extra = {"tissue_response.png": tissue_response_figure} if scenario.disease else {}
+    out = write_results(ds, args.out, scenario_path=str(args.scenario), figure=cell_fate_figure, figures=extra)
     v = ds["viable_total"].median("patient")
     adm = float(ds["administered"].max())
     print(f"{scenario.name}: {ds.sizes['patient']} patient(s), {ds.sizes['time']} time points, "
@@ -55,9 +56,27 @@ def _simulate(args) -> int:
     end = float(v[-1])
     shown = f"{end:.3g} cells ({end / adm:.2%} of administered)" if end >= 1 else "fewer than 1 cell"
     print(f"viable at end ({float(ds['time_days'][-1]):g} d, median patient): {shown}")
-    print(f"wrote {out}/results.nc, summary.csv, cell_fate.png, manifest.json")
+    if scenario.disease:
+        _print_endpoints(ds)
+    print(f"wrote {out}/" + ", ".join(["results.nc", "summary.csv", "cell_fate.png", *extra, "manifest.json"]))
     print(DISCLAIMER)
     return 0
+
+
+def _print_endpoints(ds) -> None:
+    """The endpoints at the disease's visits, treated against untreated (median patient, first patient's response)."""
+    import numpy as np
+
+    from .io.outputs import endpoint_columns
+
+    cols = endpoint_columns(ds)
+    for name, values in cols.items():
+        if "_untreated" in name:
+            continue
+        first, _, rest = name.partition("_baseline") if "_baseline" in name else name.partition("_day")
+        unt = cols.get(f"{name}_untreated", cols.get(f"{first}_untreated{name[len(first):]}"))
+        show = (lambda v: f"{np.median(v):.3g}") if np.asarray(values).dtype.kind == "f" else (lambda v: str(v[0]))
+        print(f"  {name}: {show(values)}" + (f"   untreated: {show(unt)}" if unt is not None else ""))
 
 
 def _scenario_path(arg: str) -> Path:
@@ -115,6 +134,49 @@ def _validate(args) -> int:
     return 0
 
 
+def _coculture(args) -> int:
+    from .coculture import load_coculture, run_coculture
+    from .coculture.report import write_coculture
+
+    path = _scenario_path(args.preset)
+    result = run_coculture(load_coculture(path))
+    out = write_coculture(result, args.out, preset_path=str(path))
+    print(result.table().to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    print(f"wrote {out}/coculture.csv, coculture.png, manifest.json")
+    print(DISCLAIMER)
+    return 0
+
+
+def _trial(args) -> int:
+    from .trials import load_design, run_trial
+    from .trials.report import comparison_table
+
+    if args.workers < 1:
+        raise InputError("--workers", args.workers, "an integer >= 1 (local processes)")
+    if args.chunk_size is not None and args.chunk_size < 1:
+        raise InputError("--chunk-size", args.chunk_size, "an integer >= 1 (patients per chunk)")
+    design, path = load_design(args.design)
+    where = f"on {args.scheduler}" if args.scheduler else f"with {args.workers} worker(s)"
+    print(f"{design.name}: {design.n_patients} patients in {len(design.arms)} arm(s), {where}", file=sys.stderr)
+    result = run_trial(design, args.out, design_path=str(path), workers=args.workers, scheduler=args.scheduler,
+                       chunk_size=args.chunk_size, progress=_progress("chunks"))
+    a = result.analysis
+    prim = a.comparisons[(a.comparisons["endpoint"] == design.primary.endpoint)
+                         & (a.comparisons["visit_day"] == design.primary.visit_day)]
+    print(f"{design.title}")
+    print(f"primary endpoint: {design.primary.endpoint} at day {design.primary.visit_day:g}")
+    for _, r in prim.iterrows():
+        print(f"  {r['arm']} vs {r['control']}: {r['estimate']:.3g} (95% CI {r['ci_low']:.3g} to {r['ci_high']:.3g}), "
+              f"p = {r['p_value']:.3g} ({r['test']})")
+    if len(a.published):
+        print("published vs simulated:")
+        print(comparison_table(a.published).to_string(index=False))
+    print(f"wrote {result.out}/ (report.html, endpoints.parquet, patients.parquet, arm_summary.csv, forest.png, "
+          f"timecourse.png, ...)")
+    print(DISCLAIMER)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mscsim", description=f"Mechanistic simulator of MSC therapy. {DISCLAIMER}")
     parser.add_argument("--version", action="version", version=f"mscsim {__version__}")
@@ -133,6 +195,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scenario", help="scenario YAML file, or the name of a bundled preset")
     p.add_argument("-o", "--out", required=True, help="SBML file to write, e.g. model.xml")
     p.set_defaults(func=_export_sbml)
+    p = sub.add_parser("coculture", help="run an in vitro co-culture preset (MSC with stimulated PBMC or "
+                       "macrophages) and write coculture.csv, coculture.png and a manifest")
+    p.add_argument("preset", help="co-culture preset YAML file, or the name of a bundled one (coculture_pbmc, "
+                   "coculture_macrophage)")
+    p.add_argument("--out", required=True, help="output folder (created; replaced if it is an earlier mscsim output)")
+    p.set_defaults(func=_coculture)
+    p = sub.add_parser("trial", help="run a virtual trial design (arms, cohort, visits, endpoints) and write "
+                       "per-patient results, statistics, plots and an HTML report beside the published results")
+    p.add_argument("design", help="trial design YAML file, or the name of a bundled design")
+    p.add_argument("--out", required=True, help="output folder (created; replaced if it is an earlier mscsim output); "
+                   "finished chunks are kept in <out>.chunks until the trial is done, so a rerun resumes")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--scheduler", default=None, help="a Dask scheduler address (tcp://host:port): run the chunks "
+                   "on that cluster instead of local processes")
+    p.add_argument("--chunk-size", type=int, default=None, help="patients per chunk (default: the design's)")
+    p.set_defaults(func=_trial)
     p = sub.add_parser("validate", help="run every bundled validation target and report observed vs simulated")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_validate)

@@ -1,0 +1,283 @@
+"""Trial designs (YAML): arms, patients per arm, the virtual population, visits, endpoints, noise, the
+comparator/placebo response, dropout, power, and the published results the design reproduces.
+
+Validated at the boundary like scenarios: every error names the file, the field, the value and what is allowed.
+Each arm becomes an ordinary Scenario (``arm_scenario``), so a trial runs the same model as ``mscsim simulate``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..delivery.routes import Route, is_local
+from ..endpoints import load_endpoints
+from ..errors import InputError
+from ..io._validation import input_error
+from ..io.scenario import Disease, PatientSpec, ProductSpec, RegimenSpec, Scenario, scenario_from_dict
+from ..model.parameters import DATA_DIR
+from .cohort import CohortSpec, load_cohort
+
+DESIGN_DIR = DATA_DIR / "trials"
+Comparator = Literal["none", "saline", "hyaluronic_acid", "standard_care"]
+Test = Literal["welch_t", "student_t", "mann_whitney", "ancova", "chi2", "fisher"]
+DERIVED = {"omeract_oarsi_responder": "knee_osteoarthritis"}  # endpoints computed from others at each visit
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ArmSpec(_Strict):
+    """One arm: a cell product and regimen, or none (a placebo, saline or active-comparator arm).
+
+    ``comparator`` names the non-specific response every patient of the arm gets (the injection, the
+    co-administered hyaluronic acid, or standard care); its size is cited data (data/parameters/trial_response.yaml)."""
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=40)
+    label: str = ""
+    n: int = Field(ge=1, le=10_000_000)
+    control: bool = False
+    comparator: Comparator = "none"
+    product: ProductSpec | None = None
+    regimen: RegimenSpec | None = None
+    route: Route | None = Field(default=None, description="route of a cell-free arm's injection (for its "
+                                                          "injection-site reactions)")
+    unregulated: bool = Field(default=False, description="a poorly controlled product (raises AE risk, B19)")
+
+    @model_validator(mode="after")
+    def _cells_or_not(self):
+        if (self.product is None) != (self.regimen is None):
+            raise ValueError("an arm with cells gives both 'product' and 'regimen'; a cell-free arm gives neither")
+        if self.regimen is not None and self.route is not None:
+            raise ValueError("'route' is for cell-free arms; a cell arm's route is regimen.route")
+        return self
+
+    @property
+    def has_cells(self) -> bool:
+        return self.product is not None
+
+    @property
+    def delivery_route(self) -> str | None:
+        return self.regimen.route if self.regimen is not None else self.route
+
+
+class EndpointSpec(_Strict):
+    """How an endpoint is measured in this trial: measurement noise and the test used against control."""
+
+    noise_sd: float | None = Field(default=None, ge=0, description="SD of the measurement error in the endpoint's "
+                                   "units (default: the cited value in data/parameters/trial_response.yaml)")
+    test: Test | None = None
+
+
+class PrimarySpec(_Strict):
+    endpoint: str
+    visit_day: float = Field(gt=0)
+
+
+class DropoutSpec(_Strict):
+    rate_per_year: float = Field(default=0.0, ge=0, le=10, description="constant hazard of leaving the trial")
+    source: list[str] = Field(default_factory=list)
+
+
+class PowerSpec(_Strict):
+    """Power and sample size by repeating the trial in silico (resampling per-patient results)."""
+
+    replicates: int = Field(default=500, ge=10, le=100_000)
+    sizes: list[int] = Field(default_factory=lambda: [10, 20, 40, 80, 160], min_length=1)
+    target: float = Field(default=0.8, gt=0, lt=1)
+    pool_per_arm: int | None = Field(default=None, ge=2, le=1_000_000,
+                                     description="virtual patients per arm to resample from (default: the trial's)")
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes(cls, v):
+        if any(s < 2 for s in v):
+            raise ValueError("sample sizes per arm must be >= 2")
+        return sorted(set(v))
+
+
+class PublishedSpec(_Strict):
+    """A published result the simulated trial is put beside (per endpoint, visit and arm)."""
+
+    endpoint: str
+    visit_day: float = Field(gt=0)
+    arm: str
+    statistic: Literal["rate", "mean_change", "median_change", "mean", "median", "difference_rate",
+                       "difference_mean_change"]
+    value: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+    source: list[str] = Field(min_length=1)
+    note: str = ""
+
+
+class SolverOptions(_Strict):
+    rtol: float = Field(default=1e-6, gt=0, lt=1e-2, description="trial endpoints need far less than the "
+                                                                    "1e-8 of single-patient runs")
+    chunk_size: int = Field(default=256, ge=1, le=100_000)
+
+
+class DesignSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)
+    title: str = Field(min_length=1)
+    description: str = ""
+    disease: Disease
+    source: list[str] = Field(default_factory=list, description="the published trial(s) this design reproduces")
+    seed: int = Field(default=20261201, ge=0, lt=2**63)
+    species: Literal["human"] = "human"
+    population: CohortSpec | str
+    patient: PatientSpec = PatientSpec()
+    arms: list[ArmSpec] = Field(min_length=1)
+    visits_days: list[float] = Field(min_length=1)
+    endpoints: dict[str, EndpointSpec] = Field(min_length=1)
+    primary: PrimarySpec
+    dropout: DropoutSpec = DropoutSpec()
+    power: PowerSpec | None = None
+    published: list[PublishedSpec] = Field(default_factory=list)
+    parameters: dict[str, float] = Field(default_factory=dict, description="what-if overrides of model parameters")
+    solver: SolverOptions = SolverOptions()
+
+    @field_validator("visits_days")
+    @classmethod
+    def _visits(cls, v):
+        if any(d <= 0 for d in v):
+            raise ValueError("visits are days after the first dose, > 0 (baseline, day 0, is always measured)")
+        return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"arm names must be unique, got {names}")
+        if sum(a.control for a in self.arms) > 1:
+            raise ValueError("at most one arm is the control")
+        if self.primary.endpoint not in self.endpoints:
+            raise ValueError(f"primary.endpoint {self.primary.endpoint!r} is not among endpoints {list(self.endpoints)}")
+        if self.primary.visit_day not in self.visits_days:
+            raise ValueError(f"primary.visit_day {self.primary.visit_day} is not among visits_days {self.visits_days}")
+        for p in self.published:
+            if p.arm not in names:
+                raise ValueError(f"published result names arm {p.arm!r}; arms are {names}")
+            if p.endpoint not in self.endpoints:
+                raise ValueError(f"published result names endpoint {p.endpoint!r}; endpoints are {list(self.endpoints)}")
+            if p.visit_day not in self.visits_days:
+                raise ValueError(f"published result at day {p.visit_day} is not a visit {self.visits_days}")
+        return self
+
+    @property
+    def control(self) -> ArmSpec | None:
+        return next((a for a in self.arms if a.control), None)
+
+    @property
+    def duration_days(self) -> float:
+        last_dose = max((max(a.regimen.times_days) for a in self.arms if a.regimen), default=0.0)
+        return max(max(self.visits_days), last_dose)
+
+    @property
+    def n_patients(self) -> int:
+        return sum(a.n for a in self.arms)
+
+    def arm_offsets(self) -> dict[str, int]:
+        """First global patient id of each arm (arms hold consecutive ids, in the order listed)."""
+        out, k = {}, 0
+        for a in self.arms:
+            out[a.name] = k
+            k += a.n
+        return out
+
+    @cached_property
+    def cohort(self) -> CohortSpec:
+        return load_cohort(self.population) if isinstance(self.population, str) else self.population
+
+    def digest(self) -> str:
+        """A fingerprint of everything that changes the numbers (a resumed trial must match it)."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+def arm_scenario(design: DesignSpec, arm: ArmSpec) -> Scenario:
+    """The arm as an ordinary scenario: the design's patient defaults, the arm's product and regimen, output at
+    baseline and the visits. A cell-free arm gets a nominal regimen that the runner never doses."""
+    regimen = arm.regimen if arm.regimen is not None else RegimenSpec(
+        route=arm.route or "intravenous", dose={"cells": 1.0}, times_days=[0.0],
+        guidance="ultrasound" if arm.route and is_local(arm.route) else None)
+    data = {
+        "name": f"{design.name}:{arm.name}",
+        "description": arm.label or design.title,
+        "species": design.species,
+        "disease": design.disease,
+        "patient": design.patient.model_dump(),
+        "product": (arm.product or ProductSpec()).model_dump(),
+        "regimen": regimen.model_dump(),
+        "duration_days": design.duration_days,
+        "parameters": dict(design.parameters),
+        "population": {"size": arm.n, "variability": True},
+        "outputs": {"times_hours": [d * 24.0 for d in design.visits_days]},
+        "solver": {"kind": "batched", "rtol": design.solver.rtol, "chunk_size": design.solver.chunk_size},
+        "seed": design.seed,
+    }
+    return scenario_from_dict(data, file=f"arm '{arm.name}'")
+
+
+def _check_endpoints(design: DesignSpec, file: str | None) -> None:
+    eps = load_endpoints(design.disease)
+    known = set(eps.spec.endpoints) | set(eps.spec.responses) | {k for k, v in DERIVED.items()
+                                                                   if v == design.disease}
+    for name in design.endpoints:
+        if name not in known:
+            raise InputError(f"endpoints.{name}", name, f"endpoints of disease '{design.disease}': {sorted(known)}",
+                             file=file)
+
+
+def design_from_dict(data: dict, *, file: str | None = None) -> DesignSpec:
+    """Validate a trial design mapping; errors name the field, the value and what is allowed."""
+    if not isinstance(data, dict):
+        raise InputError("(top level)", type(data).__name__, "a mapping of design fields", file=file)
+    try:
+        design = DesignSpec.model_validate(data)
+    except ValidationError as exc:
+        raise input_error(exc, file, DesignSpec) from None
+    _check_endpoints(design, file)
+    try:
+        design.cohort
+    except InputError as exc:
+        raise InputError(f"population ({exc.where})", exc.value, exc.allowed, file=file) from None
+    for arm in design.arms:
+        try:
+            arm_scenario(design, arm)
+        except InputError as exc:
+            raise InputError(f"arms.{arm.name} ({exc.where})", exc.value, exc.allowed, file=file) from None
+    return design
+
+
+def load_design(path_or_name: str | Path) -> tuple[DesignSpec, Path]:
+    """A design file, or the name of a bundled design (data/trials/<name>.yaml)."""
+    path = Path(path_or_name)
+    if not path.exists():
+        bundled = DESIGN_DIR / f"{path_or_name}.yaml"
+        if not bundled.exists():
+            names = sorted(p.stem for p in DESIGN_DIR.glob("*.yaml"))
+            raise InputError("DESIGN", str(path_or_name), f"a path to a trial design YAML file or a bundled "
+                             f"design: {names}")
+        path = bundled
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError("(file)", str(path), f"valid YAML ({exc})", file=str(path)) from None
+    return design_from_dict(data, file=str(path)), path
+
+
+def bundled_designs() -> list[str]:
+    return sorted(p.stem for p in DESIGN_DIR.glob("*.yaml"))
+
+
+def design_record(design: DesignSpec) -> dict:
+    """The design as plain JSON-able data (recorded in every output)."""
+    return json.loads(design.model_dump_json())

@@ -1,0 +1,161 @@
+"""From a virtual patient's modelled endpoints to what a trial records: the non-specific (placebo, comparator,
+standard-care) response, measurement error, dropout, and derived responder endpoints.
+
+The model says what the cells do; every trial arm also improves for reasons that have nothing to do with the
+cells (the injection, hyaluronic acid, curettage and seton, second-line immunosuppression, regression to the
+mean). Those responses are cited data (data/parameters/trial_response.yaml), added here, after the model, so the
+same mechanistic model serves every trial. Each patient's random numbers come from a generator keyed on
+(seed, patient id, stream), so a patient's observations do not depend on the chunk or worker.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+
+from ..endpoints import RESPONSE_CODES, load_endpoints
+from ..model.parameters import DATA_DIR, ParameterSet, load_parameter_file
+from .design import ArmSpec, DesignSpec
+from .statistics import omeract_oarsi_responder
+
+STREAM = 5171
+SYMPTOMS = ("pain_vas", "womac_total")  # endpoints that carry the placebo/comparator relief
+REMISSIONS = ("fistula_closed", "combined_remission")  # remission by standard care counts for these
+WOMAC_MAX = 96.0
+
+
+@lru_cache(maxsize=None)
+def response_parameters() -> ParameterSet:
+    return load_parameter_file(DATA_DIR / "parameters" / "trial_response.yaml")
+
+
+def endpoint_kinds(design: DesignSpec) -> dict[str, str]:
+    """'binary' (0/1: closure, remission, response, responder) or 'continuous', per design endpoint."""
+    eps = load_endpoints(design.disease)
+    out = {}
+    for name in design.endpoints:
+        if name in eps.spec.responses or name == "omeract_oarsi_responder":
+            out[name] = "binary"
+        elif name in eps.spec.endpoints and tuple(eps.spec.endpoints[name].range or ()) == (0.0, 1.0):
+            out[name] = "binary"
+        else:
+            out[name] = "continuous"
+    return out
+
+
+def noise_sd(design: DesignSpec, endpoint: str) -> float:
+    spec = design.endpoints[endpoint]
+    if spec.noise_sd is not None:
+        return spec.noise_sd
+    p = response_parameters()
+    return p[f"noise_sd_{endpoint}"].value if f"noise_sd_{endpoint}" in p.names() else 0.0
+
+
+def _draws(seed: int, ids: np.ndarray, size: int) -> np.ndarray:
+    """(patients, size) standard uniforms, one generator per patient keyed on (seed, id, STREAM)."""
+    return np.stack([np.random.default_rng([int(seed), int(i), STREAM]).random(size) for i in ids]) \
+        if len(ids) else np.zeros((0, size))
+
+
+def observe(design: DesignSpec, arm: ArmSpec, ids: np.ndarray, modelled: dict[str, np.ndarray],
+            responses: dict[str, np.ndarray]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Observed endpoints for one chunk of an arm.
+
+    ``modelled`` maps each disease endpoint to (patients, 1 + visits) values at day 0 and each visit;
+    ``responses`` maps each response (e.g. 'response_day28') to per-patient category codes.
+    Returns (long table: patient, arm, endpoint, visit_day, value, baseline, change, modelled;
+    per-patient table: dropout day and the comparator draws)."""
+    from scipy.stats import norm
+
+    p = response_parameters()
+    visits = np.asarray(design.visits_days, dtype=float)
+    days = np.concatenate([[0.0], visits])
+    names = sorted(design.endpoints)
+    n = len(ids)
+    u = _draws(design.seed, ids, 4 + len(names) * len(days))
+    z_resp, u_sc, u_cr, u_drop = norm.ppf(u[:, 0]), u[:, 1], u[:, 2], u[:, 3]
+    z_noise = norm.ppf(u[:, 4:]).reshape(n, len(names), len(days))
+    rate = design.dropout.rate_per_year / 365.25
+    dropout_day = np.where(rate > 0, -np.log1p(-u_drop) / max(rate, 1e-300), np.inf)
+    present = days[None, :] < dropout_day[:, None]  # baseline always (dropout day > 0)
+
+    relief = np.zeros((n, len(days)))
+    if arm.comparator != "none":
+        r_name = f"placebo_r_{arm.comparator}"
+        r = np.clip(p[r_name].value + p[r_name].between_patient.sd * z_resp, 0.0, 0.95)
+        on, off, keep = p["placebo_tau_on"].value, p["placebo_tau_off"].value, p["placebo_persist"].value
+        shape = (1 - np.exp(-days / on)) * (keep + (1 - keep) * np.exp(-days / off))
+        relief = r[:, None] * shape[None, :]
+
+    fistula_sc = p["sc_remission_fistula_p_inf"].value * (1 - np.exp(-days / p["sc_remission_fistula_tau"].value))
+    sc_remitted = u_sc[:, None] < fistula_sc[None, :]  # standard care (curettage, seton) remission by each day
+    gvhd_sc_response = u_sc < p["sc_response_gvhd_day28"].value
+    gvhd_sc_complete = gvhd_sc_response & (u_cr < p["sc_complete_share_gvhd"].value)
+
+    true_values: dict[str, np.ndarray] = {}
+    observed: dict[str, np.ndarray] = {}
+    eps = load_endpoints(design.disease)
+    for k, name in enumerate(names):
+        if name in responses:
+            resp = eps.spec.responses[name]
+            codes = responses[name].astype(int)
+            sc_code = np.where(gvhd_sc_complete, RESPONSE_CODES["complete"],
+                               np.where(gvhd_sc_response, RESPONSE_CODES["partial"], RESPONSE_CODES["none"]))
+            best = np.minimum(codes, sc_code)  # the better of the two routes to a response
+            val = np.full((n, len(days)), np.nan)
+            j = int(np.argmin(np.abs(days - resp.day)))
+            val[:, j] = (best <= RESPONSE_CODES["partial"]).astype(float)
+            true_values[name] = np.where(np.isnan(val), np.nan,
+                                         (codes <= RESPONSE_CODES["partial"]).astype(float)[:, None])
+            observed[name] = val
+            continue
+        if name == "omeract_oarsi_responder":
+            continue
+        y = np.asarray(modelled[name], dtype=float)
+        true_values[name] = y
+        obs = y.copy()
+        if name in SYMPTOMS:
+            obs = obs * (1 - relief)
+        if name in REMISSIONS:
+            obs = np.maximum(obs, sc_remitted.astype(float))
+        if name == "organ_stage" and arm.comparator == "standard_care":
+            after = days >= 28.0
+            sc_stage = np.where(gvhd_sc_complete[:, None], 0.0, np.maximum(obs[:, :1] - 1.0, 0.0))
+            obs = np.where(after[None, :] & gvhd_sc_response[:, None], np.minimum(obs, sc_stage), obs)
+        sd = noise_sd(design, name)
+        if sd > 0:
+            lo, hi = eps.spec.endpoints[name].range or (-np.inf, np.inf)
+            obs = np.clip(obs + sd * z_noise[:, k, :], lo, hi)
+        observed[name] = obs
+    if "omeract_oarsi_responder" in design.endpoints:
+        pain, womac = observed["pain_vas"], observed["womac_total"] * (100.0 / WOMAC_MAX)
+        resp = omeract_oarsi_responder(pain[:, :1], pain, womac[:, :1], womac).astype(float)
+        resp[:, 0] = np.nan
+        observed["omeract_oarsi_responder"] = resp
+        true_values["omeract_oarsi_responder"] = np.full((n, len(days)), np.nan)
+
+    rows = []
+    for name in names:
+        val = np.where(present, observed[name], np.nan)
+        base = np.repeat(val[:, :1], len(visits), axis=1)
+        v = val[:, 1:]
+        rows.append(pd.DataFrame({
+            "patient": np.repeat(ids, len(visits)),
+            "arm": arm.name,
+            "endpoint": name,
+            "visit_day": np.tile(visits, n),
+            "value": v.ravel(),
+            "baseline": base.ravel(),
+            "change": (v - base).ravel(),
+            "modelled": true_values[name][:, 1:].ravel(),
+        }))
+    long = pd.concat(rows, ignore_index=True)
+    for name in responses:  # a response is judged at one visit only
+        day = eps.spec.responses[name].day
+        long = long[(long["endpoint"] != name) | (long["visit_day"] == day)]
+    long = long.reset_index(drop=True)
+    per_patient = pd.DataFrame({"patient": ids, "dropout_day": dropout_day,
+                                "comparator_relief_peak": relief.max(axis=1) if n else []})
+    return long, per_patient

@@ -1,0 +1,485 @@
+"""The virtual-trial report: forest plot of differences vs control (with the published numbers beside them),
+time course per endpoint, the published-vs-simulated table (also as GitHub markdown), and one self-contained
+HTML file that carries the design, every table, the figures (PNG as base64) and the citations."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from ..errors import InputError  # noqa: E402
+
+SUMMARY_COLUMNS = ("arm", "endpoint", "visit_day", "kind", "n", "mean", "sd", "mean_change", "sd_change",
+                   "ci_low", "ci_high")
+COMPARISON_COLUMNS = ("arm", "control", "endpoint", "visit_day", "estimate", "ci_low", "ci_high", "p_value", "test",
+                      "n_arm", "n_control")
+PUBLISHED_COLUMNS = ("endpoint", "visit_day", "arm", "quantity", "published", "published_ci_low",
+                     "published_ci_high", "simulated", "simulated_ci_low", "simulated_ci_high", "source", "agrees",
+                     "note")
+SAFETY_COLUMNS = ("arm", "event", "n", "events", "rate", "ci_low", "ci_high")
+POWER_COLUMNS = ("endpoint", "visit_day", "arm", "n_per_arm", "power", "ci_low", "ci_high")
+TABLE_COLUMNS = ("endpoint", "visit", "arm", "quantity", "published", "simulated", "source", "agrees")
+# shown when the design's own disclaimer does not already say it
+DEFAULT_DISCLAIMER = "mscsim is a research tool, never medical advice."
+_DASH = "–"
+_IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+_SIM_COLOUR, _PUB_COLOUR = "#0969da", "#cf222e"
+
+
+# ---------------------------------------------------------------- small helpers
+
+def _frame(df: pd.DataFrame | None, columns: Sequence[str], name: str) -> pd.DataFrame:
+    """The table itself, or an empty one with the right columns; a non-empty table must hold every column."""
+    if df is None or len(df) == 0:
+        return pd.DataFrame(columns=list(columns))
+    if not isinstance(df, pd.DataFrame):
+        raise InputError(name, type(df).__name__, "a pandas DataFrame")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise InputError(name, f"missing columns {missing}", f"a table with columns {list(columns)}")
+    return df.reset_index(drop=True)
+
+
+def _isnan(x: object) -> bool:
+    try:
+        return x is None or bool(pd.isna(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def _num(x: object) -> str:
+    """A number with about three significant digits, no exponent for ordinary clinical magnitudes."""
+    if _isnan(x):
+        return _DASH
+    v = float(x)
+    a = abs(v)
+    if a >= 100 or a == 0:
+        return f"{v:.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    if a >= 1:
+        return f"{v:.2f}"
+    if a >= 0.001:
+        return f"{v:.3f}"
+    return f"{v:.2g}"
+
+
+def _pct(x: object) -> str:
+    return _DASH if _isnan(x) else f"{100 * float(x):.1f}%"
+
+
+def _with_ci(value: object, low: object, high: object, fmt=_num) -> str:
+    """``12.3 (8.10 to 16.5)``, or the value alone when the interval is missing."""
+    if _isnan(value):
+        return _DASH
+    if _isnan(low) or _isnan(high):
+        return fmt(value)
+    return f"{fmt(value)} ({fmt(low)} to {fmt(high)})"
+
+
+def _interval(low: object, high: object, fmt=_num) -> str:
+    return _DASH if _isnan(low) or _isnan(high) else f"{fmt(low)} to {fmt(high)}"
+
+
+def _pvalue(p: object) -> str:
+    if _isnan(p):
+        return _DASH
+    return "<0.001" if float(p) < 0.001 else f"{float(p):.3f}"
+
+
+def _day(v: object) -> str:
+    if _isnan(v):
+        return _DASH
+    f = float(v)
+    return str(int(f)) if f.is_integer() else f"{f:g}"
+
+
+def _yes_no(v: object) -> str:
+    return "n/a" if _isnan(v) else ("yes" if bool(v) else "no")
+
+
+def _endpoint_label(meta: Mapping, endpoint: str) -> str:
+    return str((meta.get("endpoint_labels") or {}).get(endpoint, endpoint))
+
+
+def _short_label(meta: Mapping, endpoint: str) -> str:
+    """The endpoint's label without a trailing ``(units)``: 'VAS (mm)' -> 'VAS'."""
+    label = _endpoint_label(meta, endpoint)
+    if label.endswith(")") and " (" in label:
+        return label[:label.rindex(" (")]
+    return label
+
+
+def _arm_labels(meta: Mapping) -> dict[str, str]:
+    return {str(a.get("name")): str(a.get("label") or a.get("name")) for a in meta.get("arms") or []}
+
+
+def _arm_order(meta: Mapping, arms: Sequence[object]) -> list[str]:
+    """Arms in the design's order, then any others in order of appearance."""
+    present = list(dict.fromkeys(str(a) for a in arms))
+    design = [a for a in _arm_labels(meta) if a in present]
+    return design + [a for a in present if a not in design]
+
+
+def _finish(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _empty_figure(path: str | Path, message: str) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 2.5), constrained_layout=True)
+    ax.text(0.5, 0.5, message, ha="center", va="center")
+    ax.set_axis_off()
+    return _finish(fig, path)
+
+
+# ---------------------------------------------------------------- figures
+
+def _published_difference(pub: pd.DataFrame, row: pd.Series, several_controls: bool) -> pd.Series | None:
+    """The published difference for one comparison row (same endpoint, visit and arm; when the arm has
+    several controls at that visit, the quantity must name the control)."""
+    if pub.empty:
+        return None
+    same = pub[(pub["endpoint"].astype(str) == str(row["endpoint"]))
+               & (pub["visit_day"].astype(float) == float(row["visit_day"]))
+               & (pub["arm"].astype(str) == str(row["arm"]))
+               & pub["quantity"].astype(str).str.contains("difference", case=False)
+               & pub["published"].notna()]
+    if several_controls:
+        same = same[same["quantity"].astype(str).str.contains(str(row["control"]), regex=False)]
+    return None if same.empty else same.iloc[0]
+
+
+def forest_plot(comparisons: pd.DataFrame, published: pd.DataFrame | None, meta: Mapping,
+                path: str | Path) -> Path:
+    """Differences vs control with their 95% CIs, one row per endpoint/visit/arm and one panel per endpoint
+    (each endpoint keeps its own units); the published difference, where there is one, as a red diamond."""
+    comp = _frame(comparisons, COMPARISON_COLUMNS, "comparisons")
+    pub = _frame(published, PUBLISHED_COLUMNS, "published")
+    if comp.empty:
+        return _empty_figure(path, "no comparisons vs control")
+    better = meta.get("better") or {}
+    arms = _arm_order(meta, comp["arm"])
+    endpoints = list(dict.fromkeys(comp["endpoint"].astype(str)))
+    comp = comp.assign(_ep=pd.Categorical(comp["endpoint"].astype(str), endpoints),
+                       _arm=pd.Categorical(comp["arm"].astype(str), arms),
+                       _day=comp["visit_day"].astype(float))
+    comp = comp.sort_values(["_ep", "_day", "_arm"], kind="stable")
+    key_counts = comp.groupby(["_ep", "_day", "_arm"], observed=True)["control"].transform("size")
+    panels = [(ep, comp[comp["_ep"] == ep]) for ep in endpoints]
+    n_rows = len(comp)
+    font = 9 if n_rows <= 15 else 8
+    heights = [0.9 + 0.38 * len(rows) for _, rows in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9.5, 0.8 + sum(heights)), height_ratios=heights,
+                             constrained_layout=True, squeeze=False)
+    drew_published = False
+    for ax, (ep, rows) in zip(axes[:, 0], panels):
+        ys = np.arange(len(rows))[::-1].astype(float)
+        labels = []
+        for y, (_, r) in zip(ys, rows.iterrows()):
+            labels.append(f"{_short_label(meta, ep)} at day {_day(r['visit_day'])}: "
+                          f"{r['arm']} vs {r['control']}")
+            if not (_isnan(r["ci_low"]) or _isnan(r["ci_high"])):
+                ax.plot([r["ci_low"], r["ci_high"]], [y, y], color=_SIM_COLOUR, lw=2, solid_capstyle="butt")
+            ax.plot([r["estimate"]], [y], "o", color=_SIM_COLOUR, ms=6)
+            p = _published_difference(pub, r, bool(key_counts[r.name] > 1))
+            if p is not None:
+                yp = y - 0.25
+                if not (_isnan(p["published_ci_low"]) or _isnan(p["published_ci_high"])):
+                    ax.plot([p["published_ci_low"], p["published_ci_high"]], [yp, yp], color=_PUB_COLOUR,
+                            lw=1.3, ls="--")
+                ax.plot([p["published"]], [yp], "D", color=_PUB_COLOUR, ms=6, mfc="white", mew=1.6)
+                drew_published = True
+        ax.axvline(0, color="#57606a", lw=0.9)
+        ax.set_yticks(ys, labels, fontsize=font)
+        ax.set_ylim(-0.7, len(rows) - 0.3)
+        ax.grid(axis="x", color="#eaeef2")
+        direction = {"lower": "; lower favours the arm", "higher": "; higher favours the arm"}.get(
+            str(better.get(ep, "")), "")
+        ax.set_xlabel(f"difference vs control, {_endpoint_label(meta, ep)}{direction}", fontsize=font)
+        ax.set_title(_endpoint_label(meta, ep), fontsize=10, loc="left")
+    handles = [plt.Line2D([], [], color=_SIM_COLOUR, marker="o", lw=2, label="simulated (95% CI)")]
+    if drew_published:
+        handles.append(plt.Line2D([], [], color=_PUB_COLOUR, marker="D", mfc="white", ls="--",
+                                  label="published (95% CI where reported)"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.suptitle(f"{meta.get('title') or meta.get('name') or 'virtual trial'}: differences vs control", fontsize=11)
+    return _finish(fig, path)
+
+
+def _mean_ci(r: pd.Series) -> tuple[float, float]:
+    """95% CI of the mean of one summary row: the given CI for binary rows and where it is of the mean;
+    else (it is of the change from baseline) the t interval of the mean from sd and n."""
+    if r["kind"] == "binary" or _isnan(r["mean_change"]):
+        return float(r["ci_low"]), float(r["ci_high"])
+    n, sd = float(r["n"]), float(r["sd"])
+    if _isnan(sd) or not n > 1:
+        return math.nan, math.nan
+    half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+    return float(r["mean"]) - half, float(r["mean"]) + half
+
+
+def timecourse_plot(summary: pd.DataFrame, meta: Mapping, path: str | Path) -> Path:
+    """One panel per endpoint: mean (binary: % of patients) against visit day, one line per arm with its
+    95% CI as a band (error bars for a single visit); baseline (day 0) is drawn when the summary has it."""
+    s = _frame(summary, SUMMARY_COLUMNS, "summary")
+    s = s[s["mean"].notna()]
+    if s.empty:
+        return _empty_figure(path, "no summary statistics")
+    kinds = set(s["kind"].astype(str))
+    if not kinds <= {"continuous", "binary"}:
+        raise InputError("summary.kind", sorted(kinds - {"continuous", "binary"}), "'continuous' or 'binary'")
+    rates = s.loc[s["kind"] == "binary", "mean"].astype(float)
+    if ((rates < 0) | (rates > 1)).any():
+        raise InputError("summary.mean", float(rates[(rates < 0) | (rates > 1)].iloc[0]),
+                         "a rate between 0 and 1 for binary endpoints")
+    arm_label = _arm_labels(meta)
+    arms = _arm_order(meta, s["arm"])
+    colours = {a: plt.get_cmap("tab10")(i % 10) for i, a in enumerate(arms)}
+    endpoints = list(dict.fromkeys(s["endpoint"].astype(str)))
+    primary = (meta.get("primary") or {}).get("endpoint")
+    ncols = 1 if len(endpoints) == 1 else 2
+    nrows = math.ceil(len(endpoints) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.2 * ncols, 3.9 * nrows + 0.6), constrained_layout=True,
+                             squeeze=False)
+    for ax in axes.ravel()[len(endpoints):]:
+        ax.set_axis_off()
+    days = sorted(s["visit_day"].astype(float).unique())  # every panel on the same days, from day 0
+    lo = min(0.0, days[0])
+    pad = 0.03 * max(days[-1] - lo, 1.0)
+    for ax, ep in zip(axes.ravel(), endpoints):
+        rows = s[s["endpoint"].astype(str) == ep]
+        binary = (rows["kind"] == "binary").all()
+        scale = 100.0 if binary else 1.0
+        for arm in arms:
+            d = rows[rows["arm"].astype(str) == arm].sort_values("visit_day")
+            if d.empty:
+                continue
+            x = d["visit_day"].astype(float).to_numpy()
+            y = d["mean"].astype(float).to_numpy() * scale
+            ci = np.array([_mean_ci(r) for _, r in d.iterrows()], dtype=float).reshape(-1, 2) * scale
+            c = colours[arm]
+            if len(x) == 1:
+                err = np.abs(np.nan_to_num(np.array([[y[0] - ci[0, 0]], [ci[0, 1] - y[0]]])))
+                ax.errorbar(x, y, yerr=err, fmt="o", color=c, capsize=4)
+            else:
+                ax.plot(x, y, "o-", color=c, ms=4)
+                ax.fill_between(x, ci[:, 0], ci[:, 1], color=c, alpha=0.15, lw=0)
+        if len(days) <= 10:
+            ax.set_xticks(days, [_day(v) for v in days])
+        ax.set_xlim(lo - pad, days[-1] + pad)
+        ax.grid(color="#eaeef2")
+        ax.set_xlabel("visit day")
+        label = _endpoint_label(meta, ep)
+        ax.set_ylabel(f"{label}, % of patients" if binary else f"{label}, mean")
+        ax.set_title(label + ("  (primary)" if ep == primary else ""), fontsize=10, loc="left")
+    handles = [plt.Line2D([], [], color=colours[a], marker="o", label=arm_label.get(a, a)) for a in arms]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False,
+               title="arm (band: 95% CI of the mean or rate)", title_fontsize=8)
+    fig.suptitle(f"{meta.get('title') or meta.get('name') or 'virtual trial'}: endpoints over time", fontsize=11)
+    return _finish(fig, path)
+
+
+# ---------------------------------------------------------------- published vs simulated table
+
+def comparison_table(published: pd.DataFrame | None) -> pd.DataFrame:
+    """The published-vs-simulated rows as display strings: endpoint, visit, arm, quantity, published (with
+    CI), simulated (with interval), source, agrees (yes/no)."""
+    pub = _frame(published, PUBLISHED_COLUMNS, "published")
+    rows = [{"endpoint": str(r["endpoint"]),
+             "visit": f"day {_day(r['visit_day'])}",
+             "arm": str(r["arm"]),
+             "quantity": str(r["quantity"]),
+             "published": _with_ci(r["published"], r["published_ci_low"], r["published_ci_high"]),
+             "simulated": _with_ci(r["simulated"], r["simulated_ci_low"], r["simulated_ci_high"]),
+             "source": ", ".join(map(str, r["source"])) if isinstance(r["source"], (list, tuple))
+             else ("" if _isnan(r["source"]) else str(r["source"])),
+             "agrees": _yes_no(r["agrees"])} for _, r in pub.iterrows()]
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+
+def _md_cell(text: object) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def comparison_markdown(published: pd.DataFrame | None) -> str:
+    """comparison_table as a GitHub-markdown table (header and separator even when there are no rows)."""
+    table = comparison_table(published)
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "|".join("---" for _ in table.columns) + "|"]
+    lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- HTML
+
+_CSS = """body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#1f2328}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #d0d7de;padding:4px 8px;text-align:left;
+vertical-align:top}th{background:#f6f8fa}.small{font-size:85%;color:#57606a}img{max-width:100%}
+.disclaimer{border:2px solid #9a6700;background:#fff8c5;padding:.6em 1em;font-weight:bold}
+tr.disagree td{background:#ffebe9}td.no{color:#cf222e;font-weight:bold}td.yes{color:#1a7f37}
+figure{margin:1.5em 0}figcaption{font-size:90%;color:#57606a}"""
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], row_classes: Sequence[str] | None = None,
+           empty: str = "none") -> str:
+    """An HTML table; every cell is escaped. A cell may be (text, css class)."""
+    e = html.escape
+    if not rows:
+        return f"<p class='small'>{e(empty)}</p>"
+    head = "".join(f"<th>{e(str(h))}</th>" for h in headers)
+    body = []
+    for i, row in enumerate(rows):
+        cls = row_classes[i] if row_classes else ""
+        cells = "".join(f"<td class='{e(c[1])}'>{e(str(c[0]))}</td>" if isinstance(c, tuple)
+                        else f"<td>{e(str(c))}</td>" for c in row)
+        body.append(f"<tr class='{e(cls)}'>{cells}</tr>" if cls else f"<tr>{cells}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _embed(name: str, path: str | Path) -> str:
+    path = Path(path)
+    mime = _IMAGE_TYPES.get(path.suffix.lower())
+    if mime is None:
+        raise InputError(f"figures[{name!r}]", str(path), f"an image file ending in {sorted(_IMAGE_TYPES)}")
+    if not path.is_file():
+        raise InputError(f"figures[{name!r}]", str(path), "an existing image file")
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    e = html.escape
+    return (f"<figure><img alt='{e(name)}' src='data:{mime};base64,{data}'>"
+            f"<figcaption>{e(name)}</figcaption></figure>")
+
+
+def _source_text(src: object) -> str:
+    if isinstance(src, (list, tuple)):
+        return ", ".join(map(str, src))
+    return "" if _isnan(src) else str(src)
+
+
+def write_html_report(path: str | Path, meta: Mapping, summary: pd.DataFrame | None,
+                      comparisons: pd.DataFrame | None, published: pd.DataFrame | None,
+                      safety: pd.DataFrame | None, power: pd.DataFrame | None,
+                      figures: Mapping[str, str | Path]) -> Path:
+    """Write the whole virtual-trial report as one HTML file (figures embedded, plain CSS, no scripts and no
+    external resources): disclaimer, design, published vs simulated (disagreements highlighted), summary,
+    comparisons vs control, power, safety, fitted parameters, figures and citations."""
+    if not isinstance(meta, Mapping):
+        raise InputError("meta", type(meta).__name__, "a dict with name, title, arms, primary, ...")
+    e = html.escape
+    summ = _frame(summary, SUMMARY_COLUMNS, "summary")
+    comp = _frame(comparisons, COMPARISON_COLUMNS, "comparisons")
+    pub = _frame(published, PUBLISHED_COLUMNS, "published")
+    saf = _frame(safety, SAFETY_COLUMNS, "safety")
+    arm_label = _arm_labels(meta)
+    title = str(meta.get("title") or meta.get("name") or "virtual trial")
+
+    disclaimer = str(meta.get("disclaimer") or "").strip()
+    if "medical advice" not in disclaimer.lower():
+        disclaimer = f"{DEFAULT_DISCLAIMER} {disclaimer}".strip()
+
+    primary = meta.get("primary") or {}
+    primary_text = (f"{_endpoint_label(meta, str(primary.get('endpoint')))} at day {_day(primary.get('visit_day'))}"
+                    if primary.get("endpoint") is not None else "not stated")
+    design = _table(["field", "value"], [
+        ["design name", meta.get("name", "")],
+        ["design file", meta.get("design_file", "")],
+        ["patients", meta.get("n_patients", "")],
+        ["primary endpoint", primary_text],
+        ["seed", meta.get("seed", "")],
+        ["mscsim version", meta.get("mscsim_version", "")],
+    ])
+    arms = _table(["arm", "label", "patients"],
+                  [[a.get("name", ""), a.get("label", ""), a.get("n", "")] for a in meta.get("arms") or []],
+                  empty="no arms listed")
+
+    table = comparison_table(pub)
+    notes = [str(n) if not _isnan(n) else "" for n in pub["note"]]
+    pub_rows = [list(r[:-1]) + [(r[-1], r[-1] if r[-1] in ("yes", "no") else ""), n]
+                for r, n in zip(table.itertuples(index=False), notes)]
+    pub_html = _table(list(TABLE_COLUMNS) + ["note"], pub_rows,
+                      ["disagree" if r[-1] == "no" else "" for r in table.itertuples(index=False)],
+                      empty="No published numbers to compare with for this design.")
+    n_dis = int((table["agrees"] == "no").sum())
+    pub_lead = (f"<p>{len(table)} published number(s); {n_dis} outside the simulated interval "
+                f"(highlighted).</p>" if len(table) else "")
+
+    summ_rows = []
+    for _, r in summ.iterrows():
+        binary = r["kind"] == "binary"
+        f = _pct if binary else _num
+        ci_of = "rate" if binary else ("mean" if _isnan(r["mean_change"]) else "change from baseline")
+        summ_rows.append([arm_label.get(str(r["arm"]), r["arm"]), _endpoint_label(meta, str(r["endpoint"])),
+                          _day(r["visit_day"]), r["kind"], _num(r["n"]), f(r["mean"]),
+                          _DASH if binary else _num(r["sd"]), _DASH if binary else _num(r["mean_change"]),
+                          _DASH if binary else _num(r["sd_change"]),
+                          _interval(r["ci_low"], r["ci_high"], f), ci_of])
+    summ_html = _table(["arm", "endpoint", "day", "kind", "n", "mean or rate", "sd", "mean change", "sd change",
+                        "95% CI", "CI of"], summ_rows, empty="No summary statistics.")
+
+    comp_html = _table(
+        ["endpoint", "day", "arm", "control", "difference (95% CI)", "p", "test", "n arm", "n control"],
+        [[_endpoint_label(meta, str(r["endpoint"])), _day(r["visit_day"]), arm_label.get(str(r["arm"]), r["arm"]),
+          arm_label.get(str(r["control"]), r["control"]), _with_ci(r["estimate"], r["ci_low"], r["ci_high"]),
+          _pvalue(r["p_value"]), r["test"], _num(r["n_arm"]), _num(r["n_control"])] for _, r in comp.iterrows()],
+        empty="No comparisons vs control.")
+
+    power_html = ""
+    if power is not None:
+        pw = _frame(power, POWER_COLUMNS, "power")
+        power_html = "<h2>Power</h2>" + _table(
+            ["endpoint", "day", "arm", "patients per arm", "power (95% CI)"],
+            [[_endpoint_label(meta, str(r["endpoint"])), _day(r["visit_day"]),
+              arm_label.get(str(r["arm"]), r["arm"]), _num(r["n_per_arm"]),
+              _with_ci(r["power"], r["ci_low"], r["ci_high"], _pct)] for _, r in pw.iterrows()],
+            empty="No power estimates.")
+
+    safety_html = _table(
+        ["arm", "event", "patients", "events", "rate (95% CI)"],
+        [[arm_label.get(str(r["arm"]), r["arm"]), r["event"], _num(r["n"]), _num(r["events"]),
+          _with_ci(r["rate"], r["ci_low"], r["ci_high"], _pct)] for _, r in saf.iterrows()],
+        empty="No safety events simulated for this design.")
+
+    fitted = "".join(
+        f"<li><b>{e(str(f.get('parameter', '')))}</b> fitted to {e(str(f.get('fitted_to', '')))}"
+        f"{' [' + e(_source_text(f.get('source'))) + ']' if _source_text(f.get('source')) else ''}</li>"
+        for f in meta.get("fitted") or []) or "<li>none: every parameter comes from its own source</li>"
+    figs = "".join(_embed(str(name), p) for name, p in (figures or {}).items()) or "<p class='small'>none</p>"
+    refs = "".join(f"<li>{e(str(c))}</li>" for c in meta.get("citations") or []) or "<li>none</li>"
+    description = f"<p>{e(str(meta['description']))}</p>" if meta.get("description") else ""
+
+    doc = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
+<style>{_CSS}</style></head>
+<body><h1>{e(title)}</h1>
+<p class="disclaimer">{e(disclaimer)}</p>
+{description}
+<h2>Design</h2>{design}{arms}
+<h2>Published vs simulated</h2>{pub_lead}{pub_html}
+<h2>Summary by arm and visit</h2>{summ_html}
+<h2>Comparisons vs control</h2>{comp_html}
+{power_html}
+<h2>Safety</h2>{safety_html}
+<h2>Fitted parameters</h2>
+<p class="small">Parameters whose value was fitted to a published number (so agreement there is not independent
+validation):</p><ul>{fitted}</ul>
+<h2>Figures</h2>{figs}
+<h2>References</h2><ol>{refs}</ol>
+<p class="small">{e(disclaimer)}</p></body></html>
+"""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(doc, encoding="utf-8")
+    return path

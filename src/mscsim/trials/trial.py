@@ -1,0 +1,146 @@
+"""``run_trial``: a design in, a finished virtual trial out (per-patient Parquet, arm summary, plots, report).
+
+design -> chunks (runner) -> per-patient results (Parquet) -> statistics (analysis) -> report.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .. import __version__
+from ..endpoints import load_endpoints
+from ..io.outputs import atomic_output_dir
+from ..model.references import resolve
+from .analysis import TrialAnalysis, analyse
+from .design import DesignSpec, design_record
+from .observe import endpoint_kinds, response_parameters
+from .report import comparison_markdown, forest_plot, timecourse_plot, write_html_report
+from .runner import collect, execute
+from .safety import load_safety_parameters
+
+DISCLAIMER = "mscsim is a research tool, never medical advice."
+RESULT_FILES = ("endpoints.parquet", "patients.parquet", "arm_summary.csv", "comparisons.csv",
+                "published_vs_simulated.csv", "safety.csv", "forest.png", "timecourse.png", "report.html",
+                "manifest.json")
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    design: DesignSpec
+    out: Path
+    analysis: TrialAnalysis
+    n_simulated: int
+
+
+def _labels(design: DesignSpec) -> dict[str, str]:
+    eps = load_endpoints(design.disease)
+    out = {}
+    for name in design.endpoints:
+        if name in eps.spec.endpoints:
+            ep = eps.spec.endpoints[name]
+            out[name] = f"{ep.long_name} ({ep.units})" if ep.units not in ("1", "") else ep.long_name
+        elif name in eps.spec.responses:
+            out[name] = f"overall response (complete or partial) at day {eps.spec.responses[name].day:g}"
+        else:
+            out[name] = "OMERACT-OARSI responder"
+    return out
+
+
+def _better(design: DesignSpec, kinds: dict[str, str]) -> dict[str, str]:
+    lower = {"pain_vas", "womac_total", "organ_stage"}
+    return {n: "lower" if n in lower else "higher" for n in kinds}
+
+
+def citation_keys(design: DesignSpec) -> list[str]:
+    """Sources a trial run rests on: the trials it reproduces, the model's, the trial-level responses and AEs."""
+    from .runner import _setup
+
+    keys = list(design.source)
+    payload = design.model_dump_json()
+    for arm in design.arms:
+        keys += _setup(payload, arm.name)[2].citation_keys()
+    keys += response_parameters().citations() + load_safety_parameters().citations()
+    keys += list(design.cohort.source)
+    for p in design.published:
+        keys += p.source
+    return list(dict.fromkeys(keys))
+
+
+def fitted_parameters(design: DesignSpec) -> list[dict]:
+    """Parameters (model, trial-level) whose values were fitted to published numbers, with what they were fitted to."""
+    from .runner import _setup
+
+    seen, out = set(), []
+    sets = [_setup(design.model_dump_json(), a.name)[2].pset for a in design.arms] + [response_parameters()]
+    for pset in sets:
+        for name in pset.names():
+            par = pset[name]
+            if par.fitted_to and name not in seen:
+                seen.add(name)
+                out.append({"parameter": name, "fitted_to": ", ".join(par.fitted_to), "source": ", ".join(par.source)})
+    return out
+
+
+def run_trial(design: DesignSpec, out: str | Path, *, design_path: str | None = None, workers: int = 1,
+              scheduler: str | None = None, chunk_size: int | None = None, progress=None,
+              keep_chunks: bool = False) -> TrialResult:
+    """Run (or resume) a trial and write its outputs, atomically, to ``out``. Finished chunks are kept in the
+    sibling folder ``<out>.chunks`` while the trial runs (a rerun resumes from them) and removed once the trial is
+    assembled, unless ``keep_chunks``."""
+    out = Path(out)
+    store = chunk_store(out)
+    chunks = execute(design, store, workers=workers, scheduler=scheduler, chunk_size=chunk_size, progress=progress)
+    endpoints, patients = collect(store, chunks)
+    analysis = analyse(design, endpoints, patients)
+    kinds = endpoint_kinds(design)
+    meta = {
+        "name": design.name, "title": design.title, "description": design.description, "seed": design.seed,
+        "mscsim_version": __version__, "design_file": design_path or "(in memory)",
+        "n_patients": design.n_patients,
+        "arms": [{"name": a.name, "label": a.label or a.name, "n": a.n} for a in design.arms],
+        "primary": {"endpoint": design.primary.endpoint, "visit_day": design.primary.visit_day},
+        "fitted": fitted_parameters(design),
+        "citations": [r.formatted() for r in resolve(citation_keys(design))],
+        "disclaimer": DISCLAIMER, "endpoint_labels": _labels(design), "better": _better(design, kinds),
+    }
+    with atomic_output_dir(out) as tmp:
+        endpoints.to_parquet(tmp / "endpoints.parquet", index=False)
+        patients.to_parquet(tmp / "patients.parquet", index=False)
+        analysis.summary.to_csv(tmp / "arm_summary.csv", index=False)
+        analysis.comparisons.to_csv(tmp / "comparisons.csv", index=False)
+        analysis.published.to_csv(tmp / "published_vs_simulated.csv", index=False)
+        analysis.safety.to_csv(tmp / "safety.csv", index=False)
+        if analysis.power is not None:
+            analysis.power.to_csv(tmp / "power.csv", index=False)
+        figures = {"Difference against control": forest_plot(analysis.comparisons, analysis.published, meta,
+                                                             tmp / "forest.png"),
+                   "Endpoints over time by arm": timecourse_plot(analysis.summary, meta, tmp / "timecourse.png")}
+        write_html_report(tmp / "report.html", meta, analysis.summary, analysis.comparisons, analysis.published,
+                          analysis.safety, analysis.power, figures)
+        (tmp / "comparison.md").write_text(comparison_markdown(analysis.published))
+        manifest = {"mscsim_version": __version__, "design": design_record(design), "design_file": design_path,
+                    "seed": design.seed, "design_digest": design.digest(), "n_simulated": int(len(patients)),
+                    "n_in_trial": int(patients["in_trial"].sum()), "citations": citation_keys(design),
+                    "fitted_parameters": meta["fitted"], "files": sorted(p.name for p in tmp.iterdir()),
+                    "disclaimer": DISCLAIMER}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    if not keep_chunks:
+        shutil.rmtree(store, ignore_errors=True)
+    return TrialResult(design, out, analysis, int(len(patients)))
+
+
+def chunk_store(out: str | Path) -> Path:
+    """Where a trial writing to ``out`` keeps its finished chunks while it runs."""
+    out = Path(out)
+    return out.with_name(out.name + ".chunks")
+
+
+def read_patients(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A finished trial's (endpoints, patients) tables."""
+    res = Path(out)
+    return pd.read_parquet(res / "endpoints.parquet"), pd.read_parquet(res / "patients.parquet")
