@@ -32,7 +32,7 @@ KINETICS = ("cell_compartments", "circulation", "homing", "cell_death", "local_r
             "engraftment")
 TISSUE = ("tissue_states", "msc_licensing", "msc_secretion", "efferocytosis", "cytokine_network",
           "macrophage_polarisation", "t_cell_response", "innate_activation", "tissue_injury_repair", "fibrosis",
-          "angiogenesis", "structural_damage", "nociception", "site_ischaemia")
+          "angiogenesis", "structural_damage", "nociception", "site_ischaemia", "msc_immune_lysis")
 CONSERVATION_RTOL = 1e-9
 BURN_IN_DAYS = 1000.0  # the untreated disease is run this long to its chronic state before the first dose
 

@@ -117,6 +117,14 @@ def measure(ds: xr.Dataset, m: dict, run=None, target: dict | None = None):
         i = int(np.argmin(np.abs(ds["time"].values - m["time_h"])))
         tgt, off = ds["msc_target"].values[0, i], ds["msc_offtarget"].values[0, i]
         return float(tgt / (tgt + off))
+    if kind == "benefit_ratio":  # what the cells did to an endpoint (untreated - treated) at a day, over a reference
+        t = ds["time_days"].values
+        benefit = ds[f"{m['endpoint']}_untreated"].values[0] - ds[m["endpoint"]].values[0]
+        if m.get("lower_is_better", True) is False:
+            benefit = -benefit
+        at = benefit[int(np.argmin(np.abs(t - m["day"])))]
+        ref = benefit.max() if m["reference"] == "peak" else benefit[int(np.argmin(np.abs(t - m["reference"])))]
+        return float(at / ref)
     if kind == "ratio":
         base = _scenario_dict(target["scenario"])
         hi = run(_deep_merge(base, target["with"]))

@@ -85,14 +85,18 @@ def tissue_response_figure(ds: xr.Dataset, path: str | Path, patient: int | None
     endpoints = [v for v in ds.attrs.get("endpoint_plot", "").split(",") if v in sel]
     ax = axes[1, 1]
     twin = None
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]  # one cycle over both axes: no repeated colour
     for i, name in enumerate(endpoints):
         units = ds[name].attrs.get("units", "")
         target = ax if i == 0 or units == ds[endpoints[0]].attrs.get("units") else (twin or ax.twinx())
         if target is not ax:
             twin = target
-        line, = target.plot(t, sel[name].values, label=f"{name} ({units})")
+        colour = colours[i % len(colours)]
+        target.plot(t, sel[name].values, label=f"{name} ({units})", color=colour)
         if f"{name}_untreated" in sel:
-            target.plot(t, sel[f"{name}_untreated"].values, ls="--", color=line.get_color())
+            target.plot(t, sel[f"{name}_untreated"].values, ls="--", color=colour)
+    if endpoints:
+        ax.set_ylabel(f"{endpoints[0]} ({ds[endpoints[0]].attrs.get('units', '')})")
     ax.set_title("Endpoints (dashed: untreated)")
     handles = ax.get_legend_handles_labels()[0] + (twin.get_legend_handles_labels()[0] if twin else [])
     if handles:
