@@ -3,6 +3,7 @@ beside the simulated ones, power and sample size by repeating the trial in silic
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +13,11 @@ from scipy import stats
 from .design import DesignSpec
 from .observe import endpoint_kinds
 from .safety import safety_table
-from .statistics import DEFAULT_TEST, arm_visit_summary, compare_to_control, sample_size_for_power
+from .statistics import DEFAULT_TEST, _t_interval, _wilson, arm_visit_summary, compare_to_control, \
+    sample_size_for_power
+
+RESPONDER_COLUMNS = ["arm", "endpoint", "visit_day", "covariate", "subgroup", "n", "mean", "ci_low", "ci_high",
+                     "measure"]
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,7 @@ class TrialAnalysis:
     published: pd.DataFrame
     safety: pd.DataFrame
     power: pd.DataFrame | None
+    responders: pd.DataFrame
 
 
 def _tests(design: DesignSpec, kinds: dict[str, str]) -> dict[str, str]:
@@ -46,12 +52,58 @@ def _median_ci(x: np.ndarray, confidence: float = 0.95) -> tuple[float, float, f
     return float(np.median(x)), float(x[max(lo - 1, 0)]), float(x[min(hi, n - 1)])
 
 
+PREDICTION_STREAM = 71  # random stream of the replicate trials: generator keyed on (seed, STREAM, published row)
+
+
+def _statistic(statistic: str, a: np.ndarray, c: np.ndarray | None) -> np.ndarray:
+    """A published statistic over the last axis of resampled arms (NaN = missed visit): a (r, n), c (r, m)."""
+    with warnings.catch_warnings():  # a replicate whose patients all missed the visit is NaN, not a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if statistic in ("median", "median_change"):
+            return np.nanmedian(a, axis=-1)
+        if statistic.startswith("difference"):
+            return np.nanmean(a, axis=-1) - np.nanmean(c, axis=-1)
+        return np.nanmean(a, axis=-1)
+
+
+def _replicated(design: DesignSpec, p, k: int, obs_all: pd.DataFrame) -> tuple[float, float, float]:
+    """The statistic over the whole virtual pool, and the 95% range of its value across ``replicates`` trials of
+    the published size drawn (with replacement) from the pool: what running this trial would show, and how
+    sure one can be of it."""
+    spec = design.prediction
+    sizes = {a.name: a.n for a in design.arms}
+    column = "change" if p.statistic in ("mean_change", "median_change", "difference_mean_change") else "value"
+    at = obs_all[(obs_all["endpoint"] == p.endpoint) & (obs_all["visit_day"] == p.visit_day)]
+
+    def pool(arm: str) -> np.ndarray:
+        return at.loc[at["arm"] == arm, column].to_numpy(dtype=float)
+
+    a = pool(p.arm)
+    c = pool(design.control.name) if p.statistic.startswith("difference") else None
+    value = float(_statistic(p.statistic, a[None, :], None if c is None else c[None, :])[0])
+    rng = np.random.default_rng([int(design.seed), PREDICTION_STREAM, k])
+    ra = a[rng.integers(0, len(a), size=(spec.replicates, sizes[p.arm]))]
+    rc = None if c is None else c[rng.integers(0, len(c), size=(spec.replicates, sizes[design.control.name]))]
+    reps = _statistic(p.statistic, ra, rc)
+    reps = reps[~np.isnan(reps)]
+    if not len(reps):
+        return value, np.nan, np.nan
+    low, high = np.quantile(reps, [0.025, 0.975])
+    return value, float(low), float(high)
+
+
 def published_comparison(design: DesignSpec, obs: pd.DataFrame, summary: pd.DataFrame,
-                         comparisons: pd.DataFrame) -> pd.DataFrame:
-    """Each published result beside the simulated statistic of the same arm, endpoint and visit, with the
-    simulated trial's 95 % interval; 'agrees' when the published value lies inside that interval."""
+                         comparisons: pd.DataFrame, obs_all: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Each published result beside the simulated statistic of the same arm, endpoint and visit, with an interval;
+    'agrees' when the published value lies inside it. With ``design.prediction`` (and ``obs_all``, the whole
+    virtual pool), the value is the pool's and the interval the 95% range of repeated trials of the published size
+    (a prediction interval); otherwise it is the one simulated trial's result with its 95% confidence interval."""
     rows = []
-    for p in design.published:
+    for k, p in enumerate(design.published):
+        if design.prediction is not None and obs_all is not None:
+            value, low, high = _replicated(design, p, k, obs_all)
+            rows.append(_published_row(p, value, low, high, f"95% range of {design.prediction.replicates} trials"))
+            continue
         sel = (obs["arm"] == p.arm) & (obs["endpoint"] == p.endpoint) & (obs["visit_day"] == p.visit_day)
         s = summary[(summary["arm"] == p.arm) & (summary["endpoint"] == p.endpoint)
                     & (summary["visit_day"] == p.visit_day)]
@@ -71,19 +123,26 @@ def published_comparison(design: DesignSpec, obs: pd.DataFrame, summary: pd.Data
                             & (comparisons["visit_day"] == p.visit_day)]
             r = c.iloc[0]
             value, low, high = float(r["estimate"]), float(r["ci_low"]), float(r["ci_high"])
-        agrees = bool(low <= p.value <= high) if not (np.isnan(low) or np.isnan(high)) else False
-        label = {"rate": "rate", "mean_change": "mean change from baseline", "median_change":
-                 "median change from baseline", "mean": "mean", "median": "median",
-                 "difference_rate": "difference in rate vs control",
-                 "difference_mean_change": "difference in mean change vs control"}[p.statistic]
-        rows.append({"endpoint": p.endpoint, "visit_day": p.visit_day, "arm": p.arm, "quantity": label,
-                     "published": p.value, "published_ci_low": p.ci_low if p.ci_low is not None else np.nan,
-                     "published_ci_high": p.ci_high if p.ci_high is not None else np.nan,
-                     "simulated": value, "simulated_ci_low": low, "simulated_ci_high": high,
-                     "source": ",".join(p.source), "agrees": agrees, "note": p.note})
+        rows.append(_published_row(p, value, low, high, "95% CI of the simulated trial"))
     columns = ["endpoint", "visit_day", "arm", "quantity", "published", "published_ci_low", "published_ci_high",
-               "simulated", "simulated_ci_low", "simulated_ci_high", "source", "agrees", "note"]
+               "simulated", "simulated_ci_low", "simulated_ci_high", "simulated_interval", "source", "agrees",
+               "note"]
     return pd.DataFrame(rows, columns=columns)
+
+
+_QUANTITY = {"rate": "rate", "mean_change": "mean change from baseline", "median_change":
+             "median change from baseline", "mean": "mean", "median": "median",
+             "difference_rate": "difference in rate vs control",
+             "difference_mean_change": "difference in mean change vs control"}
+
+
+def _published_row(p, value: float, low: float, high: float, interval: str) -> dict:
+    agrees = bool(low <= p.value <= high) if not (np.isnan(low) or np.isnan(high)) else False
+    return {"endpoint": p.endpoint, "visit_day": p.visit_day, "arm": p.arm, "quantity": _QUANTITY[p.statistic],
+            "published": p.value, "published_ci_low": p.ci_low if p.ci_low is not None else np.nan,
+            "published_ci_high": p.ci_high if p.ci_high is not None else np.nan,
+            "simulated": value, "simulated_ci_low": low, "simulated_ci_high": high, "simulated_interval": interval,
+            "source": ",".join(p.source), "agrees": agrees, "note": p.note}
 
 
 def power_table(design: DesignSpec, obs_all: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame | None:
@@ -116,6 +175,53 @@ def power_table(design: DesignSpec, obs_all: pd.DataFrame, kinds: dict[str, str]
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
+def _subgroups(values: pd.Series) -> pd.Series:
+    """Subgroup labels of one covariate: its levels (yes/no, categories, grades), or thirds of a continuous one."""
+    v = values
+    if v.dtype == bool or v.dtype == object or str(v.dtype) in ("str", "string", "category") or \
+            (np.issubdtype(v.dtype, np.integer) and v.nunique() <= 6):
+        return v.astype(str)
+    edges = np.unique(np.quantile(v.to_numpy(dtype=float), [0, 1 / 3, 2 / 3, 1]))
+    if len(edges) < 3:
+        return v.astype(str)
+    bins = pd.cut(v.astype(float), edges, include_lowest=True, duplicates="drop")
+    return bins.map(lambda b: f"{b.left:.3g}-{b.right:.3g}").astype(str)
+
+
+def who_responds(design: DesignSpec, endpoints: pd.DataFrame, patients: pd.DataFrame,
+                 kinds: dict[str, str]) -> pd.DataFrame:
+    """B18: the primary outcome of every arm by patient subgroup (each covariate of the virtual cohort, continuous
+    ones in thirds): a response rate for a binary endpoint, the mean change from baseline for a continuous one,
+    with 95% intervals (Wilson; t). It uses every simulated patient of the arm (the power pool included), so the
+    subgroups are as precise as the virtual cohort allows; it shows who responds, and the covariates say why."""
+    ep, day = design.primary.endpoint, design.primary.visit_day
+    rows = endpoints[(endpoints["endpoint"] == ep) & (endpoints["visit_day"] == day)]
+    binary = kinds[ep] == "binary"
+    column = "value" if binary or rows["change"].isna().all() else "change"
+    outcome = rows.set_index("patient")[column]
+    covariates = [c for c in [*design.cohort.covariates, "weight_kg"] if c in patients.columns]
+    table = patients.set_index("patient")
+    out = []
+    for arm in design.arms:
+        ids = table.index[table["arm"] == arm.name]
+        y = outcome.reindex(ids)
+        for cov in dict.fromkeys(covariates):
+            groups = _subgroups(table.loc[ids, cov])
+            for label, idx in groups.groupby(groups, sort=True).groups.items():
+                v = y.loc[idx].dropna().to_numpy(dtype=float)
+                n = len(v)
+                if binary:
+                    mean = float(v.mean()) if n else np.nan
+                    lo, hi = _wilson(v.sum(), n)
+                else:
+                    mean = float(v.mean()) if n else np.nan
+                    lo, hi = _t_interval(mean, float(v.std(ddof=1)) if n > 1 else np.nan, n, 0.95)
+                out.append({"arm": arm.name, "endpoint": ep, "visit_day": day, "covariate": cov, "subgroup": label,
+                            "n": n, "mean": mean, "ci_low": float(lo), "ci_high": float(hi),
+                            "measure": "rate" if binary else ("mean change" if column == "change" else "mean")})
+    return pd.DataFrame(out, columns=RESPONDER_COLUMNS)
+
+
 def analyse(design: DesignSpec, endpoints: pd.DataFrame, patients: pd.DataFrame) -> TrialAnalysis:
     kinds = endpoint_kinds(design)
     obs, pts = trial_patients(design, endpoints, patients)
@@ -124,9 +230,10 @@ def analyse(design: DesignSpec, endpoints: pd.DataFrame, patients: pd.DataFrame)
     comparisons = compare_to_control(obs, kinds, control.name, _tests(design, kinds)) if control else \
         pd.DataFrame(columns=["arm", "control", "endpoint", "visit_day", "estimate", "ci_low", "ci_high", "p_value",
                               "test", "n_arm", "n_control"])
-    published = published_comparison(design, obs, summary, comparisons)
+    published = published_comparison(design, obs, summary, comparisons, endpoints)
     ae_cols = [c for c in pts.columns if c.startswith("ae_")]
     events = pts[ae_cols].rename(columns=lambda c: c[3:]).astype(bool)
     events.index = pts["patient"].to_numpy()
     safety = safety_table(events, pd.Series(pts["arm"].to_numpy(), index=events.index))
-    return TrialAnalysis(summary, comparisons, published, safety, power_table(design, endpoints, kinds))
+    return TrialAnalysis(summary, comparisons, published, safety, power_table(design, endpoints, kinds),
+                         who_responds(design, endpoints, patients, kinds))

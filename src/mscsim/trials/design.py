@@ -30,6 +30,14 @@ Test = Literal["welch_t", "student_t", "mann_whitney", "ancova", "chi2", "fisher
 DERIVED = {"omeract_oarsi_responder": "knee_osteoarthritis"}  # endpoints computed from others at each visit
 
 
+class _FieldProblem(ValueError):
+    """A cross-field check that failed, with the field it is about (reported as that field, not the top level)."""
+
+    def __init__(self, where: str, value: object, allowed: str):
+        super().__init__(f"{where}: got {value!r}; allowed: {allowed}")
+        self.where, self.value, self.allowed = where, value, allowed
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -104,6 +112,15 @@ class PowerSpec(_Strict):
         return sorted(set(v))
 
 
+class PredictionSpec(_Strict):
+    """How a published result is compared with the model: the virtual trial is repeated ``replicates`` times at the
+    published size by redrawing its patients from a pool of ``pool_per_arm`` simulated patients per arm, and the
+    published value is set beside the pool's value and the 95% range of the repeated trials' results."""
+
+    pool_per_arm: int = Field(default=300, ge=2, le=1_000_000)
+    replicates: int = Field(default=2000, ge=100, le=100_000)
+
+
 class PublishedSpec(_Strict):
     """A published result the simulated trial is put beside (per endpoint, visit and arm)."""
 
@@ -142,6 +159,8 @@ class DesignSpec(_Strict):
     dropout: DropoutSpec = DropoutSpec()
     power: PowerSpec | None = None
     published: list[PublishedSpec] = Field(default_factory=list)
+    prediction: PredictionSpec | None = Field(default=None, description="repeat the trial in silico for the "
+                                              "published comparison (default: one trial of the published size)")
     parameters: dict[str, float] = Field(default_factory=dict, description="what-if overrides of model parameters")
     solver: SolverOptions = SolverOptions()
 
@@ -156,20 +175,20 @@ class DesignSpec(_Strict):
     def _consistent(self):
         names = [a.name for a in self.arms]
         if len(set(names)) != len(names):
-            raise ValueError(f"arm names must be unique, got {names}")
+            raise _FieldProblem("arms", names, "arms with unique names")
         if sum(a.control for a in self.arms) > 1:
-            raise ValueError("at most one arm is the control")
+            raise _FieldProblem("arms", [a.name for a in self.arms if a.control], "at most one arm with control: true")
         if self.primary.endpoint not in self.endpoints:
-            raise ValueError(f"primary.endpoint {self.primary.endpoint!r} is not among endpoints {list(self.endpoints)}")
+            raise _FieldProblem("primary.endpoint", self.primary.endpoint, f"one of endpoints {list(self.endpoints)}")
         if self.primary.visit_day not in self.visits_days:
-            raise ValueError(f"primary.visit_day {self.primary.visit_day} is not among visits_days {self.visits_days}")
-        for p in self.published:
+            raise _FieldProblem("primary.visit_day", self.primary.visit_day, f"one of visits_days {self.visits_days}")
+        for i, p in enumerate(self.published):
             if p.arm not in names:
-                raise ValueError(f"published result names arm {p.arm!r}; arms are {names}")
+                raise _FieldProblem(f"published.{i}.arm", p.arm, f"one of the arms {names}")
             if p.endpoint not in self.endpoints:
-                raise ValueError(f"published result names endpoint {p.endpoint!r}; endpoints are {list(self.endpoints)}")
+                raise _FieldProblem(f"published.{i}.endpoint", p.endpoint, f"one of endpoints {list(self.endpoints)}")
             if p.visit_day not in self.visits_days:
-                raise ValueError(f"published result at day {p.visit_day} is not a visit {self.visits_days}")
+                raise _FieldProblem(f"published.{i}.visit_day", p.visit_day, f"one of visits_days {self.visits_days}")
         return self
 
     @property
@@ -243,6 +262,10 @@ def design_from_dict(data: dict, *, file: str | None = None) -> DesignSpec:
     try:
         design = DesignSpec.model_validate(data)
     except ValidationError as exc:
+        problem = next((e["ctx"]["error"] for e in exc.errors()
+                        if isinstance((e.get("ctx") or {}).get("error"), _FieldProblem)), None)
+        if problem is not None:  # a cross-field check: name the field, not the whole design
+            raise InputError(problem.where, problem.value, problem.allowed, file=file) from None
         raise input_error(exc, file, DesignSpec) from None
     _check_endpoints(design, file)
     try:

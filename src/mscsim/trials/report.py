@@ -29,7 +29,7 @@ PUBLISHED_COLUMNS = ("endpoint", "visit_day", "arm", "quantity", "published", "p
                      "note")
 SAFETY_COLUMNS = ("arm", "event", "n", "events", "rate", "ci_low", "ci_high")
 POWER_COLUMNS = ("endpoint", "visit_day", "arm", "n_per_arm", "power", "ci_low", "ci_high")
-TABLE_COLUMNS = ("endpoint", "visit", "arm", "quantity", "published", "simulated", "source", "agrees")
+TABLE_COLUMNS = ("endpoint", "visit", "arm", "quantity", "published", "simulated", "interval", "source", "agrees")
 # shown when the design's own disclaimer does not already say it
 DEFAULT_DISCLAIMER = "mscsim is a research tool, never medical advice."
 _DASH = "–"
@@ -306,6 +306,7 @@ def comparison_table(published: pd.DataFrame | None) -> pd.DataFrame:
              "quantity": str(r["quantity"]),
              "published": _with_ci(r["published"], r["published_ci_low"], r["published_ci_high"]),
              "simulated": _with_ci(r["simulated"], r["simulated_ci_low"], r["simulated_ci_high"]),
+             "interval": "" if _isnan(r.get("simulated_interval", np.nan)) else str(r["simulated_interval"]),
              "source": ", ".join(map(str, r["source"])) if isinstance(r["source"], (list, tuple))
              else ("" if _isnan(r["source"]) else str(r["source"])),
              "agrees": _yes_no(r["agrees"])} for _, r in pub.iterrows()]
@@ -372,7 +373,7 @@ def _source_text(src: object) -> str:
 def write_html_report(path: str | Path, meta: Mapping, summary: pd.DataFrame | None,
                       comparisons: pd.DataFrame | None, published: pd.DataFrame | None,
                       safety: pd.DataFrame | None, power: pd.DataFrame | None,
-                      figures: Mapping[str, str | Path]) -> Path:
+                      figures: Mapping[str, str | Path], responders: pd.DataFrame | None = None) -> Path:
     """Write the whole virtual-trial report as one HTML file (figures embedded, plain CSS, no scripts and no
     external resources): disclaimer, design, published vs simulated (disagreements highlighted), summary,
     comparisons vs control, power, safety, fitted parameters, figures and citations."""
@@ -414,7 +415,10 @@ def write_html_report(path: str | Path, meta: Mapping, summary: pd.DataFrame | N
                       empty="No published numbers to compare with for this design.")
     n_dis = int((table["agrees"] == "no").sum())
     pub_lead = (f"<p>{len(table)} published number(s); {n_dis} outside the simulated interval "
-                f"(highlighted).</p>" if len(table) else "")
+                f"(highlighted). 'Simulated' is the value over the whole virtual pool and its interval the 95% range "
+                f"of the result across in-silico repeats of the trial at the published size (a prediction interval: "
+                f"what running this trial again would show), or, without repeats, the one simulated trial's 95% "
+                f"confidence interval; the 'interval' column says which.</p>" if len(table) else "")
 
     summ_rows = []
     for _, r in summ.iterrows():
@@ -452,6 +456,23 @@ def write_html_report(path: str | Path, meta: Mapping, summary: pd.DataFrame | N
           _with_ci(r["rate"], r["ci_low"], r["ci_high"], _pct)] for _, r in saf.iterrows()],
         empty="No safety events simulated for this design.")
 
+    responders_html = ""
+    if responders is not None and len(responders):
+        parts = []
+        for arm, block in responders.groupby("arm", sort=False):
+            first = block.iloc[0]
+            rate = first["measure"] == "rate"
+            f = _pct if rate else _num
+            parts.append(f"<h3>{e(arm_label.get(str(arm), str(arm)))}: {e(str(first['measure']))} of "
+                         f"{e(_endpoint_label(meta, str(first['endpoint'])))} at day {_day(first['visit_day'])}</h3>")
+            parts.append(_table(["covariate", "subgroup", "patients", f"{first['measure']} (95% CI)"],
+                                [[r["covariate"], r["subgroup"], _num(r["n"]),
+                                  _with_ci(r["mean"], r["ci_low"], r["ci_high"], f)] for _, r in block.iterrows()]))
+        responders_html = ("<h2>Who responds (virtual cohort)</h2><p class='small'>The primary outcome by subgroup of "
+                           "every covariate (continuous ones in thirds), over every simulated patient of the arm "
+                           "(the power pool included). Outcomes are a distribution over patients (B18): the "
+                           "covariates that move them say who responds, and why.</p>" + "".join(parts))
+
     fitted = "".join(
         f"<li><b>{e(str(f.get('parameter', '')))}</b> fitted to {e(str(f.get('fitted_to', '')))}"
         f"{' [' + e(_source_text(f.get('source'))) + ']' if _source_text(f.get('source')) else ''}</li>"
@@ -471,6 +492,7 @@ def write_html_report(path: str | Path, meta: Mapping, summary: pd.DataFrame | N
 <h2>Summary by arm and visit</h2>{summ_html}
 <h2>Comparisons vs control</h2>{comp_html}
 {power_html}
+{responders_html}
 <h2>Safety</h2>{safety_html}
 <h2>Fitted parameters</h2>
 <p class="small">Parameters whose value was fitted to a published number (so agreement there is not independent

@@ -46,8 +46,10 @@ class Chunk:
 
 
 def simulated_per_arm(design: DesignSpec) -> dict[str, int]:
-    """Patients simulated per arm: the trial's, or the larger pool that power analysis resamples from."""
-    pool = design.power.pool_per_arm if design.power and design.power.pool_per_arm else 0
+    """Patients simulated per arm: the trial's, or the larger pool that power analysis and the published comparison
+    resample from."""
+    pool = max(design.power.pool_per_arm if design.power and design.power.pool_per_arm else 0,
+               design.prediction.pool_per_arm if design.prediction else 0)
     return {a.name: max(a.n, pool) for a in design.arms}
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from .. import __version__
 from ..endpoints import load_endpoints
-from ..io.outputs import atomic_output_dir
+from ..io.outputs import atomic_output_dir, check_output_dir
 from ..model.references import resolve
 from .analysis import TrialAnalysis, analyse
 from .design import DesignSpec, design_record
@@ -25,7 +25,7 @@ from .safety import load_safety_parameters
 
 DISCLAIMER = "mscsim is a research tool, never medical advice."
 RESULT_FILES = ("endpoints.parquet", "patients.parquet", "arm_summary.csv", "comparisons.csv",
-                "published_vs_simulated.csv", "safety.csv", "forest.png", "timecourse.png", "report.html",
+                "published_vs_simulated.csv", "safety.csv", "responders.csv", "forest.png", "timecourse.png", "report.html",
                 "manifest.json")
 
 
@@ -93,6 +93,7 @@ def run_trial(design: DesignSpec, out: str | Path, *, design_path: str | None = 
     sibling folder ``<out>.chunks`` while the trial runs (a rerun resumes from them) and removed once the trial is
     assembled, unless ``keep_chunks``."""
     out = Path(out)
+    check_output_dir(out)  # before any work: a folder of other files would be refused only at the end
     store = chunk_store(out)
     chunks = execute(design, store, workers=workers, scheduler=scheduler, chunk_size=chunk_size, progress=progress)
     endpoints, patients = collect(store, chunks)
@@ -115,13 +116,14 @@ def run_trial(design: DesignSpec, out: str | Path, *, design_path: str | None = 
         analysis.comparisons.to_csv(tmp / "comparisons.csv", index=False)
         analysis.published.to_csv(tmp / "published_vs_simulated.csv", index=False)
         analysis.safety.to_csv(tmp / "safety.csv", index=False)
+        analysis.responders.to_csv(tmp / "responders.csv", index=False)
         if analysis.power is not None:
             analysis.power.to_csv(tmp / "power.csv", index=False)
         figures = {"Difference against control": forest_plot(analysis.comparisons, analysis.published, meta,
                                                              tmp / "forest.png"),
                    "Endpoints over time by arm": timecourse_plot(analysis.summary, meta, tmp / "timecourse.png")}
         write_html_report(tmp / "report.html", meta, analysis.summary, analysis.comparisons, analysis.published,
-                          analysis.safety, analysis.power, figures)
+                          analysis.safety, analysis.power, figures, responders=analysis.responders)
         (tmp / "comparison.md").write_text(comparison_markdown(analysis.published))
         manifest = {"mscsim_version": __version__, "design": design_record(design), "design_file": design_path,
                     "seed": design.seed, "design_digest": design.digest(), "n_simulated": int(len(patients)),
