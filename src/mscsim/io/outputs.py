@@ -22,14 +22,21 @@ from ..errors import InputError
 SUMMARY_TIMES_H = {"1h": 1.0, "24h": 24.0, "72h": 72.0, "7d": 168.0, "28d": 672.0}
 
 
+def check_output_dir(out: str | Path) -> None:
+    """Refuse ``out`` unless it is absent, an empty folder, or an earlier mscsim output with a manifest.json
+    (long runs call this before any work, so that they are not refused only at the end)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").exists())):
+        raise InputError("--out", str(out), "a new folder, an empty folder, or an earlier mscsim output folder "
+                         "(one with a manifest.json); refusing to overwrite other files")
+
+
 @contextmanager
 def atomic_output_dir(out: str | Path):
     """Yield a temporary folder; on success it replaces ``out`` (only if ``out`` is absent, empty, or an
     earlier mscsim output with a manifest.json); on error it is removed."""
     out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").exists())):
-        raise InputError("--out", str(out), "a new folder, an empty folder, or an earlier mscsim output folder "
-                         "(one with a manifest.json); refusing to overwrite other files")
+    check_output_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
