@@ -50,3 +50,64 @@ def frac(ds, states, t_h, patient=0):
 @pytest.fixture(scope="session")
 def examples_dir() -> Path:
     return EXAMPLES
+
+
+# --- virtual trials: a small design run once per session, shared by the runner and Dask tests -----------------
+
+TRIAL_DESIGN = "knee_oa_lee_2019"  # two arms, six months of knee OA: the cheapest bundled design to run
+
+
+def small_design(name: str = TRIAL_DESIGN, n: int = 3, **changes) -> dict:
+    """A bundled trial design as a dict, shrunk for tests: its first two arms with ``n`` patients each, no
+    resampling pools (``power``, ``prediction``), the published results of the arms kept; ``changes`` replace
+    top-level fields."""
+    from mscsim.trials.design import DESIGN_DIR
+
+    data = yaml.safe_load((DESIGN_DIR / f"{name}.yaml").read_text())
+    data["arms"] = [{**arm, "n": n} for arm in data["arms"][:2]]
+    names = {arm["name"] for arm in data["arms"]}
+    data["published"] = [p for p in data.get("published", []) if p["arm"] in names]
+    for key in ("power", "prediction"):
+        data.pop(key, None)
+    data.update(copy.deepcopy(changes))
+    return data
+
+
+def write_design(data: dict, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def trial_tables(out: Path):
+    """A finished trial's per-patient results: (endpoints, patients) as written."""
+    import pandas as pd
+
+    return pd.read_parquet(out / "endpoints.parquet"), pd.read_parquet(out / "patients.parquet")
+
+
+def assert_same_trial_results(out: Path, expected: Path) -> None:
+    """endpoints.parquet and patients.parquet of two finished trials are identical, bit for bit."""
+    from pandas.testing import assert_frame_equal
+
+    for got, want in zip(trial_tables(out), trial_tables(expected)):
+        assert_frame_equal(got, want, check_exact=True)
+
+
+@pytest.fixture(scope="session")
+def trial_reference(tmp_path_factory):
+    """The small design run once through the CLI, in this process, with one worker and chunks of 2 patients:
+    a namespace with the design file, the output folder and what the command printed."""
+    import contextlib
+    import io
+    import types
+
+    from mscsim.cli import main
+
+    root = tmp_path_factory.mktemp("trial_reference")
+    design = write_design(small_design(), root / "design.yaml")
+    out = root / "out"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        rc = main(["trial", str(design), "--out", str(out), "--chunk-size", "2"])
+    assert rc == 0
+    return types.SimpleNamespace(design=design, out=out, stdout=printed.getvalue(), chunk_size=2)
