@@ -37,10 +37,16 @@ def test_citations_lists_sources_with_doi(capsys, examples_dir):
     assert "[berkoff2012]" in out and "doi:10.2147/CIA.S29265" in out and "[li2016]" in out
 
 
-def test_validate_json_has_the_documented_keys(capsys):
+def test_validate_json_has_the_documented_keys(capsys, monkeypatch, validation_results):
+    from mscsim.analysis import validation
+
+    # the targets are run once per session (conftest.validation_results; test_validation.py checks each one):
+    # the command prints those same results, so they are not computed a second time here
+    monkeypatch.setattr(validation, "run_validation", lambda targets=None, progress=None: validation_results)
     assert main(["validate", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows and all({"id", "observed", "simulated", "tolerance", "pass"} <= set(r) for r in rows)
+    assert [r["id"] for r in rows] == [r.id for r in validation_results]
 
 
 def test_a_what_if_override_is_cited_as_such(tmp_path, capsys, examples_dir):

@@ -3,7 +3,7 @@
 import numpy as np
 from scipy.integrate import trapezoid
 
-from conftest import example, frac, run
+from conftest import example, frac, run, simulated
 
 VIABLE_OUTSIDE_LUNG = ["msc_venous", "msc_arterial", "msc_liver", "msc_spleen", "msc_other", "msc_target"]
 ORGAN_LABEL = {
@@ -32,7 +32,7 @@ def test_B04_human_iv_viable_cells_short_lived():
 
 
 def test_B05_local_injection_stays_local_and_fades_over_weeks():
-    ds = run(example("knee_ia_5e7_ultrasound"))
+    ds = simulated(example("knee_ia_5e7_ultrasound"))
     distant = ["msc_venous", "msc_arterial", "msc_lung", "msc_liver", "msc_spleen", "msc_other",
                "debris_blood", "debris_lung", "debris_liver", "debris_spleen", "debris_other"]
     share = sum(ds[s].values[0] for s in distant) / np.maximum(ds["administered"].values[0], 1)
@@ -52,7 +52,7 @@ def test_B05_every_local_route_keeps_cells_near_the_site():
 
 
 def test_B06_guided_placement_puts_more_dose_at_the_lesion():
-    guided = run(example("knee_ia_5e7_ultrasound"))
+    guided = simulated(example("knee_ia_5e7_ultrasound"))
     blind = run(example("knee_ia_5e7_blind"))
     ratio = float(guided["potent_dose_at_target"][0] / blind["potent_dose_at_target"][0])
     assert abs(ratio - 0.958 / 0.778) < 1e-12  # cited accuracies: ultrasound 95.8 %, landmark 77.8 %
@@ -61,7 +61,7 @@ def test_B06_guided_placement_puts_more_dose_at_the_lesion():
 
 
 def test_B06_effective_dose_is_count_x_viability_x_potency_x_placement():
-    ds = run(example("knee_ia_5e7_ultrasound"))
+    ds = simulated(example("knee_ia_5e7_ultrasound"))
     expected = 5e7 * ds.attrs["viability"] * ds.attrs["potency_factor"] * ds.attrs["placement_fraction"]
     assert float(ds["potent_dose_at_target"][0]) == expected
     thawed = run(example("knee_ia_5e7_ultrasound", product={"cryo_state": "thawed"}))
@@ -78,7 +78,7 @@ def test_B07_homing_small_and_larger_when_inflamed():
 
 
 def test_B08_no_engraftment_by_default_switchable_for_what_if():
-    base = run(example("knee_ia_5e7_ultrasound"))
+    base = simulated(example("knee_ia_5e7_ultrasound"))
     assert float(abs(base["msc_engrafted"]).max()) == 0.0
     assert "engraftment" not in base.attrs["mechanisms_enabled"]
     what_if = run(example("knee_ia_5e7_ultrasound", mechanisms={"engraftment": True}))

@@ -7,13 +7,12 @@ burn-in baseline, so it measures what the cells did, not the disease's own cours
 import numpy as np
 import pytest
 
-from conftest import example
-from mscsim import scenario_from_dict, simulate
+from conftest import example, simulated
 
 
 def pain_benefit(days=180, **changes):
     """(time in days, pain benefit over time, untreated baseline pain) for one knee patient."""
-    ds = simulate(scenario_from_dict(example("knee_oa_ia_5e7", duration_days=days, **changes)))
+    ds = simulated(example("knee_oa_ia_5e7", duration_days=days, **changes))
     benefit = (ds["pain_vas_untreated"] - ds["pain_vas"]).values[0]
     return ds["time_days"].values, benefit, float(ds["pain_vas_untreated"].values[0, 0])
 
@@ -76,8 +75,7 @@ def test_B17_benefit_shrinks_with_structural_damage():
     because there is more inflammation to resolve: the limit is structural, at the end stage.)"""
     share, lasting, cartilage = [], [], []
     for kl in (2, 3, 4):
-        ds = simulate(scenario_from_dict(example("knee_oa_ia_5e7",
-                                                 patient={"weight_kg": 75, "age_years": 60, "kellgren_lawrence": kl})))
+        ds = simulated(example("knee_oa_ia_5e7", patient={"weight_kg": 75, "age_years": 60, "kellgren_lawrence": kl}))
         benefit = (ds["pain_vas_untreated"] - ds["pain_vas"]).values[0]
         share.append(benefit.max() / float(ds["pain_vas_untreated"].values[0, 0]))
         lasting.append(benefit[-1])

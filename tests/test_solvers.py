@@ -16,10 +16,26 @@ def agree(a, b, scale, tol=1e-6):
     return float(err.max())
 
 
+# The tissue (disease) examples are compared over a shorter span than their presets' (35 days to a year) and with two
+# patients, not three: the reference solver (Radau at rtol 1e-10, one patient at a time) needs minutes per
+# patient-year of the tissue model, and over four minutes for three patients of the GVHD preset's eight infusions.
+# The span still holds two of the GVHD infusions, and the cells' stay in the knee and the fistula with the lesion's
+# response to them (the knee's cells are gone by day 90, B08).
+AGREEMENT_DAYS = {"acute_gvhd_iv_2e6_per_kg": 5.0, "knee_oa_ia_5e7": 90.0, "perianal_fistula_120e6": 90.0}
+
+
+def agreement_scenario(name: str) -> dict:
+    data = example(name, population={"size": 3, "variability": True})
+    if "disease" in data:
+        days = AGREEMENT_DAYS.get(name, 90.0)
+        data = example(name, population={"size": 2, "variability": True}, duration_days=days)
+        data["regimen"]["times_days"] = [t for t in data["regimen"]["times_days"] if t <= days]
+    return data
+
+
 @pytest.mark.parametrize("name", SCENARIO_EXAMPLES)
 def test_batched_agrees_with_reference_on_every_example(name):
-    data = example(name, population={"size": 3, "variability": True})
-    setup = resolve_setup(scenario_from_dict(data))
+    setup = resolve_setup(scenario_from_dict(agreement_scenario(name)))
     prob = setup.problem()
     ref = solve_reference(prob)
     bat = solve_batched(prob)

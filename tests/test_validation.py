@@ -5,7 +5,7 @@ co-culture presets with the model's own tissue mechanisms in a culture well."""
 
 import pytest
 
-from mscsim.analysis.validation import format_table, load_targets, run_validation
+from mscsim.analysis.validation import format_table, load_targets
 from mscsim.model.parameters import load_parameter_sets
 from mscsim.model.references import bibliography
 
@@ -15,8 +15,8 @@ IN_VITRO = [t["id"] for t in TARGETS if t["_file"] == "tissue.yaml"]
 
 
 @pytest.fixture(scope="module")
-def results():
-    return {r.id: r for r in run_validation()}
+def results(validation_results):
+    return {r.id: r for r in validation_results}  # run_validation(), once per session (conftest.py)
 
 
 def test_targets_cite_sources():
