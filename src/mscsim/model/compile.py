@@ -36,7 +36,7 @@ class CompiledModel:
     stoichiometry: np.ndarray  # (states, processes)
     rate_exprs: tuple[sp.Expr, ...]
     jac_entries: tuple[tuple[int, int, sp.Expr], ...]  # (row, col, d f_row / d x_col)
-    source: str  # generated Python source of rates(xp, x, p) and jac_values(xp, x, p)
+    source: str  # generated Python source of rates, jac_values, rhs (xp, x, p) and their batch-last forms
 
     @cached_property
     def _namespace(self) -> dict:
@@ -87,6 +87,14 @@ class CompiledModel:
     def jac_values(self, x: np.ndarray, p: np.ndarray) -> np.ndarray:
         """The Jacobian's structural non-zeros (``jac_rows``, ``jac_cols``) for a batch: (B, nnz)."""
         return self._namespace["jac_values"](np, x, p)
+
+    def rhs_bl(self, x: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """``rhs`` on batch-last arrays: (n, B) states, (m, B) parameters -> (n, B); the same arithmetic."""
+        return self._namespace["rhs_bl"](np, x, p)
+
+    def jac_values_bl(self, x: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """``jac_values`` on batch-last arrays: (n, B) states, (m, B) parameters -> (nnz, B)."""
+        return self._namespace["jac_values_bl"](np, x, p)
 
     def jac(self, x: np.ndarray, p: np.ndarray) -> np.ndarray:
         """Analytic Jacobian d(dx/dt)/dx for a batch: (B, n, n)."""
@@ -188,7 +196,9 @@ class _XpPrinter(NumPyPrinter):
 
 
 def _codegen(state_names, param_names, rate_exprs, jac_exprs, S) -> str:
-    """Source of ``rates``, ``jac_values`` and ``rhs``: straight-line array code, one statement per shared term.
+    """Source of ``rates``, ``jac_values`` and ``rhs``: straight-line array code, one statement per shared term;
+    and of ``jac_values_bl`` and ``rhs_bl``, the same statements on batch-last arrays (states x patients), for
+    the NumPy solver, where every state and parameter is then a contiguous row.
 
     Each function's expressions go through ``sympy.cse`` first: the derived expressions (licensing, cues,
     Hill terms) are substituted into every rate law and their derivatives, so without it the tissue model's
@@ -196,8 +206,16 @@ def _codegen(state_names, param_names, rate_exprs, jac_exprs, S) -> str:
     makes the JAX/XLA program (traced once per call of the model) several times larger to compile.
     """
     printer = _XpPrinter()
-    head = [f"    {n} = x[..., {i}]" for i, n in enumerate(state_names)]
-    head += [f"    {n} = p[..., {i}]" for i, n in enumerate(param_names)]
+
+    def head(batch_last):
+        def item(a, i):
+            return f"{a}[{i}]" if batch_last else f"{a}[..., {i}]"
+
+        return ([f"    _z = {item('x', 0)} * 0.0"] + [f"    {n} = {item('x', i)}" for i, n in enumerate(state_names)]
+                + [f"    {n} = {item('p', i)}" for i, n in enumerate(param_names)])
+
+    def stack(items, batch_last):
+        return f"    return xp.stack([{', '.join(items)}], axis={0 if batch_last else -1})"
 
     def shared(exprs):
         """Common subexpressions as assignments, and the expressions rewritten in terms of them."""
@@ -206,26 +224,28 @@ def _codegen(state_names, param_names, rate_exprs, jac_exprs, S) -> str:
         repl, reduced = sp.cse(list(exprs), symbols=sp.numbered_symbols("_cse"))
         return [f"    {s} = {printer.doprint(e)}" for s, e in repl], reduced
 
-    def rhs_body():
-        lines, reduced = shared(rate_exprs)
-        out = ["def rhs(xp, x, p):", "    _z = x[..., 0] * 0.0", *head, *lines]
-        out += [f"    _r{j} = {printer.doprint(e)}" for j, e in enumerate(reduced)]
-        terms = []
-        for i in range(len(state_names)):
-            parts = [("+ " if S[i, j] > 0 else "- ") + f"_r{j}" for j in range(S.shape[1]) if S[i, j] != 0]
-            terms.append("_z " + " ".join(parts) if parts else "_z")
-        out.append(f"    return xp.stack([{', '.join(terms)}], axis=-1)")
-        return out
+    rhs_lines, rhs_reduced = shared(rate_exprs)
+    rhs_lines += [f"    _r{j} = {printer.doprint(e)}" for j, e in enumerate(rhs_reduced)]
+    terms = []
+    for i in range(len(state_names)):
+        parts = [("+ " if S[i, j] > 0 else "- ") + f"_r{j}" for j in range(S.shape[1]) if S[i, j] != 0]
+        terms.append("_z " + " ".join(parts) if parts else "_z")
 
-    def body(fname, exprs):
-        out = [f"def {fname}(xp, x, p):", "    _z = x[..., 0] * 0.0", *head]
+    def rhs_body(fname, batch_last):
+        return [f"def {fname}(xp, x, p):", *head(batch_last), *rhs_lines, stack(terms, batch_last)]
+
+    def body(fname, exprs, batch_last=False, cse=None):
+        out = [f"def {fname}(xp, x, p):", *head(batch_last)]
         if not exprs:
-            out.append("    return xp.zeros(x.shape[:-1] + (0,))")
+            shape = "(0,) + x.shape[1:]" if batch_last else "x.shape[:-1] + (0,)"
+            out.append(f"    return xp.zeros({shape})")
             return out
-        lines, reduced = shared(exprs)
+        lines, reduced = cse if cse is not None else shared(exprs)
         out += lines
-        items = ", ".join(f"_z + ({printer.doprint(e)})" for e in reduced)
-        out.append(f"    return xp.stack([{items}], axis=-1)")
+        out.append(stack([f"_z + ({printer.doprint(e)})" for e in reduced], batch_last))
         return out
 
-    return "\n".join(body("rates", rate_exprs) + [""] + body("jac_values", jac_exprs) + [""] + rhs_body()) + "\n"
+    jac_cse = shared(jac_exprs)
+    funcs = [body("rates", rate_exprs), body("jac_values", jac_exprs, cse=jac_cse), rhs_body("rhs", False),
+             body("jac_values_bl", jac_exprs, True, jac_cse), rhs_body("rhs_bl", True)]
+    return "\n\n".join("\n".join(f) for f in funcs) + "\n"

@@ -6,6 +6,13 @@ NumPy library offers a batched Rosenbrock method, so this module implements RODA
 over a batch, with the analytic Jacobian from the compiled model. Rosenbrock stages are linear combinations
 of right-hand sides and solves with one matrix, so linear invariants (the cell mass balance) are kept to
 round-off.
+
+Layout: inside a segment the batch is the last, contiguous axis (states x patients), so each state, parameter
+and stage entry is a contiguous row and every operation of the generated model code and of the sparse
+elimination is one vector operation over the patients still running. The running patients are held compacted
+and are re-packed only when some of them finish the segment. Everything a patient's numbers go through is
+elementwise over the batch (no BLAS, no reductions across the batch axis; the error norm sums the states in a
+fixed order), so a patient's results do not depend on which other patients share its batch.
 """
 
 from __future__ import annotations
@@ -32,9 +39,10 @@ def solve_batched(problem: Problem, *, rtol: float = 1e-8, atol_factor: float = 
     t_eval = np.asarray(problem.t_eval, dtype=float)
     atol = problem.atol(atol_factor)
     P = np.asarray(problem.params, dtype=float)
+    system = _System(model)
 
     def integrate(y, h_prev, seg, u, stops, out):
-        return _integrate_segment(model, P, u, y, seg.t0, stops, t_eval, seg.out_idx, out, atol, rtol, h_prev,
+        return _integrate_segment(system, P, u, y, seg.t0, stops, t_eval, seg.out_idx, out, atol, rtol, h_prev,
                                   max_steps)
 
     # The W matrices are tiny (tens of states): a multi-threaded BLAS spends far more on waking threads than on
@@ -43,47 +51,37 @@ def solve_batched(problem: Problem, *, rtol: float = 1e-8, atol_factor: float = 
         return run_segments(problem, integrate)
 
 
-def _integrate_segment(model, P, u, y, t0, stops, t_eval, out_idx, out, atol, rtol, h_prev, max_steps):
-    B, n = y.shape
-    t = np.full(B, t0)
-    k_stop = np.zeros(B, dtype=np.intp)  # index of the next stop for each patient
-    f0 = model.rhs(y, P) + u
-    h = np.where(np.isnan(h_prev), _initial_step(y, f0, atol, rtol, stops[-1] - t0), h_prev)
-    out_times = t_eval[out_idx]
-    steps = 0
-    active = np.arange(B)
-    while active.size:
-        steps += 1
-        if steps > max_steps:
-            raise MscsimError(f"batched solver: more than {max_steps} steps between {t0} and {stops[-1]} h; "
-                              "the model may be unstable for some patients' parameters")
-        ya, ta, pa, ua = y[active], t[active], P[active], u[active]
-        t_target = stops[k_stop[active]]
-        h_try = np.minimum(h[active], t_target - ta)
-        ynew, err_vec = _rodas4_step(model, ya, pa, ua, h_try)
-        sc = atol[active] + rtol * np.maximum(np.abs(ya), np.abs(ynew))
-        err = np.sqrt(np.mean((err_vec / sc) ** 2, axis=1))
-        err = np.where(np.isfinite(err), err, np.inf)
-        ok = err <= 1.0
-        fac = np.clip(_SAFETY * np.maximum(err, 1e-10) ** (-1.0 / (tab.ORDER_EMBEDDED + 1)), _FAC_MIN, _FAC_MAX)
-        fac = np.where(ok, fac, np.minimum(fac, 1.0))
-        clipped = h_try < h[active]
-        # a step shortened only to land on an output time keeps the longer proposal for the next step
-        h[active] = np.where(ok & clipped, np.maximum(h[active], h_try * fac), h_try * fac)
-        acc = active[ok]
-        if acc.size:
-            y[acc] = ynew[ok]
-            landed = ok & (h_try >= t_target - ta)
-            t[acc] = np.where(landed[ok], t_target[ok], ta[ok] + h_try[ok])
-            hit = active[landed]
-            if hit.size:
-                tt = t[hit]
-                for j in np.nonzero(np.isin(out_times, np.unique(tt)))[0]:
-                    sel = hit[tt == out_times[j]]
-                    out[sel, out_idx[j]] = y[sel]
-                k_stop[hit] += 1
-        active = active[k_stop[active] < len(stops)]
-    return y, h
+class _System:
+    """The model's right-hand side and W solves in batch-last form: generated code for compiled models, the
+    (patients, states) methods transposed for any other model with ``rhs`` and ``jac``."""
+
+    def __init__(self, model):
+        self.model = model
+        self.compiled = isinstance(model, CompiledModel)
+        if self.compiled:
+            self.pattern = _pattern(model.n_states, tuple(model.jac_rows), tuple(model.jac_cols))
+
+    def rhs(self, x, pT):
+        if self.compiled:
+            return self.model.rhs_bl(x, pT)
+        return np.ascontiguousarray(self.model.rhs(x.T, None if pT is None else pT.T).T)
+
+    def w_solver(self, x, pT, h):
+        """Factor W = I/(h*gamma) - J for the batch; returns an object whose ``solve`` works in place on (n, B)."""
+        inv_hg = 1.0 / (h * tab.GAMMA)
+        if self.compiled:
+            return SparseBatchedSolver(self.pattern, self.model.jac_values_bl(x, pT), inv_hg)
+        J = self.model.jac(x.T, None if pT is None else pT.T)
+        return _Transposed(BatchedSolver(np.eye(x.shape[0])[None] * inv_hg[:, None, None] - J))
+
+
+class _Transposed:
+    def __init__(self, solver):
+        self.solver = solver
+
+    def solve(self, b):
+        b[...] = self.solver.solve(np.ascontiguousarray(b.T)).T
+        return b
 
 
 @lru_cache(maxsize=32)
@@ -91,23 +89,131 @@ def _pattern(n: int, rows: tuple, cols: tuple) -> SparsePattern:
     return SparsePattern(n, np.array(rows), np.array(cols))
 
 
-def _w_solver(model, y, p, h):
-    """Factor W = I/(h*gamma) - J: sparse elimination for compiled models, dense otherwise."""
-    if isinstance(model, CompiledModel):
-        pattern = _pattern(model.n_states, tuple(model.jac_rows), tuple(model.jac_cols))
-        return SparseBatchedSolver(pattern, model.jac_values(y, p), 1.0 / (h * tab.GAMMA))
-    n = y.shape[1]
-    return BatchedSolver(np.eye(n)[None] / (h * tab.GAMMA)[:, None, None] - model.jac(y, p))
+def _integrate_segment(system, P, u, y, t0, stops, t_eval, out_idx, out, atol, rtol, h_prev, max_steps):
+    """Advance every patient from t0 through ``stops``, each with its own steps; record output times landed on."""
+    B, n = y.shape
+    model = system.model
+    f0 = model.rhs(y, P) + u
+    h = np.where(np.isnan(h_prev), _initial_step(y, f0, atol, rtol, stops[-1] - t0), h_prev)
+    h_out = h.copy()
+    # the output columns recorded when a patient lands on stop s (output times are the stops before t1)
+    out_times = t_eval[out_idx]
+    col_of_stop = [out_idx[out_times == s] for s in stops]
+    first_col = np.array([c[0] if len(c) else -1 for c in col_of_stop])
+    extra = [(s, c[1:]) for s, c in enumerate(col_of_stop) if len(c) > 1]
+    n_stops = len(stops)
+    # the running patients, compacted, batch-last
+    ids = np.arange(B)
+    yT = np.ascontiguousarray(y.T)
+    pT = None if P is None else np.ascontiguousarray(P.T)
+    uT = np.ascontiguousarray(np.broadcast_to(u, (B, n)).T)
+    atolT = np.ascontiguousarray(atol.T)
+    t = np.full(B, float(t0))
+    k = np.zeros(B, dtype=np.intp)  # index of the next stop for each running patient
+    steps = 0
+    while ids.size:
+        steps += 1
+        if steps > max_steps:
+            raise MscsimError(f"batched solver: more than {max_steps} steps between {t0} and {stops[-1]} h; "
+                              "the model may be unstable for some patients' parameters")
+        t_target = stops[k]
+        h_try = np.minimum(h, t_target - t)
+        ynew, err_vec = _step(system, yT, pT, uT, h_try)
+        sc = np.maximum(np.abs(yT), np.abs(ynew))
+        sc *= rtol
+        sc += atolT
+        np.divide(err_vec, sc, out=sc)
+        sc *= sc
+        ss = sc[0].copy()
+        for i in range(1, n):  # sum over states in a fixed order, whatever the batch's shape
+            ss += sc[i]
+        err = np.sqrt(ss / n)
+        err = np.where(np.isfinite(err), err, np.inf)
+        ok = err <= 1.0
+        fac = np.clip(_SAFETY * np.maximum(err, 1e-10) ** (-1.0 / (tab.ORDER_EMBEDDED + 1)), _FAC_MIN, _FAC_MAX)
+        fac = np.where(ok, fac, np.minimum(fac, 1.0))
+        clipped = h_try < h
+        # a step shortened only to land on an output time keeps the longer proposal for the next step
+        h = np.where(ok & clipped, np.maximum(h, h_try * fac), h_try * fac)
+        if not ok.any():
+            continue
+        landed = ok & (h_try >= t_target - t)
+        t = np.where(ok, np.where(landed, t_target, t + h_try), t)
+        np.copyto(yT, ynew, where=ok[None, :])
+        if landed.any():
+            hit = np.nonzero(landed)[0]
+            ks = k[hit]
+            cols = first_col[ks]
+            rec = cols >= 0
+            if rec.any():
+                out[ids[hit[rec]], cols[rec]] = yT[:, hit[rec]].T
+            for s, more in extra:
+                sel = hit[ks == s]
+                for c in more:
+                    out[ids[sel], c] = yT[:, sel].T
+            k = k + landed
+            done = k >= n_stops
+            if done.any():
+                fin = np.nonzero(done)[0]
+                y[ids[fin]] = yT[:, fin].T
+                h_out[ids[fin]] = h[fin]
+                keep = np.nonzero(~done)[0]
+                ids, t, k, h = ids[keep], t[keep], k[keep], h[keep]
+                yT, uT, atolT = yT[:, keep], uT[:, keep], atolT[:, keep]
+                pT = None if pT is None else pT[:, keep]
+    return y, h_out
+
+
+def _step(system, y, pT, uT, h):
+    """One RODAS4 step for a batch-last batch ((n, B) states) with per-patient step ``h``: (y_new, error).
+
+    The same arithmetic as :func:`mscsim.solvers._rodas4.rodas4_stages` (stage sums accumulated in the same
+    order), with fewer temporaries."""
+    solve = system.w_solver(y, pT, h).solve
+    hinv = 1.0 / h
+    A, C = tab.A, tab.C
+    k = [None] * 7
+
+    def f(x):
+        r = system.rhs(x, pT)
+        r += uT
+        return r
+
+    def combo(coef, i, upto):
+        acc = coef[(i, 1)] * k[1]
+        for j in range(2, upto + 1):
+            acc += coef[(i, j)] * k[j]
+        return acc
+
+    k[1] = solve(f(y))
+    for i in range(2, 6):
+        yi = combo(A, i, i - 1)
+        yi += y  # s + y: the same sum as y + s
+        ci = combo(C, i, i - 1)
+        ci *= hinv
+        r = f(yi)
+        r += ci
+        k[i] = solve(r)
+    y6 = combo(A, 5, 4)
+    y6 += y
+    y6 += k[5]
+    c6 = combo(C, 6, 5)
+    c6 *= hinv
+    r = f(y6)
+    r += c6
+    k[6] = solve(r)
+    y6 += k[6]
+    return y6, k[6]
 
 
 def _rodas4_step(model, y, p, u, h):
-    """One RODAS4 step for a batch with per-patient step ``h``; returns (y_new, error estimate)."""
-    solve = _w_solver(model, y, p, h).solve
-
-    def f(x):
-        return model.rhs(x, p) + u
-
-    return tab.rodas4_stages(f, solve, y, h)
+    """One RODAS4 step for a (patients, states) batch with per-patient step ``h``; returns (y_new, error)."""
+    system = _System(model)
+    B, n = y.shape
+    uT = np.ascontiguousarray(np.broadcast_to(u, (B, n)).T)
+    pT = None if p is None else np.ascontiguousarray(np.asarray(p).T)
+    ynew, err = _step(system, np.ascontiguousarray(y.T), pT, uT, np.asarray(h, dtype=float))
+    return ynew.T, err.T
 
 
 def _initial_step(y, f, atol, rtol, span):

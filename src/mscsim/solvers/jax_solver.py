@@ -23,7 +23,8 @@ comparator of a run, the next chunk) reuses the compiled kernel.
 
 The tissue model (44 states, nonlinear feedback between cytokines and immune cells) has Jacobians whose W is
 not column diagonally dominant at the steps the controller takes, so its steps take the pivoted dense LU
-branch (the NumPy solver likewise sends those patients to LAPACK); the kinetics take the sparse branch. Both
+branch; the kinetics take the sparse branch. (The NumPy solver tests the wider H-matrix condition per patient
+and factors the tissue model's W without pivoting too; this module still uses the column test, batch-wide.) Both
 are compiled; the generated model code is common-subexpression-eliminated (``compile_model``), which keeps
 the tissue kernel's tracing and XLA compilation to about 18 s on the 2-vCPU development machine (28 s
 without it).
@@ -166,15 +167,11 @@ def _kernel(source: str, rows: tuple, cols: tuple, n: int):
             x = [rhs[:, i] for i in range(n)]
             for i, k, slot in pattern.lower:
                 x[i] = x[i] - W[slot] * x[k]
-            done = n
-            for i, j, slot in pattern.upper:
-                while done > j:
-                    done -= 1
-                    x[done] = x[done] / W[pattern.diag_slots[done]]
-                x[i] = x[i] - W[slot] * x[j]
-            while done > 0:
-                done -= 1
-                x[done] = x[done] / W[pattern.diag_slots[done]]
+            for i, j, slot in pattern.backward:
+                if i is None:
+                    x[j] = x[j] / W[slot]
+                else:
+                    x[i] = x[i] - W[slot] * x[j]
             return jnp.stack(x, axis=-1)
 
         return solve
