@@ -11,11 +11,10 @@ import json
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import InputError
-from ..io._validation import input_error
+from ..io._validation import input_error, read_yaml
 
 RATIO_HELP = "MSC:responder ratios written 'A:B' with positive numbers, e.g. '1:10'"
 
@@ -104,8 +103,5 @@ def load_coculture(path: str | Path) -> CocultureSpec:
     if not path.exists():
         raise InputError("PRESET", str(path), "a path to an existing co-culture preset YAML file, or the name of "
                          "a bundled one (e.g. coculture_pbmc)")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise InputError("(file)", str(path), f"valid YAML ({exc})", file=str(path)) from None
+    data = read_yaml(path)
     return coculture_from_dict(data, file=str(path))

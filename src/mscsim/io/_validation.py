@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import typing
+from pathlib import Path
 
+import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import InputError
@@ -40,3 +42,11 @@ def input_error(exc: ValidationError, file: str | None, root: type[BaseModel]) -
     if isinstance(value, dict):
         value = {k: v for k, v in list(value.items())[:6]}
     return InputError(loc, value, err["msg"].removeprefix("Value error, ") + more, file=file)
+
+
+def read_yaml(path: Path):
+    """A user's YAML file, parsed; a syntax error is an InputError naming the file (exit status 2, not a traceback)."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as exc:
+        raise InputError("(file)", str(path), f"valid YAML ({exc})", file=str(path)) from None

@@ -10,12 +10,11 @@ import json
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..delivery.routes import Guidance, Route, Site, is_local
 from ..errors import InputError
-from ._validation import input_error
+from ._validation import input_error, read_yaml
 
 Species = Literal["human", "mouse", "rat"]
 
@@ -209,8 +208,5 @@ def load_scenario(path: str | Path) -> Scenario:
     if not path.exists():
         raise InputError("SCENARIO", str(path), "a path to an existing scenario YAML file "
                          "(see 'mscsim presets' for the bundled ones)")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise InputError("(file)", str(path), f"valid YAML ({exc})", file=str(path)) from None
+    data = read_yaml(path)
     return scenario_from_dict(data, file=str(path), base_dir=path.parent)

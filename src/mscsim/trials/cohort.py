@@ -16,12 +16,12 @@ from typing import Annotated, Literal, Union
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from scipy import stats
 from scipy.special import ndtri
 
 from ..errors import InputError
+from ..io._validation import read_yaml
 from ..io.scenario import PatientSpec
 from ..model.parameters import DATA_DIR
 from ..model.references import bibliography
@@ -406,10 +406,7 @@ def load_cohort(name_or_path: str | Path) -> CohortSpec:
             raise InputError("COHORT", str(name_or_path), f"a bundled cohort {bundled_cohorts()} or a path to an "
                              "existing YAML file with a 'population:' block")
         path = bundled
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise InputError("(file)", str(path), f"valid YAML ({exc})", file=str(path)) from None
+    data = read_yaml(path)
     if not isinstance(data, dict) or "population" not in data:
         got = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise InputError("population", got, "a top-level 'population:' mapping", file=str(path))

@@ -13,13 +13,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..delivery.routes import Route, is_local
 from ..endpoints import load_endpoints
 from ..errors import InputError
-from ..io._validation import input_error
+from ..io._validation import input_error, read_yaml
 from ..io.scenario import Disease, PatientSpec, ProductSpec, RegimenSpec, Scenario, scenario_from_dict
 from ..model.parameters import DATA_DIR
 from .cohort import CohortSpec, load_cohort
@@ -290,10 +289,7 @@ def load_design(path_or_name: str | Path) -> tuple[DesignSpec, Path]:
             raise InputError("DESIGN", str(path_or_name), f"a path to a trial design YAML file or a bundled "
                              f"design: {names}")
         path = bundled
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise InputError("(file)", str(path), f"valid YAML ({exc})", file=str(path)) from None
+    data = read_yaml(path)
     return design_from_dict(data, file=str(path)), path
 
 
