@@ -68,6 +68,22 @@ def test_a_patients_numbers_do_not_depend_on_its_batch():
     assert len({float(x) for x in whole[:, -1, prob.model.index("m1")]}) == 4  # the patients differ
 
 
+def test_output_times_do_not_change_the_steps():
+    """Output times are read off each step's dense output, so asking for more of them changes neither the steps
+    nor the numbers at the times both runs ask for (bit for bit), and a coarse grid costs no extra steps."""
+    from dataclasses import replace
+
+    setup = resolve_setup(scenario_from_dict(example("human_iv_2e6_per_kg", population={"size": 3,
+                                                                                       "variability": True})))
+    prob = setup.problem()
+    t = np.asarray(prob.t_eval)
+    fine = np.union1d(t, np.linspace(t[0], t[-1], 997))  # many more, most between the example's own
+    common = np.isin(fine, t)
+    a, b = solve_batched(prob), solve_batched(replace(prob, t_eval=fine))
+    assert np.array_equal(b[:, common], a)
+    assert np.all(np.isfinite(b))
+
+
 def test_w_solves_eliminate_h_matrices_without_pivoting_and_send_the_rest_to_lapack():
     """Three patients on one pattern: W diagonally dominant; W an H-matrix that is not diagonally dominant (a
     large entry above the diagonal); W with a 2x2 block [[1.1, -10], [-10, 1.1]] (not an H-matrix)."""

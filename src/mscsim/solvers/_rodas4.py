@@ -21,10 +21,21 @@ C = {
 }
 ORDER_EMBEDDED = 3
 
+# Dense output (Hairer & Wanner's RODAS code, METH=1; the same values as OrdinaryDiffEq.jl's Rodas4 tableau):
+# y(t0 + theta*h) = (1 - theta)*y0 + theta*(y1 + (1 - theta)*(D2 + theta*D3)), D_r = sum_j H[(r, j)] k_j, a
+# continuous extension of order 3 that is exact at theta = 0 and 1, so outputs need not shorten the steps.
+H = {
+    (2, 1): 10.12623508344586, (2, 2): -7.487995877610167, (2, 3): -34.80091861555747,
+    (2, 4): -7.992771707568823, (2, 5): 1.025137723295662,
+    (3, 1): -0.6762803392801253, (3, 2): 6.087714651680015, (3, 3): 16.43084320892478,
+    (3, 4): 24.76722511418386, (3, 5): -6.594389125716872,
+}
+
 
 def rodas4_stages(f, solve, y, h):
     """The six RODAS4 stages for a batch: ``f`` is the right-hand side, ``solve`` applies W^-1, ``h`` is the
-    per-patient step (shape (B,)). Array-library agnostic (NumPy or jax.numpy). Returns (y_new, error)."""
+    per-patient step (shape (B,)). Array-library agnostic (NumPy or jax.numpy). Returns (y_new, error, k), with
+    the stages ``k[1..6]`` for the dense output."""
     hinv = (1.0 / h)[:, None]
     k = [None] * 7
     k[1] = solve(f(y))
@@ -33,4 +44,4 @@ def rodas4_stages(f, solve, y, h):
         k[i] = solve(f(yi) + hinv * sum(C[(i, j)] * k[j] for j in range(1, i)))
     y6 = y + sum(A[(5, j)] * k[j] for j in range(1, 5)) + k[5]
     k[6] = solve(f(y6) + hinv * sum(C[(6, j)] * k[j] for j in range(1, 6)))
-    return y6 + k[6], k[6]
+    return y6 + k[6], k[6], k

@@ -7,6 +7,11 @@ over a batch, with the analytic Jacobian from the compiled model. Rosenbrock sta
 of right-hand sides and solves with one matrix, so linear invariants (the cell mass balance) are kept to
 round-off.
 
+Output times are read off each accepted step's dense output (RODAS4's continuous extension of order 3, exact at
+the step's ends), as CVODE and Hairer's RODAS code do, so they never shorten a step; only the end of a segment (a
+dose, the start or end of an infusion) is landed on. A patient's steps therefore do not depend on which output
+times were asked for, and a dense output grid costs interpolation, not steps.
+
 Layout: inside a segment the batch is the last, contiguous axis (states x patients), so each state, parameter
 and stage entry is a contiguous row and every operation of the generated model code and of the sparse
 elimination is one vector operation over the patients still running. The running patients are held compacted
@@ -90,18 +95,21 @@ def _pattern(n: int, rows: tuple, cols: tuple) -> SparsePattern:
 
 
 def _integrate_segment(system, P, u, y, t0, stops, t_eval, out_idx, out, atol, rtol, h_prev, max_steps):
-    """Advance every patient from t0 through ``stops``, each with its own steps; record output times landed on."""
+    """Advance every patient from t0 to ``stops[-1]`` (the segment's end, landed on exactly), each with its own
+    steps; the output times before it are read off each accepted step's dense output, so they do not shorten
+    the steps (as CVODE and Hairer's RODAS code do)."""
     B, n = y.shape
     model = system.model
     f0 = model.rhs(y, P) + u
     h = np.where(np.isnan(h_prev), _initial_step(y, f0, atol, rtol, stops[-1] - t0), h_prev)
     h_out = h.copy()
-    # the output columns recorded when a patient lands on stop s (output times are the stops before t1)
+    # the output columns recorded at stop s (output times are the stops before t1; t1 may be one too)
     out_times = t_eval[out_idx]
     col_of_stop = [out_idx[out_times == s] for s in stops]
     first_col = np.array([c[0] if len(c) else -1 for c in col_of_stop])
     extra = [(s, c[1:]) for s, c in enumerate(col_of_stop) if len(c) > 1]
     n_stops = len(stops)
+    t1 = stops[-1]
     # the running patients, compacted, batch-last
     ids = np.arange(B)
     yT = np.ascontiguousarray(y.T)
@@ -109,16 +117,15 @@ def _integrate_segment(system, P, u, y, t0, stops, t_eval, out_idx, out, atol, r
     uT = np.ascontiguousarray(np.broadcast_to(u, (B, n)).T)
     atolT = np.ascontiguousarray(atol.T)
     t = np.full(B, float(t0))
-    k = np.zeros(B, dtype=np.intp)  # index of the next stop for each running patient
+    k = np.zeros(B, dtype=np.intp)  # index of the next stop to record for each running patient
     steps = 0
     while ids.size:
         steps += 1
         if steps > max_steps:
-            raise MscsimError(f"batched solver: more than {max_steps} steps between {t0} and {stops[-1]} h; "
+            raise MscsimError(f"batched solver: more than {max_steps} steps between {t0} and {t1} h; "
                               "the model may be unstable for some patients' parameters")
-        t_target = stops[k]
-        h_try = np.minimum(h, t_target - t)
-        ynew, err_vec = _step(system, yT, pT, uT, h_try)
+        h_try = np.minimum(h, t1 - t)
+        ynew, err_vec, ks = _step(system, yT, pT, uT, h_try)
         sc = np.maximum(np.abs(yT), np.abs(ynew))
         sc *= rtol
         sc += atolT
@@ -133,39 +140,85 @@ def _integrate_segment(system, P, u, y, t0, stops, t_eval, out_idx, out, atol, r
         fac = np.clip(_SAFETY * np.maximum(err, 1e-10) ** (-1.0 / (tab.ORDER_EMBEDDED + 1)), _FAC_MIN, _FAC_MAX)
         fac = np.where(ok, fac, np.minimum(fac, 1.0))
         clipped = h_try < h
-        # a step shortened only to land on an output time keeps the longer proposal for the next step
+        # a step shortened only to land on the segment's end keeps the longer proposal for the next step
         h = np.where(ok & clipped, np.maximum(h, h_try * fac), h_try * fac)
         if not ok.any():
             continue
-        landed = ok & (h_try >= t_target - t)
-        t = np.where(ok, np.where(landed, t_target, t + h_try), t)
+        landed = ok & (h_try >= t1 - t)
+        t_new = np.where(landed, t1, t + h_try)
+        # output times inside the accepted steps, from the dense output (before y moves on)
+        pending = ok & (stops[np.minimum(k, n_stops - 1)] <= t_new) & (k < n_stops - 1)
+        if pending.any():
+            k = _record_dense(pending, k, stops, first_col, extra, t, h_try, t_new, yT, ynew, ks, ids, out)
+        t = np.where(ok, t_new, t)
         np.copyto(yT, ynew, where=ok[None, :])
         if landed.any():
             hit = np.nonzero(landed)[0]
-            ks = k[hit]
-            cols = first_col[ks]
-            rec = cols >= 0
-            if rec.any():
-                out[ids[hit[rec]], cols[rec]] = yT[:, hit[rec]].T
-            for s, more in extra:
-                sel = hit[ks == s]
-                for c in more:
-                    out[ids[sel], c] = yT[:, sel].T
-            k = k + landed
-            done = k >= n_stops
-            if done.any():
-                fin = np.nonzero(done)[0]
-                y[ids[fin]] = yT[:, fin].T
-                h_out[ids[fin]] = h[fin]
-                keep = np.nonzero(~done)[0]
-                ids, t, k, h = ids[keep], t[keep], k[keep], h[keep]
-                yT, uT, atolT = yT[:, keep], uT[:, keep], atolT[:, keep]
-                pT = None if pT is None else pT[:, keep]
+            for c in col_of_stop[-1]:  # output times at t1 itself: the landed state, exactly
+                out[ids[hit], c] = yT[:, hit].T
+            fin = hit
+            y[ids[fin]] = yT[:, fin].T
+            h_out[ids[fin]] = h[fin]
+            keep = np.nonzero(~landed)[0]
+            ids, t, k, h = ids[keep], t[keep], k[keep], h[keep]
+            yT, uT, atolT = yT[:, keep], uT[:, keep], atolT[:, keep]
+            pT = None if pT is None else pT[:, keep]
     return y, h_out
 
 
+def _record_dense(pending, k, stops, first_col, extra, t, h, t_new, y0, y1, ks, ids, out):
+    """Write the output times that fall inside the accepted steps of the ``pending`` patients, from RODAS4's
+    dense output; returns the advanced next-stop indices. Elementwise over patients, like the steps.
+
+    A long step can cover many output times, so every (patient, output time) pair of this step is laid out
+    flat and interpolated in one pass."""
+    H = tab.H
+    sel = np.nonzero(pending)[0]
+    last = len(stops) - 1  # the segment's end is recorded on landing, from the state itself
+    first = k[sel]
+    upto = np.minimum(np.searchsorted(stops, t_new[sel], side="right"), last)
+    count = upto - first
+    pid = np.repeat(sel, count)  # the running patient of each pair
+    offset = np.arange(pid.size) - np.repeat(np.cumsum(count) - count, count)
+    stop = np.repeat(first, count) + offset  # the output time of each pair
+    theta = np.minimum((stops[stop] - t[pid]) / h[pid], 1.0)
+    one = 1.0 - theta
+    # D_r = sum_j H_rj k_j once per patient, then y0*(1-theta) + theta*(y1 + (1-theta)*(D2 + theta*D3)) per pair
+    every = sel.size == y0.shape[1]
+    d2 = H[(2, 1)] * (ks[1] if every else ks[1][:, sel])
+    d3 = H[(3, 1)] * (ks[1] if every else ks[1][:, sel])
+    for j in range(2, 6):
+        kj = ks[j] if every else ks[j][:, sel]
+        d2 += H[(2, j)] * kj
+        d3 += H[(3, j)] * kj
+    local = np.repeat(np.arange(sel.size), count)  # the pair's column in d2, d3
+    v = np.take(d3, local, axis=1)
+    v *= theta
+    v += np.take(d2, local, axis=1)
+    v *= one
+    v += np.take(y1, pid, axis=1)
+    v *= theta
+    w0 = np.take(y0, pid, axis=1)
+    w0 *= one
+    v += w0
+    rows, cols = ids[pid], first_col[stop]
+    rec = cols >= 0
+    if rec.all():
+        out[rows, cols] = v.T
+    else:
+        out[rows[rec], cols[rec]] = v[:, rec].T
+    for s, more in extra:  # output times asked for more than once (rare)
+        w = stop == s
+        for c in more:
+            out[rows[w], c] = v[:, w].T
+    k = k.copy()
+    k[sel] = upto
+    return k
+
+
 def _step(system, y, pT, uT, h):
-    """One RODAS4 step for a batch-last batch ((n, B) states) with per-patient step ``h``: (y_new, error).
+    """One RODAS4 step for a batch-last batch ((n, B) states) with per-patient step ``h``:
+    (y_new, error, stages); ``stages[1..5]`` feed the dense output.
 
     The same arithmetic as :func:`mscsim.solvers._rodas4.rodas4_stages` (stage sums accumulated in the same
     order), with fewer temporaries."""
@@ -203,7 +256,7 @@ def _step(system, y, pT, uT, h):
     r += c6
     k[6] = solve(r)
     y6 += k[6]
-    return y6, k[6]
+    return y6, k[6], k
 
 
 def _rodas4_step(model, y, p, u, h):
@@ -212,7 +265,7 @@ def _rodas4_step(model, y, p, u, h):
     B, n = y.shape
     uT = np.ascontiguousarray(np.broadcast_to(u, (B, n)).T)
     pT = None if p is None else np.ascontiguousarray(np.asarray(p).T)
-    ynew, err = _step(system, np.ascontiguousarray(y.T), pT, uT, np.asarray(h, dtype=float))
+    ynew, err, _ = _step(system, np.ascontiguousarray(y.T), pT, uT, np.asarray(h, dtype=float))
     return ynew.T, err.T
 
 

@@ -10,7 +10,8 @@ are accepted or rejected per patient (patients that are done are masked), and ea
 step for the whole batch (no Newton iteration: six linear solves with one LU factorisation of
 W = I/(h*gamma) - J per patient, unrolled over the model's sparsity pattern as in
 :class:`mscsim.solvers._linalg.SparseBatchedSolver`, with pivoted dense LU as the fallback). The arithmetic is the same as :func:`mscsim.solvers.batched.solve_batched`
-(same tableau, error norm, controller and output-time clipping), so the two agree to the tolerance; the
+(same tableau, error norm, controller, and output times read off each accepted step's dense output rather
+than shortening the steps), so the two agree to the tolerance; the
 right-hand side and the analytic Jacobian come from the **same generated model source**, called with
 ``xp = jax.numpy``.
 
@@ -224,13 +225,16 @@ def _kernel(source: str, rows: tuple, cols: tuple, n: int):
             _, _, _, _, done, _, steps = state
             return jnp.any(~done) & (steps < max_steps)
 
+        S = stops.shape[0]
+        t1 = stops[n_stops - 1]  # the segment's end: the only time a step is shortened to land on
+        H = tab.H
+
         def body(state):
             y, t, h, k_stop, done, buf, steps = state
             active = ~done
-            t_target = stops[jnp.minimum(k_stop, n_stops - 1)]
-            h_try = jnp.minimum(h, t_target - t)
+            h_try = jnp.minimum(h, t1 - t)
             h_try = jnp.where(active, h_try, 1.0)  # a harmless step for patients that are done
-            ynew, err_vec = step(y, p, u, h_try, active)
+            ynew, err_vec, ks = step(y, p, u, h_try, active)
             sc = atol + rtol * jnp.maximum(jnp.abs(y), jnp.abs(ynew))
             err = jnp.sqrt(jnp.mean((err_vec / sc) ** 2, axis=1))
             err = jnp.where(jnp.isfinite(err), err, jnp.inf)
@@ -238,16 +242,39 @@ def _kernel(source: str, rows: tuple, cols: tuple, n: int):
             fac = jnp.clip(_SAFETY * jnp.maximum(err, 1e-10) ** (-order), _FAC_MIN, _FAC_MAX)
             fac = jnp.where(ok, fac, jnp.minimum(fac, 1.0))
             clipped = h_try < h
-            # a step shortened only to land on an output time keeps the longer proposal for the next step
+            # a step shortened only to land on the segment's end keeps the longer proposal for the next step
             h_new = jnp.where(ok & clipped, jnp.maximum(h, h_try * fac), h_try * fac)
             h = jnp.where(active, h_new, h)
             acc = active & ok
-            landed = acc & (h_try >= t_target - t)
+            landed = acc & (h_try >= t1 - t)
+            t_new = jnp.where(landed, t1, t + h_try)
+            # output times inside the accepted step, from the dense output, as solve_batched's _record_dense
+            upto = jnp.where(acc, jnp.minimum(jnp.searchsorted(stops, t_new, side="right"), n_stops - 1), k_stop)
+            d2 = H[(2, 1)] * ks[1]
+            d3 = H[(3, 1)] * ks[1]
+            for j in range(2, 6):
+                d2 = d2 + H[(2, j)] * ks[j]
+                d3 = d3 + H[(3, j)] * ks[j]
+
+            def pending(c):
+                kk, _ = c
+                return jnp.any(kk < upto)
+
+            def record(c):
+                kk, buf = c
+                m = kk < upto
+                theta = jnp.minimum((stops[jnp.minimum(kk, S - 1)] - t) / h_try, 1.0)[:, None]
+                one = 1.0 - theta
+                v = ((d3 * theta + d2) * one + ynew) * theta + y * one
+                slot = jnp.where(m, rows_b * S + kk, n_slots)  # out of range: dropped
+                return kk + m.astype(kk.dtype), buf.at[slot].set(v, mode="drop", unique_indices=True)
+
+            k_stop, buf = jax.lax.while_loop(pending, record, (k_stop, buf))
             y = jnp.where(acc[:, None], ynew, y)
-            t = jnp.where(acc, jnp.where(landed, t_target, t + h_try), t)
-            slot = jnp.where(landed, rows_b * stops.shape[0] + k_stop, n_slots)  # out of range: dropped
+            t = jnp.where(acc, t_new, t)
+            slot = jnp.where(landed, rows_b * S + n_stops - 1, n_slots)  # the end itself: the landed state
             buf = buf.at[slot].set(y, mode="drop", unique_indices=True)
-            k_stop = k_stop + landed.astype(k_stop.dtype)
+            k_stop = jnp.where(landed, n_stops, k_stop)
             done = k_stop >= n_stops
             return y, t, h, k_stop, done, buf, steps + 1
 
