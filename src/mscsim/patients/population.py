@@ -6,8 +6,11 @@ same patient whatever chunk or worker computes it.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from .. import _ufuncs as uf
 from ..model.parameters import Distribution, ParameterSet
 
 
@@ -34,11 +37,11 @@ def draw_parameters(nominal: np.ndarray, names: tuple[str, ...], pset: Parameter
 def _apply(nominal: np.ndarray, dist: Distribution, z: np.ndarray, bounds) -> np.ndarray:
     """Transform standard normal draws into parameter values whose median is the nominal value."""
     if dist.distribution == "lognormal":
-        sigma = np.sqrt(np.log1p(dist.cv ** 2))
-        val = nominal * np.exp(sigma * z)
+        sigma = math.sqrt(math.log1p(dist.cv ** 2))
+        val = nominal * uf.exp(sigma * z)
     elif dist.distribution == "logitnormal":
         p = np.clip(nominal, 1e-12, 1 - 1e-12)
-        val = 1.0 / (1.0 + np.exp(-(np.log(p / (1 - p)) + dist.sd * z)))
+        val = 1.0 / (1.0 + uf.exp(-(uf.log(p / (1 - p)) + dist.sd * z)))
     elif dist.distribution == "normal":
         val = nominal + dist.sd * z
     else:  # uniform/loguniform between-patient spreads: map the normal draw through its CDF
@@ -48,7 +51,7 @@ def _apply(nominal: np.ndarray, dist: Distribution, z: np.ndarray, bounds) -> np
         if dist.distribution == "uniform":
             val = dist.low + (dist.high - dist.low) * u
         else:
-            val = np.exp(np.log(dist.low) + (np.log(dist.high) - np.log(dist.low)) * u)
+            val = uf.exp(math.log(dist.low) + (math.log(dist.high) - math.log(dist.low)) * u)
     if bounds is not None:
         val = np.clip(val, bounds[0], bounds[1])
     return val

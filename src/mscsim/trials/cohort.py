@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from scipy import stats
 from scipy.special import ndtri
 
+from .. import _ufuncs as uf
 from ..errors import InputError
 from ..io._validation import read_yaml
 from ..io.scenario import PatientSpec
@@ -498,7 +499,7 @@ def _marginal(name: str, dist, z: np.ndarray) -> np.ndarray:
         mu, s = math.log(dist.median), dist.sigma
         a = -math.inf if low <= 0 else (math.log(low) - mu) / s
         b = math.inf if high == math.inf else (math.log(high) - mu) / s
-        return np.exp(mu + s * _truncated_normal(z, a, b))
+        return uf.exp(mu + s * _truncated_normal(z, a, b))
     if isinstance(dist, Uniform):
         return dist.low + (dist.high - dist.low) * stats.norm.cdf(z)
     if isinstance(dist, Bernoulli):
@@ -557,7 +558,12 @@ def draw_cohort(spec: CohortSpec, seed: int, start: int, count: int, stream: int
         batch = min(batch, MAX_ATTEMPTS - attempt, max(1, -(-_BATCH_ROWS // m)))
         raw = np.concatenate([_latent_draws(int(seed), ids[pending], int(stream), attempt + b, len(names))
                               for b in range(batch)])
-        z = raw @ L.T
+        # z = raw @ L.T as a fixed-order sum, not BLAS: a patient's covariates must not depend on how many rows
+        # share the product (GEMM kernels treat edge rows differently)
+        z = np.zeros_like(raw)
+        for i in range(L.shape[0]):
+            for j in range(i + 1):
+                z[:, i] += raw[:, j] * L[i, j]
         cols = {name: _marginal(name, spec.covariates[name], z[:, j]) for j, name in enumerate(names)}
         if spec.derives_weight:
             cols[DERIVED] = cols["bmi"] * cols["height_m"] ** 2

@@ -15,6 +15,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
+from .. import _ufuncs as uf
 from ..endpoints import RESPONSE_CODES, load_endpoints
 from ..model.parameters import DATA_DIR, ParameterSet, load_parameter_file
 from .design import ArmSpec, DesignSpec
@@ -78,7 +79,7 @@ def observe(design: DesignSpec, arm: ArmSpec, ids: np.ndarray, modelled: dict[st
     z_resp, u_sc, u_cr, u_drop = norm.ppf(u[:, 0]), u[:, 1], u[:, 2], u[:, 3]
     z_noise = norm.ppf(u[:, 4:]).reshape(n, len(names), len(days))
     rate = design.dropout.rate_per_year / 365.25
-    dropout_day = np.where(rate > 0, -np.log1p(-u_drop) / max(rate, 1e-300), np.inf)
+    dropout_day = np.where(rate > 0, -uf.log1p(-u_drop) / max(rate, 1e-300), np.inf)
     present = days[None, :] < dropout_day[:, None]  # baseline always (dropout day > 0)
 
     relief = np.zeros((n, len(days)))
@@ -86,10 +87,10 @@ def observe(design: DesignSpec, arm: ArmSpec, ids: np.ndarray, modelled: dict[st
         r_name = f"placebo_r_{arm.comparator}"
         r = np.clip(p[r_name].value + p[r_name].between_patient.sd * z_resp, 0.0, 0.95)
         on, off, keep = p["placebo_tau_on"].value, p["placebo_tau_off"].value, p["placebo_persist"].value
-        shape = (1 - np.exp(-days / on)) * (keep + (1 - keep) * np.exp(-days / off))
+        shape = (1 - uf.exp(-days / on)) * (keep + (1 - keep) * uf.exp(-days / off))
         relief = r[:, None] * shape[None, :]
 
-    fistula_sc = p["sc_remission_fistula_p_inf"].value * (1 - np.exp(-days / p["sc_remission_fistula_tau"].value))
+    fistula_sc = p["sc_remission_fistula_p_inf"].value * (1 - uf.exp(-days / p["sc_remission_fistula_tau"].value))
     sc_remitted = u_sc[:, None] < fistula_sc[None, :]  # standard care (curettage, seton) remission by each day
     gvhd_sc_response = u_sc < p["sc_response_gvhd_day28"].value
     gvhd_sc_complete = gvhd_sc_response & (u_cr < p["sc_complete_share_gvhd"].value)

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
+from .. import _ufuncs as uf
 from ..delivery.routes import LOCAL_ROUTES
 from ..errors import InputError
 from ..model.parameters import DATA_DIR, ParameterSet, load_parameter_file, load_parameter_sets
@@ -101,7 +102,7 @@ def _default_f_trap() -> float:
 def _course(p: np.ndarray, n: float) -> np.ndarray:
     """Probability of at least one event in ``n`` independent exposures of probability ``p`` each."""
     with np.errstate(divide="ignore"):
-        return -np.expm1(n * np.log1p(-np.clip(p, 0.0, 1.0)))
+        return -uf.expm1(n * uf.log1p(-np.clip(p, 0.0, 1.0)))
 
 
 def _per_patient(values, n: int, where: str, allowed: str) -> np.ndarray:
@@ -166,7 +167,7 @@ def ae_probabilities(ctx: ExposureContext, peak_lung_cells_per_kg: np.ndarray | 
         logit_ref = special.logit(pset["pulmonary_p_ref_per_infusion"].value)
         slope = pset["pulmonary_load_exponent"].value
         with np.errstate(divide="ignore"):
-            log_load = np.log(lung / pset["pulmonary_lung_ref"].value)
+            log_load = uf.log(lung / pset["pulmonary_lung_ref"].value)
         p1 = np.where(lung > 0, special.expit(logit_ref + slope * log_load), 0.0)
         pulmonary = _course(p1, n_adm)
 
