@@ -156,9 +156,8 @@ def _integrate_segment(system, P, u, y, t0, stops, t_eval, out_idx, out, atol, r
             hit = np.nonzero(landed)[0]
             for c in col_of_stop[-1]:  # output times at t1 itself: the landed state, exactly
                 out[ids[hit], c] = yT[:, hit].T
-            fin = hit
-            y[ids[fin]] = yT[:, fin].T
-            h_out[ids[fin]] = h[fin]
+            y[ids[hit]] = yT[:, hit].T
+            h_out[ids[hit]] = h[hit]
             keep = np.nonzero(~landed)[0]
             ids, t, k, h = ids[keep], t[keep], k[keep], h[keep]
             yT, uT, atolT = yT[:, keep], uT[:, keep], atolT[:, keep]
