@@ -32,6 +32,15 @@ H = {
 }
 
 
+def dense_terms(k):
+    """D2, D3 of the dense output from the stages ``k[1..5]`` (array-library agnostic, fixed summation order)."""
+    d2, d3 = H[(2, 1)] * k[1], H[(3, 1)] * k[1]
+    for j in range(2, 6):
+        d2 = d2 + H[(2, j)] * k[j]
+        d3 = d3 + H[(3, j)] * k[j]
+    return d2, d3
+
+
 def rodas4_stages(f, solve, y, h):
     """The six RODAS4 stages for a batch: ``f`` is the right-hand side, ``solve`` applies W^-1, ``h`` is the
     per-patient step (shape (B,)). Array-library agnostic (NumPy or jax.numpy). Returns (y_new, error, k), with

@@ -171,7 +171,6 @@ def _record_dense(pending, k, stops, first_col, extra, t, h, t_new, y0, y1, ks, 
 
     A long step can cover many output times, so every (patient, output time) pair of this step is laid out
     flat and interpolated in one pass."""
-    H = tab.H
     sel = np.nonzero(pending)[0]
     last = len(stops) - 1  # the segment's end is recorded on landing, from the state itself
     first = k[sel]
@@ -184,12 +183,7 @@ def _record_dense(pending, k, stops, first_col, extra, t, h, t_new, y0, y1, ks, 
     one = 1.0 - theta
     # D_r = sum_j H_rj k_j once per patient, then y0*(1-theta) + theta*(y1 + (1-theta)*(D2 + theta*D3)) per pair
     every = sel.size == y0.shape[1]
-    d2 = H[(2, 1)] * (ks[1] if every else ks[1][:, sel])
-    d3 = H[(3, 1)] * (ks[1] if every else ks[1][:, sel])
-    for j in range(2, 6):
-        kj = ks[j] if every else ks[j][:, sel]
-        d2 += H[(2, j)] * kj
-        d3 += H[(3, j)] * kj
+    d2, d3 = tab.dense_terms(ks if every else [None] + [ks[j][:, sel] for j in range(1, 6)])
     local = np.repeat(np.arange(sel.size), count)  # the pair's column in d2, d3
     v = np.take(d3, local, axis=1)
     v *= theta

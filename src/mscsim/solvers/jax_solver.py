@@ -227,7 +227,6 @@ def _kernel(source: str, rows: tuple, cols: tuple, n: int):
 
         S = stops.shape[0]
         t1 = stops[n_stops - 1]  # the segment's end: the only time a step is shortened to land on
-        H = tab.H
 
         def body(state):
             y, t, h, k_stop, done, buf, steps = state
@@ -250,11 +249,7 @@ def _kernel(source: str, rows: tuple, cols: tuple, n: int):
             t_new = jnp.where(landed, t1, t + h_try)
             # output times inside the accepted step, from the dense output, as solve_batched's _record_dense
             upto = jnp.where(acc, jnp.minimum(jnp.searchsorted(stops, t_new, side="right"), n_stops - 1), k_stop)
-            d2 = H[(2, 1)] * ks[1]
-            d3 = H[(3, 1)] * ks[1]
-            for j in range(2, 6):
-                d2 = d2 + H[(2, j)] * ks[j]
-                d3 = d3 + H[(3, j)] * ks[j]
+            d2, d3 = tab.dense_terms(ks)
 
             def pending(c):
                 kk, _ = c
