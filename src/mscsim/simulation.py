@@ -17,7 +17,8 @@ from .delivery.routes import DEFAULT_SITE, is_local, placement_parameter, split_
 from .endpoints import add_endpoints, load_endpoints
 from .errors import ConservationError, InputError
 from .io.scenario import Scenario
-from .model.compile import CompiledModel, compile_model
+from .model.cache import load_compiled
+from .model.compile import CompiledModel
 from .model.core import Model
 from .model.parameters import ParameterSet, load_parameter_sets
 from .model.references import Reference, resolve
@@ -25,6 +26,7 @@ from .model.units import convert
 from .patients.population import draw_parameters
 from .product.product import PotencyFactors, Product, potency_factors
 from .solvers.batched import solve_batched
+from .solvers.compiled import SS_STATUS, SolveFailure, solve_compiled, steady_state
 from .solvers.problem import Bolus, Infusion, Problem
 from .solvers.reference import solve_reference
 
@@ -34,13 +36,15 @@ TISSUE = ("tissue_states", "msc_licensing", "msc_secretion", "efferocytosis", "c
           "macrophage_polarisation", "t_cell_response", "innate_activation", "tissue_injury_repair", "fibrosis",
           "angiogenesis", "structural_damage", "nociception", "site_ischaemia", "msc_immune_lysis")
 CONSERVATION_RTOL = 1e-9
-BURN_IN_DAYS = 1000.0  # the untreated disease is run this long to its chronic state before the first dose
+BURN_IN_DAYS = 1000.0  # the untreated run, where a patient's chronic state is integrated rather than solved for
+BASELINE_METHODS = {0: "steady state", 1: "integrated (requested)", 2: "integrated: no steady state found",
+                    3: "integrated: steady state not stable"}
 
 
 @lru_cache(maxsize=16)
 def compiled(mechanisms: tuple[str, ...], switches: tuple[tuple[str, bool], ...]) -> CompiledModel:
     """Compile each distinct composition once per process."""
-    return compile_model(Model.compose(list(mechanisms), dict(switches)))
+    return load_compiled(Model.compose(list(mechanisms), dict(switches)))
 
 
 @dataclass(frozen=True)
@@ -124,20 +128,40 @@ class Setup:
         return split_dose(sc.regimen.route, cells, self.factors.viability, self.placement, self.model)
 
     def baseline(self, P: np.ndarray) -> np.ndarray | None:
-        """Each patient's untreated chronic disease state (the burn-in), or None for the kinetics-only model.
+        """Each patient's untreated chronic disease state, or None for the kinetics-only model
+        (see :meth:`chronic_state`)."""
+        chronic = self.chronic_state(P)
+        return None if chronic is None else chronic[0]
 
-        The disease is run without MSCs for BURN_IN_DAYS from the declared start values; structural loss is
-        then reset to the patient's grade (it is a covariate, not a product of the burn-in)."""
+    def chronic_state(self, P: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(states, method) for each patient's untreated chronic disease, or None for the kinetics-only model.
+
+        The chronic state is the untreated disease's stable steady state (no cells; states marked ``baseline: held``,
+        such as structural loss set by the patient's grade, kept at their start values), found by pseudo-transient
+        continuation with the analytic Jacobian and checked for stability. Where a patient has none (or the
+        scenario asks for ``solver.baseline: integration``) the untreated disease is integrated for
+        BURN_IN_DAYS instead, with the same held states. ``method`` says which, per patient (BASELINE_METHODS)."""
         if not self.has_tissue:
             return None
-        x0 = self.model.initial_signals(P)
-        t = np.array([0.0, BURN_IN_DAYS * 24.0])
-        burn = solve_batched(Problem(self.model, P, t, x0=x0), rtol=min(self.scenario.solver.rtol, 1e-6))
-        out = burn[:, -1, :].copy()
-        k = self.model.index("structure")
-        out[:, k] = x0[:, k]
-        out[:, self.model.cell_mask] = 0.0
-        return out
+        model = self.model
+        x0 = model.initial_signals(P)
+        hold = model.held_mask | model.cell_mask
+        atol = Problem(model, P, np.array([0.0]), x0=x0).atol(1e-13)
+        method = np.ones(len(P), dtype=np.int64)
+        x = x0.copy()
+        if self.scenario.solver.baseline == "steady_state":
+            ss = steady_state(model, P, x0, atol, hold)
+            found = ss.status == 0
+            x[found] = ss.x[found]
+            method = np.where(found, 0, np.where(ss.status == 2, 3, 2))
+        todo = np.nonzero(method != 0)[0]
+        if todo.size:
+            t = np.array([0.0, BURN_IN_DAYS * 24.0])
+            burn = solve_compiled(Problem(model, P[todo], t, x0=x0[todo]),
+                                  rtol=min(self.scenario.solver.rtol, 1e-6), hold=hold)
+            x[todo] = burn[:, -1, :]
+        x[:, model.cell_mask] = 0.0
+        return x, method
 
     def problem(self, start: int = 0, count: int | None = None, covariates: pd.DataFrame | None = None) -> Problem:
         """The solver problem for patients start..start+count-1 of the scenario's population.
@@ -165,8 +189,9 @@ class Setup:
                 infusions.append(Infusion(t0, t0 + dur, amount / dur))
             else:
                 boluses.append(Bolus(t0, amount))
-        return Problem(self.model, P, t_eval, x0=self.baseline(P), boluses=tuple(boluses),
-                       infusions=tuple(infusions))
+        chronic = self.chronic_state(P)
+        return Problem(self.model, P, t_eval, x0=None if chronic is None else chronic[0], boluses=tuple(boluses),
+                       infusions=tuple(infusions), baseline_method=None if chronic is None else chronic[1])
 
     def _with_covariates(self, P: np.ndarray, covariates: pd.DataFrame) -> np.ndarray:
         """Scale each environment parameter by patient value / scenario value (set it where the scenario's is 0);
@@ -298,7 +323,9 @@ def output_times(scenario: Scenario) -> np.ndarray:
 
 
 def solve(setup: Setup, problem: Problem) -> np.ndarray:
-    """Run the scenario's solver on a problem and check the cell mass balance."""
+    """Run the scenario's solver on a problem and check the cell mass balance. With the compiled engine, a patient
+    whose solve fails does not stop the others: :class:`SolveFailure` is raised after the whole batch, carrying the
+    other patients' (checked) results and each patient's status."""
     sc = setup.scenario.solver
     if sc.kind == "reference":
         states = solve_reference(problem)
@@ -306,21 +333,29 @@ def solve(setup: Setup, problem: Problem) -> np.ndarray:
         try:
             from .solvers.jax_solver import solve_jax
         except ImportError as exc:
-            raise InputError("solver.kind", "jax", "'batched' or 'reference', or install the JAX extra: "
+            raise InputError("solver.kind", "jax", "'batched', 'numpy' or 'reference', or install the JAX extra: "
                              f"pip install 'mscsim[jax]' ({exc})") from None
         states = solve_jax(problem, rtol=sc.rtol)
-    else:
+    elif sc.kind == "numpy":
         states = solve_batched(problem, rtol=sc.rtol)
+    else:
+        try:
+            states = solve_compiled(problem, rtol=sc.rtol)
+        except SolveFailure as failure:
+            check_conservation(problem, failure.states)
+            raise
     check_conservation(problem, states)
     return states
 
 
 def check_conservation(problem: Problem, states: np.ndarray) -> None:
-    """viable + debris + cleared = administered, to 1e-9 relative, for every patient and time."""
+    """viable + debris + cleared = administered, to 1e-9 relative, for every patient and time (patients whose solve
+    failed, NaN, are skipped: they are reported as failed)."""
     total = states[:, :, problem.model.cell_mask].sum(axis=2)
     adm = problem.administered()
     scale = np.maximum(adm.max(axis=1, keepdims=True), 1.0)
-    worst = float((np.abs(total - adm) / scale).max()) if total.size else 0.0
+    err = np.abs(total - adm) / scale
+    worst = float(np.nanmax(err)) if np.isfinite(err).any() else 0.0
     if worst > CONSERVATION_RTOL:
         raise ConservationError(f"cell mass balance broken: relative error {worst:.3g} > {CONSERVATION_RTOL}")
 
@@ -336,17 +371,45 @@ def simulate_chunk(setup: Setup, start: int, count: int, covariates: pd.DataFram
     or distributed runner hands out; a patient's numbers do not depend on the chunk it is in). ``covariates``
     gives each patient their own covariates (see ``Setup.problem``)."""
     prob = setup.problem(start, count, covariates)
-    states = solve(setup, prob)
+    states, status = solve_keeping_others(setup, prob)
     ds = to_dataset(setup, output_times(setup.scenario), states, prob.administered(), first_patient=start,
                     doses=setup.patient_doses(count, covariates))
+    add_run_status(ds, status, prob.baseline_method)
     if setup.has_tissue:  # the same patients untreated, from the same baseline: what the treatment changed
-        untreated_states = solve(setup, untreated(prob))
+        untreated_states, status_u = solve_keeping_others(setup, untreated(prob))
+        add_run_status(ds, np.maximum(status, status_u), prob.baseline_method)
         for k, name in enumerate(setup.model.state_names):
             if not setup.model.cell_mask[k]:
                 attrs = dict(ds[name].attrs, long_name=f"{ds[name].attrs.get('long_name', name)} (untreated)")
                 ds[f"{name}_untreated"] = (("patient", "time"), untreated_states[:, :, k], attrs)
         add_endpoints(ds, setup.scenario.disease, setup.model.state_names)
     return ds
+
+
+def solve_keeping_others(setup: Setup, problem: Problem) -> tuple[np.ndarray, np.ndarray]:
+    """(states, status): ``solve``, but a patient whose solve failed is kept as NaN with its status (non-zero, see
+    ``mscsim.solvers.compiled.STATUS``) instead of failing the whole batch."""
+    try:
+        return solve(setup, problem), np.zeros(problem.n_patients, dtype=np.int64)
+    except SolveFailure as failure:
+        return failure.states, failure.status
+
+
+def add_run_status(ds: xr.Dataset, status: np.ndarray, baseline_method: np.ndarray | None) -> None:
+    """Per patient: whether the solve succeeded (``solve_status``, 0 = ok) and, for a disease, how the chronic
+    start state was found (``baseline_method``); failed patients are listed in the ``solve_failures`` attribute."""
+    from .solvers.compiled import STATUS
+
+    ds["solve_status"] = (("patient",), np.asarray(status, dtype=np.int64),
+                          {"long_name": "solver status (0 = ok)", "flag_values": list(STATUS),
+                           "flag_meanings": " | ".join(STATUS.values())})
+    failed = [f"patient {int(p)}: {STATUS[int(c)]}" for p, c in zip(ds["patient"].values, status) if c]
+    ds.attrs["solve_failures"] = "; ".join(failed)
+    if baseline_method is not None:
+        ds["baseline_method"] = (("patient",), np.asarray(baseline_method, dtype=np.int64),
+                                 {"long_name": "how the untreated chronic state was found",
+                                  "flag_values": list(BASELINE_METHODS),
+                                  "flag_meanings": " | ".join(BASELINE_METHODS.values())})
 
 
 def simulate(scenario: Scenario, *, progress=None) -> xr.Dataset:

@@ -126,8 +126,14 @@ class OutputSpec(_Strict):
 
 
 class SolverSpec(_Strict):
-    kind: Literal["batched", "reference", "jax"] = "batched"
+    """``batched``: the compiled engine (RODAS4 per patient in machine code); ``numpy``: the same method in NumPy;
+    ``reference``: SciPy Radau, one patient at a time; ``jax``: the JAX solver (an extra). ``baseline``: how a
+    disease's untreated chronic state is found (``steady_state``: solved directly, integrating only where a
+    patient has no stable steady state; ``integration``: a 1,000-day untreated run)."""
+
+    kind: Literal["batched", "numpy", "reference", "jax"] = "batched"
     rtol: float = Field(default=1e-8, gt=0, lt=1e-2)
+    baseline: Literal["steady_state", "integration"] = "steady_state"
     chunk_size: int = Field(default=5000, ge=1, le=1_000_000)
 
 

@@ -1,18 +1,23 @@
 """Compile a :class:`Model` once: SymPy rate laws -> stoichiometry, vectorised right-hand side, analytic Jacobian.
 
-The generated functions take ``xp`` (the array namespace: NumPy here, ``jax.numpy`` for the GPU backend), a
-state batch ``x`` of shape (patients, states) and a parameter batch ``p`` of shape (patients, parameters),
-so the same source serves every backend.
+Two kinds of code are generated from the same SymPy expressions (after one common-subexpression elimination):
+array code taking ``xp`` (the array namespace: NumPy, or ``jax.numpy`` for the JAX solver), a state batch ``x``
+of shape (patients, states) and a parameter batch ``p`` (patients, parameters), so one source serves every array
+backend; and scalar code for a few patients side by side (``rhs_w``, ``jac_w``), which the compiled engine
+(:mod:`mscsim.solvers.compiled`) turns into machine code with Numba. :mod:`mscsim.model.cache` keeps the result
+on disk, so a process compiles a composition only when no earlier process has.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
+from sympy.printing.pycode import PythonCodePrinter
 
 from ..errors import DataError
 from .core import CELL_KINDS, Model
@@ -20,12 +25,12 @@ from .parameters import ParameterSet
 from .units import convert
 
 
-SIMPLIFY_MAX_OPS = 40
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CompiledModel:
-    """What the solvers need: names, units, stoichiometry and generated rate/Jacobian functions."""
+    """What the solvers need: names, units, stoichiometry and generated rate/Jacobian functions.
+
+    ``key`` identifies the composition (a hash of the mechanisms' content and the mscsim version): the on-disk
+    cache and the compiled engine's machine code are filed under it."""
 
     model: Model
     state_names: tuple[str, ...]
@@ -34,23 +39,24 @@ class CompiledModel:
     param_units: tuple[str, ...]
     process_names: tuple[str, ...]
     stoichiometry: np.ndarray  # (states, processes)
-    rate_exprs: tuple[sp.Expr, ...]
-    jac_entries: tuple[tuple[int, int, sp.Expr], ...]  # (row, col, d f_row / d x_col)
-    source: str  # generated Python source of rates, jac_values, rhs (xp, x, p) and their batch-last forms
+    jac_rows: np.ndarray  # structural non-zeros of the Jacobian d f_row / d x_col, in jac_values order
+    jac_cols: np.ndarray
+    rate_text: tuple[str, ...]  # each process's rate law with every expression substituted (SymPy srepr)
+    source: str  # array code: rates, jac_values, rhs (xp, x, p) and their batch-last forms
+    scalar_source: str  # rhs_w(x, p, f) and jac_w(x, p, jv): W patients side by side, scalar code for Numba
+    key: str
 
     @cached_property
     def _namespace(self) -> dict:
         ns: dict = {}
-        exec(compile(self.source, f"<mscsim compiled model {id(self)}>", "exec"), ns)  # noqa: S102 - our own codegen
+        exec(compile(self.source, f"<mscsim compiled model {self.key[:12]}>", "exec"), ns)  # noqa: S102 - our codegen
         return ns
 
     @cached_property
-    def jac_rows(self) -> np.ndarray:
-        return np.array([r for r, _, _ in self.jac_entries], dtype=np.intp)
-
-    @cached_property
-    def jac_cols(self) -> np.ndarray:
-        return np.array([c for _, c, _ in self.jac_entries], dtype=np.intp)
+    def rate_exprs(self) -> tuple[sp.Expr, ...]:
+        """The rate laws as SymPy expressions (for SBML export), rebuilt from their srepr on first use."""
+        ns = {name: getattr(sp, name) for name in dir(sp) if not name.startswith("_")}
+        return tuple(eval(t, ns) for t in self.rate_text)  # noqa: S307 - srepr written by compile_model
 
     @cached_property
     def cell_mask(self) -> np.ndarray:
@@ -100,7 +106,7 @@ class CompiledModel:
         """Analytic Jacobian d(dx/dt)/dx for a batch: (B, n, n)."""
         vals = self.jac_values(x, p)
         J = np.zeros((x.shape[0], self.n_states, self.n_states))
-        if len(self.jac_entries):
+        if len(self.jac_rows):
             J[:, self.jac_rows, self.jac_cols] = vals
         return J
 
@@ -114,6 +120,12 @@ class CompiledModel:
         return x0
 
     @cached_property
+    def held_mask(self) -> np.ndarray:
+        """States held at their start values while a patient's untreated chronic state is found (``baseline: held``
+        in the mechanism files: covariates such as structural loss, and running totals)."""
+        return np.array([s.baseline == "held" for s in self.model.states])
+
+    @cached_property
     def signal_scale(self) -> np.ndarray:
         """Typical magnitude of each state (cells: 0, filled with the dose at solve time; signals: declared)."""
         return np.array([0.0 if c else s.scale for c, s in zip(self.cell_mask, self.model.states)])
@@ -124,8 +136,24 @@ class CompiledModel:
                          for n, u in zip(self.param_names, self.param_units)])
 
 
+def model_key(model: Model) -> str:
+    """A content hash of a composition: every mechanism's states, symbols, expressions and processes, which are
+    switched on, the code generator's format and the mscsim version."""
+    from .. import __version__
+
+    # the mechanisms' reprs (tuples and dicts in file order) and the enabled set sorted: a frozenset's repr follows
+    # string hashing, which differs between processes
+    text = f"{CODEGEN_FORMAT}\n{__version__}\n{model.mechanisms!r}\n{sorted(model.enabled)!r}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+CODEGEN_FORMAT = "mscsim-codegen-3"  # bump when the generated code changes shape
+
+
 def compile_model(model: Model) -> CompiledModel:
-    """Parse the rate laws, check them, and generate batched NumPy/JAX-ready code for rates and Jacobian."""
+    """Parse the rate laws, check them, and generate array code (NumPy/JAX) and scalar code (Numba) for the
+    rates, right-hand side and analytic Jacobian. No on-disk cache: see :func:`mscsim.model.cache.load_compiled`.
+    """
     states = model.states
     state_names = tuple(s.name for s in states)
     xs = {n: sp.Symbol(n, real=True) for n in state_names}
@@ -162,19 +190,23 @@ def compile_model(model: Model) -> CompiledModel:
             S[state_names.index(proc.target), j] += 1.0
     Ssym = sp.Matrix(S.astype(int))
     f = Ssym * sp.Matrix(rate_exprs) if procs else sp.zeros(len(states), 1)
+    # No sympy.simplify on the derivatives: it took 95 % of the compile time (about 20 s for the tissue model) and,
+    # measured, left the common-subexpression-eliminated code no smaller.
     jac_entries = []
     for i in range(len(states)):
         for k, n in enumerate(state_names):
             d = sp.diff(f[i], xs[n]) if f[i] != 0 else sp.Integer(0)
-            if d != 0 and sp.count_ops(d) <= SIMPLIFY_MAX_OPS:  # simplify is exponential in size: small terms only
-                d = sp.simplify(d)
             if d != 0:
                 jac_entries.append((i, k, d))
-    source = _codegen(state_names, tuple(used), rate_exprs, [e for _, _, e in jac_entries], S)
+    jac_exprs = [e for _, _, e in jac_entries]
+    source, scalar_source = _codegen(state_names, tuple(used), rate_exprs, jac_exprs, S)
     return CompiledModel(model=model, state_names=state_names, state_units=tuple(s.units for s in states),
                          param_names=tuple(used), param_units=tuple(symbols[n] for n in used),
                          process_names=tuple(p.name for p in procs), stoichiometry=S,
-                         rate_exprs=tuple(rate_exprs), jac_entries=tuple(jac_entries), source=source)
+                         jac_rows=np.array([r for r, _, _ in jac_entries], dtype=np.intp),
+                         jac_cols=np.array([c for _, c, _ in jac_entries], dtype=np.intp),
+                         rate_text=tuple(sp.srepr(e) for e in rate_exprs), source=source,
+                         scalar_source=scalar_source, key=model_key(model))
 
 
 def _parse(text: str, local: dict, what: str) -> sp.Expr:
@@ -195,10 +227,28 @@ class _XpPrinter(NumPyPrinter):
         return out.replace("numpy.", "xp.")
 
 
-def _codegen(state_names, param_names, rate_exprs, jac_exprs, S) -> str:
-    """Source of ``rates``, ``jac_values`` and ``rhs``: straight-line array code, one statement per shared term;
-    and of ``jac_values_bl`` and ``rhs_bl``, the same statements on batch-last arrays (states x patients), for
-    the NumPy solver, where every state and parameter is then a contiguous row.
+class _ScalarPrinter(PythonCodePrinter):
+    """Prints SymPy to scalar Python (``math.exp``...), which Numba compiles to machine code."""
+
+    def __init__(self):
+        super().__init__({"fully_qualified_modules": True, "inline": True})
+
+    def _print_Pow(self, expr, rational=False):
+        # x**-n as 1/x**n: Numba's integer power raises ZeroDivisionError at x = 0 whatever the error model, where
+        # IEEE division gives inf (as NumPy does) and the solver's error control can reject the step
+        if expr.exp.is_Integer and expr.exp < 0:
+            power = expr.base if expr.exp == -1 else sp.Pow(expr.base, -expr.exp, evaluate=False)
+            return f"(1.0/{self.parenthesize(power, 0)})"
+        return super()._print_Pow(expr, rational=rational)
+
+
+def _codegen(state_names, param_names, rate_exprs, jac_exprs, S) -> tuple[str, str]:
+    """(array source, scalar source).
+
+    The array source holds ``rates``, ``jac_values`` and ``rhs``: straight-line array code, one statement per shared
+    term; and ``jac_values_bl`` and ``rhs_bl``, the same statements on batch-last arrays (states x patients), for
+    the NumPy solver, where every state and parameter is then a contiguous row. The scalar source holds
+    ``rhs_w`` and ``jac_w``, the same statements for a few patients side by side, for the compiled engine.
 
     Each function's expressions go through ``sympy.cse`` first: the derived expressions (licensing, cues,
     Hill terms) are substituted into every rate law and their derivatives, so without it the tissue model's
@@ -248,4 +298,41 @@ def _codegen(state_names, param_names, rate_exprs, jac_exprs, S) -> str:
     jac_cse = shared(jac_exprs)
     funcs = [body("rates", rate_exprs), body("jac_values", jac_exprs, cse=jac_cse), rhs_body("rhs", False),
              body("jac_values_bl", jac_exprs, True, jac_cse), rhs_body("rhs_bl", True)]
-    return "\n\n".join("\n".join(f) for f in funcs) + "\n"
+    array_source = "\n\n".join("\n".join(f) for f in funcs) + "\n"
+    return array_source, _scalar_codegen(state_names, param_names, rate_exprs, jac_exprs, S)
+
+
+def _scalar_codegen(state_names, param_names, rate_exprs, jac_exprs, S) -> str:
+    """``rhs_w(x, p, f)`` and ``jac_w(x, p, jv)``: the right-hand side and Jacobian values of ``W`` patients side by
+    side (``x`` (states, W), ``p`` (parameters, W), ``f`` (states, W), ``jv`` (nnz, W)), as one loop over the lanes
+    whose body is straight-line scalar code from the same common-subexpression elimination as the array code.
+    ``W`` is a global of the module that compiles this source (:mod:`mscsim.solvers.compiled`): a constant trip
+    count lets the compiler vectorise across patients, while each lane's arithmetic is its own patient's alone.
+    The right-hand side is summed from the rates in the stoichiometry's order, as the array code does."""
+    printer = _ScalarPrinter()
+    pad = "        "
+
+    def head():
+        return ([f"{pad}{n} = x[{i}, l]" for i, n in enumerate(state_names)]
+                + [f"{pad}{n} = p[{i}, l]" for i, n in enumerate(param_names)])
+
+    def cse(exprs):
+        if not exprs:
+            return [], []
+        repl, reduced = sp.cse(list(exprs), symbols=sp.numbered_symbols("_cse"))
+        return [f"{pad}{s} = {printer.doprint(e)}" for s, e in repl], reduced
+
+    lines, reduced = cse(rate_exprs)
+    rhs = ["def rhs_w(x, p, f):", "    for l in range(W):", *head(), *lines,
+           *[f"{pad}_r{j} = {printer.doprint(e)}" for j, e in enumerate(reduced)]]
+    for i in range(len(state_names)):
+        parts = [("+ " if S[i, j] > 0 else "- ") + f"_r{j}" for j in range(S.shape[1]) if S[i, j] != 0]
+        rhs.append(f"{pad}f[{i}, l] = 0.0 " + " ".join(parts))
+    jac = ["def jac_w(x, p, jv):"]
+    if jac_exprs:
+        lines, reduced = cse(jac_exprs)
+        jac += ["    for l in range(W):", *head(), *lines]
+        jac += [f"{pad}jv[{k}, l] = {printer.doprint(e)}" for k, e in enumerate(reduced)]
+    jac.append("    return")
+    rhs.append("    return")
+    return "\n".join(rhs) + "\n\n\n" + "\n".join(jac) + "\n"

@@ -32,6 +32,7 @@ class State:
     description: str = ""
     scale: float = 1.0  # typical magnitude (sets the absolute tolerance of a signal state)
     initial: str | None = None  # parameter giving the state's value at the start (signals only)
+    baseline: Literal["free", "held"] = "free"  # held: kept at its start value while the chronic state is found
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class _StateRec(BaseModel):
     description: str = ""
     scale: float = Field(default=1.0, gt=0)
     initial: str | None = None
+    baseline: Literal["free", "held"] = "free"
 
 
 class _ProcRec(BaseModel):

@@ -55,6 +55,7 @@ class Problem:
     boluses: tuple[Bolus, ...] = ()
     infusions: tuple[Infusion, ...] = ()
     scale: np.ndarray | None = None  # (B, n) typical magnitude of each state, for absolute tolerances
+    baseline_method: np.ndarray | None = None  # (B,) how each patient's start state was found (a disease's chronic state)
 
     @property
     def n_patients(self) -> int:

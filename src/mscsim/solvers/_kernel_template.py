@@ -1,0 +1,484 @@
+# ruff: noqa: F821
+"""The model-independent half of the compiled engine's source: RODAS4 and the steady-state search for ``W``
+patients side by side, each with its own step and its own iteration.
+
+This file is not imported: :mod:`mscsim.solvers.compiled` appends its text to the code it generates from one
+compiled model (``rhs_w``, ``jac_w``, ``factor_w``, ``solve_w`` and the constants ``N``, ``M``, ``NNZ``,
+``NSLOTS``, ``W``, ``JROW``, ``JCOL``, ``OPTS`` and the RODAS4 tableau ``A``, ``C``, ``HD``, ``GAMMA``), and Numba
+compiles the whole module to machine code (cached on disk beside it). One source of truth for the model: the
+generated functions come from the mechanism files through :func:`mscsim.model.compile.compile_model`.
+
+Why by hand: no maintained library integrates a batch of stiff systems with per-system error control in
+compiled code callable from Python without a system compiler (SUNDIALS/CVODE needs one per model; diffrax runs
+one system per solve under ``vmap``, see ``solvers/jax_solver.py``).
+
+Every lane (patient) does its own arithmetic: element by element over the lanes, no reduction across them, no
+fast-math, so a patient's numbers do not depend on which lane, slice, chunk or thread runs it. A lane whose
+patient has finished its segment takes the next patient of its slice, so lanes do not idle while a slow
+patient finishes.
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+SAFETY, FAC_MIN, FAC_MAX = 0.9, 0.2, 6.0
+H_MARGIN = 1e-12
+ORDER_EXP = 1.0 / (ORDER_EMBEDDED + 1)
+
+# status codes of a patient's solve (shared with mscsim.solvers.compiled.STATUS)
+OK, MAX_STEPS, STEP_UNDERFLOW = 0, 1, 2
+# status codes of the steady-state search
+SS_STABLE, SS_NO_CONVERGENCE, SS_CHECK_EIGENVALUES, SS_NOT_FINITE = 0, 1, 2, 3
+
+
+@njit(**OPTS)
+def _f(x, p, u, hold, f):
+    """f = rhs(x) + u, with the rows of held states set to zero."""
+    rhs_w(x, p, f)
+    for i in range(N):
+        if hold[i]:
+            for l in range(W):
+                f[i, l] = 0.0
+        else:
+            for l in range(W):
+                f[i, l] += u[i, l]
+
+
+@njit(**OPTS)
+def _jac(x, p, hold, jv):
+    jac_w(x, p, jv)
+    for k in range(NNZ):
+        if hold[JROW[k]]:
+            for l in range(W):
+                jv[k, l] = 0.0
+
+
+@njit(**OPTS)
+def _dense_factor(jv, dsh, l, wd, piv):
+    """Pivoted LU of lane ``l``'s W = diag(dsh) - J into ``wd`` (N, N) and ``piv`` (the fallback for a W that is not
+    an H-matrix; partial pivoting, row by row)."""
+    for i in range(N):
+        for j in range(N):
+            wd[i, j] = 0.0
+        wd[i, i] = dsh[i, l]
+    for k in range(NNZ):
+        wd[JROW[k], JCOL[k]] -= jv[k, l]
+    for k in range(N):
+        best, arg = abs(wd[k, k]), k
+        for i in range(k + 1, N):
+            if abs(wd[i, k]) > best:
+                best, arg = abs(wd[i, k]), i
+        piv[k] = arg
+        if arg != k:
+            for j in range(N):
+                tmp = wd[k, j]
+                wd[k, j] = wd[arg, j]
+                wd[arg, j] = tmp
+        if wd[k, k] != 0.0:
+            for i in range(k + 1, N):
+                wd[i, k] /= wd[k, k]
+                for j in range(k + 1, N):
+                    wd[i, j] -= wd[i, k] * wd[k, j]
+
+
+@njit(**OPTS)
+def _dense_solve(wd, piv, b, l):
+    """Solve with lane ``l``'s pivoted LU, in place on column ``l`` of ``b``."""
+    for k in range(N):
+        a = piv[k]
+        if a != k:
+            tmp = b[k, l]
+            b[k, l] = b[a, l]
+            b[a, l] = tmp
+    for i in range(N):
+        s = b[i, l]
+        for j in range(i):
+            s -= wd[i, j] * b[j, l]
+        b[i, l] = s
+    for i in range(N - 1, -1, -1):
+        s = b[i, l]
+        for j in range(i + 1, N):
+            s -= wd[i, j] * b[j, l]
+        b[i, l] = s / wd[i, i]
+
+
+@njit(**OPTS)
+def _factor(x, p, hold, dsh, jv, lu, cm, ok, wd, piv):
+    """Factor W = diag(dsh) - J for every lane: without pivoting on the sparsity pattern where W is an H-matrix
+    (``ok``), pivoted dense LU for the other lanes."""
+    _jac(x, p, hold, jv)
+    factor_w(jv, dsh, lu, cm, ok)
+    for l in range(W):
+        if not ok[l]:
+            _dense_factor(jv, dsh, l, wd[l], piv[l])
+
+
+@njit(**OPTS)
+def _solve(lu, ok, wd, piv, b, save):
+    """W^-1 b for every lane, in place."""
+    all_ok = True
+    for l in range(W):
+        if not ok[l]:
+            all_ok = False
+    if all_ok:
+        solve_w(lu, b)
+        return
+    for i in range(N):
+        for l in range(W):
+            save[i, l] = b[i, l]
+    solve_w(lu, b)
+    for l in range(W):
+        if not ok[l]:
+            for i in range(N):
+                b[i, l] = save[i, l]
+            _dense_solve(wd[l], piv[l], b, l)
+
+
+@njit(**OPTS)
+def _rodas4(y, p, u, hold, h, K, yi, r, ci, dsh, jv, lu, cm, ok, wd, piv, save):
+    """One RODAS4 step of every lane with its own step h[l]: stages into K[1..6], the new state into ``yi``; the
+    error estimate is K[6]. The stage sums are accumulated in the order of ``_rodas4.rodas4_stages``."""
+    for l in range(W):
+        inv = 1.0 / (h[l] * GAMMA)
+        for i in range(N):
+            dsh[i, l] = inv
+    _factor(y, p, hold, dsh, jv, lu, cm, ok, wd, piv)
+    _f(y, p, u, hold, K[1])
+    _solve(lu, ok, wd, piv, K[1], save)
+    for s in range(2, 7):
+        for i in range(N):
+            for l in range(W):
+                acc = A[min(s, 5), 1] * K[1, i, l]
+                for j in range(2, min(s, 5)):
+                    acc += A[min(s, 5), j] * K[j, i, l]
+                acc += y[i, l]
+                if s == 6:
+                    acc += K[5, i, l]
+                yi[i, l] = acc
+                c = C[s, 1] * K[1, i, l]
+                for j in range(2, s):
+                    c += C[s, j] * K[j, i, l]
+                ci[i, l] = c * (1.0 / h[l])
+        _f(yi, p, u, hold, r)
+        for i in range(N):
+            for l in range(W):
+                K[s, i, l] = r[i, l] + ci[i, l]
+        _solve(lu, ok, wd, piv, K[s], save)
+    for i in range(N):
+        for l in range(W):
+            yi[i, l] += K[6, i, l]
+
+
+@njit(**OPTS)
+def _initial_step(y, f, atol, rtol, span, l):
+    """Hairer's starting-step heuristic for lane ``l``, capped by the segment's length."""
+    d0 = 0.0
+    d1 = 0.0
+    for i in range(N):
+        sc = atol[i, l] + rtol * abs(y[i, l])
+        d0 += (y[i, l] / sc) ** 2
+        d1 += (f[i, l] / sc) ** 2
+    d0 = math.sqrt(d0 / N)
+    d1 = math.sqrt(d1 / N)
+    h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / max(d1, 1e-300)
+    return min(h0, span)
+
+
+@njit(**OPTS)
+def _run_slice(lo, hi, Y, H, P, U, ATOL, hold, t0, stops, n_stops, scols, out, rtol, max_steps, status, nsteps):
+    """Advance patients lo..hi-1 from t0 to the segment's end (stops[n_stops - 1]), W at a time, each with its own
+    steps; output times inside a step are read off RODAS4's dense output."""
+    t1 = stops[n_stops - 1]
+    y = np.zeros((N, W))
+    p = np.zeros((M, W))
+    u = np.zeros((N, W))
+    atol = np.ones((N, W))
+    K = np.zeros((7, N, W))
+    yi = np.zeros((N, W))
+    r = np.zeros((N, W))
+    ci = np.zeros((N, W))
+    d2 = np.zeros(N)
+    d3 = np.zeros(N)
+    dsh = np.zeros((N, W))
+    jv = np.zeros((max(NNZ, 1), W))
+    lu = np.zeros((NSLOTS, W))
+    cm = np.zeros((NSLOTS, W))
+    ok = np.ones(W, dtype=np.bool_)
+    wd = np.zeros((W, N, N))
+    piv = np.zeros((W, N), dtype=np.int64)
+    save = np.zeros((N, W))
+    h = np.ones(W)
+    h_try = np.ones(W)
+    t = np.zeros(W)
+    k = np.zeros(W, dtype=np.int64)
+    steps = np.zeros(W, dtype=np.int64)
+    pid = np.full(W, -1, dtype=np.int64)
+    need_h0 = np.zeros(W, dtype=np.bool_)
+    for l in range(W):  # lanes left idle compute on a real patient's numbers (finite, discarded)
+        for i in range(N):
+            y[i, l] = Y[lo, i]
+            atol[i, l] = ATOL[lo, i]
+        for j in range(M):
+            p[j, l] = P[lo, j]
+    nxt = lo
+    while True:
+        # fill idle lanes with the slice's next patients still running (failed patients are skipped)
+        fresh = False
+        for l in range(W):
+            if pid[l] < 0:
+                while nxt < hi and status[nxt] != OK:
+                    nxt += 1
+                if nxt < hi:
+                    b = nxt
+                    nxt += 1
+                    pid[l] = b
+                    for i in range(N):
+                        y[i, l] = Y[b, i]
+                        u[i, l] = U[b, i]
+                        atol[i, l] = ATOL[b, i]
+                    for j in range(M):
+                        p[j, l] = P[b, j]
+                    t[l] = t0
+                    k[l] = 0
+                    steps[l] = 0
+                    h[l] = H[b]
+                    need_h0[l] = not (H[b] > 0.0)
+                    fresh = fresh or need_h0[l]
+        running = False
+        for l in range(W):
+            if pid[l] >= 0:
+                running = True
+        if not running:
+            return
+        if fresh:
+            _f(y, p, u, hold, r)
+            for l in range(W):
+                if pid[l] >= 0 and need_h0[l]:
+                    h[l] = _initial_step(y, r, atol, rtol, t1 - t0, l)
+                    need_h0[l] = False
+        for l in range(W):
+            h_try[l] = min(h[l], t1 - t[l]) if pid[l] >= 0 else 1.0
+        _rodas4(y, p, u, hold, h_try, K, yi, r, ci, dsh, jv, lu, cm, ok, wd, piv, save)
+        for l in range(W):
+            if pid[l] < 0:
+                continue
+            b = pid[l]
+            steps[l] += 1
+            ss = 0.0
+            for i in range(N):
+                sc = max(abs(y[i, l]), abs(yi[i, l])) * rtol + atol[i, l]
+                e = K[6, i, l] / sc
+                ss += e * e
+            err = math.sqrt(ss / N)
+            if not math.isfinite(err):
+                err = math.inf
+            accept = err <= 1.0
+            fac = min(max(SAFETY * max(err, 1e-10) ** (-ORDER_EXP), FAC_MIN), FAC_MAX)
+            if not accept:
+                fac = min(fac, 1.0)
+            if accept and h_try[l] < h[l]:
+                h[l] = max(h[l], h_try[l] * fac)
+            else:
+                h[l] = h_try[l] * fac
+            if not accept:
+                if t[l] + h[l] == t[l] or steps[l] >= max_steps:
+                    status[b] = STEP_UNDERFLOW if t[l] + h[l] == t[l] else MAX_STEPS
+                    nsteps[b] += steps[l]
+                    H[b] = h[l]
+                    for i in range(N):
+                        Y[b, i] = y[i, l]
+                    pid[l] = -1
+                continue
+            landed = h_try[l] >= t1 - t[l]
+            t_new = t1 if landed else t[l] + h_try[l]
+            if k[l] < n_stops - 1 and stops[k[l]] <= t_new:
+                for i in range(N):  # D2, D3 of the dense output, summed as _rodas4.dense_terms
+                    a2 = HD[2, 1] * K[1, i, l]
+                    a3 = HD[3, 1] * K[1, i, l]
+                    for j in range(2, 6):
+                        a2 = a2 + HD[2, j] * K[j, i, l]
+                        a3 = a3 + HD[3, j] * K[j, i, l]
+                    d2[i] = a2
+                    d3[i] = a3
+                while k[l] < n_stops - 1 and stops[k[l]] <= t_new:
+                    theta = min((stops[k[l]] - t[l]) / h_try[l], 1.0)
+                    one = 1.0 - theta
+                    for c in range(scols.shape[1]):
+                        col = scols[k[l], c]
+                        if col < 0:
+                            break
+                        for i in range(N):
+                            out[b, col, i] = (((d3[i] * theta + d2[i]) * one + yi[i, l]) * theta) + y[i, l] * one
+                    k[l] += 1
+            t[l] = t_new
+            for i in range(N):
+                y[i, l] = yi[i, l]
+            if landed:
+                for c in range(scols.shape[1]):
+                    col = scols[n_stops - 1, c]
+                    if col < 0:
+                        break
+                    for i in range(N):
+                        out[b, col, i] = y[i, l]
+                for i in range(N):
+                    Y[b, i] = y[i, l]
+                H[b] = h[l]
+                nsteps[b] += steps[l]
+                pid[l] = -1
+            elif steps[l] >= max_steps:
+                status[b] = MAX_STEPS
+                nsteps[b] += steps[l]
+                for i in range(N):
+                    Y[b, i] = y[i, l]
+                pid[l] = -1
+
+
+@njit(parallel=True, **OPTS)
+def integrate_segment(Y, H, P, U, ATOL, hold, t0, stops, scols, out, rtol, max_steps, status, nsteps, slice_len):
+    """Advance every patient from t0 through ``stops`` (the segment's output times, then its end), writing the
+    output columns ``scols[s]`` of each stop into ``out`` (patients, times, states); Y and H (the next step) are
+    updated in place. Patients go in slices of ``slice_len`` across threads; a patient's numbers do not depend on
+    the slice."""
+    B = Y.shape[0]
+    n_slices = (B + slice_len - 1) // slice_len
+    n_stops = stops.shape[0]
+    for s in prange(n_slices):
+        _run_slice(s * slice_len, min(B, (s + 1) * slice_len), Y, H, P, U, ATOL, hold, t0, stops, n_stops, scols,
+                   out, rtol, max_steps, status, nsteps)
+
+
+@njit(**OPTS)
+def _wnorm(f, x, atol, l):
+    m = 0.0
+    for i in range(N):
+        v = abs(f[i, l]) / (abs(x[i, l]) + atol[i, l])
+        if v > m or not math.isfinite(v):
+            m = v
+    return m
+
+
+@njit(**OPTS)
+def _steady_group(b0, nb, X, P, ATOL, hold, h0, tol, max_iter, status, iters):
+    """The steady state of the untreated model for patients b0..b0+nb-1 (nb <= W), by pseudo-transient
+    continuation (Kelley & Keyes 1998): x += (I/h - J)^-1 f(x), h growing as the residual falls (switched evolution
+    relaxation), which is Newton's method once h is large. Held states stay at their values. Lanes are frozen
+    once their patient has converged, so a patient's result does not depend on its group."""
+    x = np.zeros((N, W))
+    xn = np.zeros((N, W))
+    p = np.zeros((M, W))
+    u = np.zeros((N, W))
+    atol = np.ones((N, W))
+    f = np.zeros((N, W))
+    fn = np.zeros((N, W))
+    dx = np.zeros((N, W))
+    dsh = np.zeros((N, W))
+    jv = np.zeros((max(NNZ, 1), W))
+    lu = np.zeros((NSLOTS, W))
+    cm = np.zeros((NSLOTS, W))
+    ok = np.ones(W, dtype=np.bool_)
+    wd = np.zeros((W, N, N))
+    piv = np.zeros((W, N), dtype=np.int64)
+    save = np.zeros((N, W))
+    h = np.full(W, h0)
+    res = np.zeros(W)
+    done = np.zeros(W, dtype=np.bool_)
+    for l in range(W):
+        b = b0 + min(l, nb - 1)  # spare lanes repeat the last patient (finite arithmetic), and are done
+        for i in range(N):
+            x[i, l] = X[b, i]
+            atol[i, l] = ATOL[b, i]
+        for j in range(M):
+            p[j, l] = P[b, j]
+        done[l] = l >= nb
+    _f(x, p, u, hold, f)
+    for l in range(W):
+        res[l] = _wnorm(f, x, atol, l)
+    for it in range(max_iter):
+        alive = False
+        for l in range(W):
+            if not done[l]:
+                alive = True
+        if not alive:
+            break
+        for l in range(W):
+            inv = 1.0 / h[l]
+            for i in range(N):
+                dsh[i, l] = inv
+                dx[i, l] = f[i, l]
+        _factor(x, p, hold, dsh, jv, lu, cm, ok, wd, piv)
+        _solve(lu, ok, wd, piv, dx, save)
+        for i in range(N):
+            for l in range(W):
+                xn[i, l] = x[i, l] + dx[i, l] if not done[l] else x[i, l]
+        _f(xn, p, u, hold, fn)
+        for l in range(W):
+            if done[l]:
+                continue
+            b = b0 + l
+            bad = False
+            step = 0.0
+            for i in range(N):
+                v = xn[i, l]
+                if not math.isfinite(v) or v < -atol[i, l]:
+                    bad = True
+                s = abs(dx[i, l]) / (abs(v) + atol[i, l])
+                if s > step:
+                    step = s
+            rn = _wnorm(fn, xn, atol, l)
+            if bad or not math.isfinite(rn):
+                h[l] *= 0.25  # overshoot: a smaller pseudo-time step
+                if h[l] < 1e-8 * h0:
+                    done[l] = True
+                    status[b] = SS_NO_CONVERGENCE
+                continue
+            for i in range(N):
+                x[i, l] = xn[i, l]
+                f[i, l] = fn[i, l]
+            iters[b] = it + 1
+            if h[l] >= 1e12 and step <= tol:
+                done[l] = True
+                status[b] = SS_STABLE
+                continue
+            growth = res[l] / rn if rn > 0.0 else 1e4
+            h[l] = min(h[l] * min(max(growth, 0.2), 1e4), 1e14)
+            if rn == 0.0:
+                h[l] = 1e14
+            res[l] = rn
+    for l in range(nb):
+        b = b0 + l
+        if not done[l]:
+            status[b] = SS_NO_CONVERGENCE
+        for i in range(N):
+            X[b, i] = x[i, l]
+    # stability: W = -J on the free states (identity rows for held ones) an H-matrix with a positive diagonal is
+    # positive stable, so J is stable (Varga); otherwise the caller checks J's eigenvalues
+    for l in range(W):
+        for i in range(N):
+            dsh[i, l] = 1.0 if hold[i] else 0.0
+    _factor(x, p, hold, dsh, jv, lu, cm, ok, wd, piv)
+    for l in range(nb):
+        b = b0 + l
+        if status[b] != SS_STABLE:
+            continue
+        positive = ok[l]
+        for i in range(N):
+            if not hold[i]:
+                wii = 0.0
+                for k in range(NNZ):
+                    if JROW[k] == i and JCOL[k] == i:
+                        wii = -jv[k, l]
+                if not wii > 0.0:
+                    positive = False
+        if not positive:
+            status[b] = SS_CHECK_EIGENVALUES
+
+
+@njit(parallel=True, **OPTS)
+def steady_states(X, P, ATOL, hold, h0, tol, max_iter, status, iters):
+    """The untreated steady state of every patient (rows of X, updated in place), W patients at a time."""
+    B = X.shape[0]
+    groups = (B + W - 1) // W
+    for g in prange(groups):
+        _steady_group(g * W, min(W, B - g * W), X, P, ATOL, hold, h0, tol, max_iter, status, iters)

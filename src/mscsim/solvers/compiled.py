@@ -1,0 +1,315 @@
+"""The compiled engine: RODAS4 per patient in machine code (Numba), generated from the compiled model.
+
+For one :class:`~mscsim.model.compile.CompiledModel`, a Python module is generated and compiled with Numba: the
+model's own ``rhs_w``/``jac_w`` (scalar code from the same SymPy expressions as the NumPy and JAX paths), the
+sparse elimination plan of its W matrix unrolled into straight-line code (``factor_w``, ``solve_w``, from
+:class:`~mscsim.solvers._linalg.SparsePattern`), and the model-independent RODAS4 and steady-state loops of
+``_kernel_template.py``. The module file and Numba's machine-code cache live in the model's on-disk cache entry
+(:mod:`mscsim.model.cache`), so only the first process to use a composition pays for compilation.
+
+Patients run ``LANES`` side by side (each with its own step, accepted or rejected on its own; a lane whose patient
+has finished takes the next), so the compiler can use SIMD across patients; slices of patients run on Numba's
+threads (``prange``). Every patient's arithmetic is its own, element by element, with IEEE semantics (no
+fast-math), so results are bit-identical whatever the chunking, slicing, lane or thread count (tested).
+
+A patient whose solve fails (too many steps, a step too small to advance time) is reported by index with the
+reason, and the other patients' results are kept (:class:`SolveFailure`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+from ..errors import MscsimError
+from ..model.cache import entry_dir, write_file_atomically
+from ..model.compile import CompiledModel
+from . import _rodas4 as tab
+from ._driver import run_segments
+from ._linalg import H_MARGIN, SparsePattern
+from .problem import Problem
+
+LANES = int(os.environ.get("MSCSIM_LANES", "4"))
+UNROLL = os.environ.get("MSCSIM_UNROLL", "0") == "1"  # patients side by side: the width of a SIMD register of doubles
+KERNEL_FORMAT = "mscsim-kernels-1"  # bump when the template or the generated kernels change shape
+STATUS = {0: "ok", 1: "too many steps (the model may be unstable for this patient's parameters)",
+          2: "step size too small to advance time (a singularity or a non-finite value)"}
+SS_STATUS = {0: "stable steady state", 1: "no steady state found by pseudo-transient continuation",
+             2: "steady state found but not proven stable", 3: "non-finite values"}
+
+
+class SolveFailure(MscsimError):
+    """Some patients' solves failed; ``status`` (per patient, 0 = ok) says which and why (``STATUS``); the other
+    patients' results are in ``states`` (failed patients' rows are NaN after the failure)."""
+
+    def __init__(self, status: np.ndarray, states: np.ndarray, first_patient: int = 0):
+        self.status = status
+        self.states = states
+        failed = np.nonzero(status)[0]
+        shown = ", ".join(f"patient {first_patient + i}: {STATUS.get(int(status[i]), status[i])}" for i in failed[:5])
+        more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+        super().__init__(f"the solver failed for {len(failed)} of {len(status)} patients: {shown}{more}")
+
+
+def solve_compiled(problem: Problem, *, rtol: float = 1e-8, atol_factor: float = 1e-13, max_steps: int = 200_000,
+                   hold: np.ndarray | None = None, failures: str = "raise") -> np.ndarray:
+    """Integrate all patients with the compiled engine; returns states at ``t_eval``, (patients, times, states).
+
+    ``hold`` (bool per state) holds those states at their start values. ``max_steps`` caps the attempted steps of
+    a patient in one segment. When some patients fail: ``failures="raise"`` raises :class:`SolveFailure` (which
+    carries the others' results), ``"nan"`` returns with the failed patients' rows NaN from the failure on.
+    """
+    model = problem.model
+    kern = kernels(model)
+    B, n = problem.n_patients, model.n_states
+    t_eval = np.asarray(problem.t_eval, dtype=float)
+    atol = np.ascontiguousarray(problem.atol(atol_factor))
+    P = np.ascontiguousarray(problem.params, dtype=float)
+    hold = np.zeros(n, dtype=np.bool_) if hold is None else np.asarray(hold, dtype=np.bool_)
+    status = np.zeros(B, dtype=np.int64)
+    nsteps = np.zeros(B, dtype=np.int64)
+    slice_len = _slice_len(B)
+
+    def integrate(y, h_prev, seg, u, stops, out):
+        y = np.ascontiguousarray(y, dtype=float)
+        H = np.where(np.isnan(h_prev), 0.0, h_prev).astype(float)
+        U = np.ascontiguousarray(np.broadcast_to(u, (B, n)), dtype=float)
+        kern.integrate_segment(y, H, P, U, atol, hold, float(seg.t0), np.ascontiguousarray(stops, dtype=float),
+                               _stop_columns(t_eval, seg.out_idx, stops), out, float(rtol), int(max_steps), status,
+                               nsteps, slice_len)
+        return y, H
+
+    out = run_segments(problem, integrate)
+    if status.any():
+        out[status != 0] = np.nan
+        if failures == "raise":
+            raise SolveFailure(status, out)
+    solve_compiled.last_status, solve_compiled.last_steps = status, nsteps
+    return out
+
+
+def _slice_len(B: int) -> int:
+    """Patients per slice: enough slices for every thread to have several (load balance), each a few lanes deep.
+    Any value gives the same numbers."""
+    import numba
+
+    threads = max(1, numba.get_num_threads())
+    return int(max(LANES, min(256, -(-B // (4 * threads)))))
+
+
+def _stop_columns(t_eval: np.ndarray, out_idx: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """For each stop, the output columns recorded there (a time asked for twice has two), -1 padded."""
+    cols = [out_idx[t_eval[out_idx] == s] for s in stops]
+    width = max(1, max((len(c) for c in cols), default=1))
+    table = np.full((len(stops), width), -1, dtype=np.int64)
+    for s, c in enumerate(cols):
+        table[s, :len(c)] = c
+    return table
+
+
+@dataclass(frozen=True)
+class SteadyState:
+    """Each patient's untreated steady state (``x``, patients x states), its status (``SS_STATUS``; 0 = a stable
+    steady state) and the pseudo-transient iterations it took."""
+
+    x: np.ndarray
+    status: np.ndarray
+    iterations: np.ndarray
+
+
+def steady_state(model: CompiledModel, params: np.ndarray, x0: np.ndarray, atol: np.ndarray, hold: np.ndarray, *,
+                 tol: float = 1e-10, max_iter: int = 400, h0: float = 1.0) -> SteadyState:
+    """Solve f(x) = 0 for every patient from ``x0`` with held states fixed (cells at 0), by pseudo-transient
+    continuation with the analytic Jacobian, then check stability: W = -J an H-matrix with a positive diagonal
+    proves it; otherwise the eigenvalues of the free block of J are computed (LAPACK) and must have negative real
+    parts. ``h0`` (hours) is the first pseudo-time step."""
+    kern = kernels(model)
+    X = np.array(x0, dtype=float, order="C")
+    P = np.ascontiguousarray(params, dtype=float)
+    status = np.zeros(X.shape[0], dtype=np.int64)
+    iters = np.zeros(X.shape[0], dtype=np.int64)
+    hold = np.asarray(hold, dtype=np.bool_)
+    kern.steady_states(X, P, np.ascontiguousarray(atol, dtype=float), hold, float(h0), float(tol), int(max_iter),
+                       status, iters)
+    check = np.nonzero(status == 2)[0]
+    if check.size:
+        free = ~hold
+        J = model.jac(X[check], P[check])[:, free][:, :, free]
+        stable = np.linalg.eigvals(J).real.max(axis=1) < 0.0
+        status[check[stable]] = 0
+    bad = ~np.all(np.isfinite(X), axis=1)
+    status[bad] = 3
+    return SteadyState(X, status, iters)
+
+
+# --- the generated module ----------------------------------------------------------------------------------------
+
+_LOADED: dict[str, ModuleType] = {}
+
+
+def kernels(model: CompiledModel) -> ModuleType:
+    """The compiled engine's module for a model: generated, written to the model's cache entry and imported once
+    per process (Numba then compiles it, or loads its machine code from the cache beside it)."""
+    source = kernel_source(model)
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    if digest in _LOADED:
+        return _LOADED[digest]
+    name = f"mscsim_kernels_{digest}"
+    where = entry_dir(model.key)
+    path = None if where is None else where / f"{name}.py"
+    if path is None or not (path.exists() and path.read_text(encoding="utf-8") == source):
+        if path is None or not write_file_atomically(path, source):
+            # no writable cache: a private folder for this process (Numba still caches beside it, for nothing)
+            path = Path(tempfile.mkdtemp(prefix="mscsim-kernels-")) / f"{name}.py"
+            path.write_text(source, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    _LOADED[digest] = module
+    return module
+
+
+def kernel_source(model: CompiledModel, lanes: int | None = None) -> str:
+    """The whole module for one model: constants, the model's functions, the unrolled W elimination, the
+    template's loops."""
+    lanes = LANES if lanes is None else lanes
+    n = model.n_states
+    pattern = SparsePattern(n, model.jac_rows, model.jac_cols)
+    template = (Path(__file__).with_name("_kernel_template.py")).read_text(encoding="utf-8")
+    body = template.split('"""', 2)[2]  # the template's code, after its docstring
+    A = np.zeros((6, 6))
+    C = np.zeros((7, 7))
+    HD = np.zeros((4, 6))
+    for (i, j), v in tab.A.items():
+        A[i, j] = v
+    for (i, j), v in tab.C.items():
+        C[i, j] = v
+    for (i, j), v in tab.H.items():
+        HD[i, j] = v
+
+    def arr(a, dtype):
+        return f"np.array({np.asarray(a).tolist()!r}, dtype=np.{dtype})"
+
+    header = [
+        f'"""Generated by mscsim ({KERNEL_FORMAT}) for model {model.key[:16]}: do not edit."""',
+        "import math", "import numpy as np", "from numba import njit, prange",
+        "OPTS = dict(cache=True, nogil=True, error_model='numpy', boundscheck=False)",
+        f"N = {n}", f"M = {len(model.param_names)}", f"NNZ = {len(model.jac_rows)}", f"NSLOTS = {pattern.n_slots}",
+        f"W = {lanes}",
+        f"JROW = {arr(model.jac_rows if len(model.jac_rows) else [0], 'int64')}",
+        f"JCOL = {arr(model.jac_cols if len(model.jac_cols) else [0], 'int64')}",
+        f"GAMMA = {tab.GAMMA!r}", f"ORDER_EMBEDDED = {tab.ORDER_EMBEDDED}",
+        f"A = {arr(A, 'float64')}", f"C = {arr(C, 'float64')}", f"HD = {arr(HD, 'float64')}",
+    ]
+    model_src = model.scalar_source.replace("def rhs_w", "@njit(**OPTS)\ndef rhs_w").replace(
+        "def jac_w", "@njit(**OPTS)\ndef jac_w")
+    elim = _elimination_tables(pattern, lanes)
+    return "\n".join(header) + "\n\n\n" + model_src + "\n\n" + elim + "\n" + body
+
+
+def _elimination_tables(pattern: SparsePattern, lanes: int) -> str:
+    """``factor_w`` and ``solve_w`` as loops over the pattern's plan held in constant tables, each plan step written
+    out for the ``lanes`` patients side by side with every load before the stores, so the compiler can use one SIMD
+    operation per step (it cannot prove that a loop over lanes of one row does not alias another). Measured on the
+    tissue model, this is faster than the plan unrolled into straight-line code, which also took minutes of LLVM
+    time to compile."""
+    entry = {int(s): k for k, s in enumerate(pattern.entry_slots)}
+    diag_of = {int(s): i for i, s in enumerate(pattern.diag_slots)}
+    init = np.array([[entry.get(s, -1), diag_of.get(s, -1)] for s in range(pattern.n_slots)], dtype=np.int64)
+    div = [(a, b) for a, b, c in pattern.factor_ops if c is None]
+    # the plan as runs: each pivot's divisions, then its updates (the plan's own order within each kind)
+    ops = np.array([(a, b, -1 if c is None else c) for a, b, c in pattern.factor_ops] or [(0, 0, -2)], dtype=np.int64)
+    lower = np.array([(i, k, s) for i, k, s in pattern.lower] or [(0, 0, -1)], dtype=np.int64)
+    back = np.array([(-1 if i is None else i, j, s) for i, j, s in pattern.backward] or [(0, 0, -1)], dtype=np.int64)
+    del div
+    L = range(lanes)
+
+    def arr(a):
+        return f"np.array({a.tolist()!r}, dtype=np.int64)"
+
+    def lanes_of(template, indent):
+        """One statement per lane, loads first: ``template`` gives (loads, stores) for lane l."""
+        loads, stores = [], []
+        for l in L:
+            ld, st = template(l)
+            loads += ld
+            stores += st
+        return "\n".join(indent + x for x in loads + stores)
+
+    pad = " " * 12
+    upd = lanes_of(lambda l: ([f"a{l} = lu[a, {l}]", f"b{l} = lu[b, {l}]", f"c{l} = lu[c, {l}]",
+                               f"m{l} = cm[a, {l}]", f"n{l} = cm[b, {l}]", f"o{l} = cm[c, {l}]"],
+                              [f"lu[a, {l}] = a{l} - b{l} * c{l}", f"cm[a, {l}] = m{l} - n{l} * o{l}"]), pad)
+    dvd = lanes_of(lambda l: ([f"a{l} = lu[a, {l}]", f"b{l} = lu[b, {l}]", f"m{l} = cm[a, {l}]", f"n{l} = cm[b, {l}]"],
+                              [f"lu[a, {l}] = a{l} / b{l}", f"cm[a, {l}] = m{l} / n{l}"]), pad)
+    sub = lanes_of(lambda l: ([f"x{l} = b[i, {l}]", f"y{l} = lu[s, {l}]", f"z{l} = b[k, {l}]"],
+                              [f"b[i, {l}] = x{l} - y{l} * z{l}"]), pad)
+    bdiv = lanes_of(lambda l: ([f"x{l} = b[j, {l}]", f"y{l} = lu[s, {l}]"], [f"b[j, {l}] = x{l} / y{l}"]), pad)
+    bsub = lanes_of(lambda l: ([f"x{l} = b[i, {l}]", f"y{l} = lu[s, {l}]", f"z{l} = b[j, {l}]"],
+                               [f"b[i, {l}] = x{l} - y{l} * z{l}"]), pad)
+    return f"""INIT = {arr(init)}
+OPS = {arr(ops)}
+LOWER = {arr(lower)}
+BACK = {arr(back)}
+DIAG = {arr(np.asarray(pattern.diag_slots, dtype=np.int64))}
+
+
+@njit(**OPTS)
+def factor_w(jv, dsh, lu, cm, ok):
+    for s in range(NSLOTS):
+        e = INIT[s, 0]
+        d = INIT[s, 1]
+        for l in range(W):
+            v = -jv[e, l] if e >= 0 else 0.0
+            if d >= 0:
+                v = v + dsh[d, l] if e >= 0 else dsh[d, l]
+            lu[s, l] = v
+            cm[s, l] = abs(v) if d >= 0 else -abs(v)
+    dg = np.empty((N, W))
+    for i in range(N):
+        for l in range(W):
+            dg[i, l] = cm[DIAG[i], l]
+    for q in range(OPS.shape[0]):
+        a = OPS[q, 0]
+        b = OPS[q, 1]
+        c = OPS[q, 2]
+        if c >= 0:
+{upd}
+        elif c == -1:
+{dvd}
+    for l in range(W):
+        good = True
+        for i in range(N):
+            if not cm[DIAG[i], l] > {H_MARGIN!r} * dg[i, l]:
+                good = False
+        ok[l] = good
+
+
+@njit(**OPTS)
+def solve_w(lu, b):
+    for q in range(LOWER.shape[0]):
+        i = LOWER[q, 0]
+        k = LOWER[q, 1]
+        s = LOWER[q, 2]
+        if s >= 0:
+{sub}
+    for q in range(BACK.shape[0]):
+        i = BACK[q, 0]
+        j = BACK[q, 1]
+        s = BACK[q, 2]
+        if s < 0:
+            continue
+        if i < 0:
+{bdiv}
+        else:
+{bsub}
+"""
