@@ -110,6 +110,9 @@ def _citations(args) -> int:
 
 
 def _export_sbml(args) -> int:
+    from ._optional import require
+
+    require("libsbml", "sbml", "SBML export")
     from .io.sbml import export_sbml, sources
     from .io.scenario import load_scenario
     from .simulation import resolve_setup
