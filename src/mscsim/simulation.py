@@ -331,16 +331,35 @@ def untreated(problem: Problem) -> Problem:
                    infusions=tuple(replace(i, rate=np.zeros_like(i.rate)) for i in problem.infusions))
 
 
-def simulate_chunk(setup: Setup, start: int, count: int, covariates: pd.DataFrame | None = None) -> xr.Dataset:
+def simulate_chunk(setup: Setup, start: int, count: int, covariates: pd.DataFrame | None = None, *,
+                   stage=None) -> xr.Dataset:
     """Patients start..start+count-1 of a resolved scenario as labelled results (the unit of work a chunked
     or distributed runner hands out; a patient's numbers do not depend on the chunk it is in). ``covariates``
-    gives each patient their own covariates (see ``Setup.problem``)."""
+    gives each patient their own covariates (see ``Setup.problem``). ``stage(text)``, when given, is told as
+    each step starts (burn-in, treated course, untreated comparator): progress for long single runs."""
+    say = stage or (lambda text: None)
+    sc = setup.scenario
+    if setup.has_tissue:
+        say(f"untreated disease to its chronic state ({BURN_IN_DAYS:g} d burn-in)")
     prob = setup.problem(start, count, covariates)
+    doses = len(sc.regimen.times_days)
+    say(f"treated course ({sc.duration_days:g} d, {doses} dose{'s' if doses > 1 else ''})")
     states = solve(setup, prob)
-    ds = to_dataset(setup, output_times(setup.scenario), states, prob.administered(), first_patient=start,
-                    doses=setup.patient_doses(count, covariates))
+    untreated_states = None
     if setup.has_tissue:  # the same patients untreated, from the same baseline: what the treatment changed
+        say(f"untreated comparator ({sc.duration_days:g} d)")
         untreated_states = solve(setup, untreated(prob))
+    return label_chunk(setup, prob, states, untreated_states, start=start,
+                       doses=setup.patient_doses(count, covariates))
+
+
+def label_chunk(setup: Setup, prob: Problem, states: np.ndarray, untreated_states: np.ndarray | None, *,
+                start: int = 0, doses: np.ndarray | None = None) -> xr.Dataset:
+    """Solved states of a chunk (and, for a disease, of the same patients untreated) as labelled results with
+    the disease's endpoints."""
+    ds = to_dataset(setup, np.asarray(prob.t_eval, dtype=float), states, prob.administered(), first_patient=start,
+                    doses=doses)
+    if untreated_states is not None:
         for k, name in enumerate(setup.model.state_names):
             if not setup.model.cell_mask[k]:
                 attrs = dict(ds[name].attrs, long_name=f"{ds[name].attrs.get('long_name', name)} (untreated)")
@@ -349,14 +368,15 @@ def simulate_chunk(setup: Setup, start: int, count: int, covariates: pd.DataFram
     return ds
 
 
-def simulate(scenario: Scenario, *, progress=None) -> xr.Dataset:
-    """Simulate every patient of the scenario (in chunks) and return labelled results."""
+def simulate(scenario: Scenario, *, progress=None, stage=None) -> xr.Dataset:
+    """Simulate every patient of the scenario (in chunks) and return labelled results. ``progress(done, total)``
+    is called after each chunk; ``stage(text)`` as each step of a chunk starts."""
     setup = resolve_setup(scenario)
     n = scenario.population.size
     chunk = scenario.solver.chunk_size
     parts = []
     for start in range(0, n, chunk):
-        parts.append(simulate_chunk(setup, start, min(chunk, n - start)))
+        parts.append(simulate_chunk(setup, start, min(chunk, n - start), stage=stage))
         if progress is not None:
             progress(min(start + chunk, n), n)
     if len(parts) == 1:
