@@ -207,7 +207,7 @@ def _trial(args) -> int:
     where = f"on {args.scheduler}" if args.scheduler else f"with {args.workers} worker(s)"
     print(f"{design.name}: {design.n_patients} patients in {len(design.arms)} arm(s), {where}", file=sys.stderr)
     run = trial(path, args.out, workers=args.workers, scheduler=args.scheduler, chunk_size=args.chunk_size,
-                progress=_progress("chunks"))
+                progress=True)
     print(trial_summary(run))
     print(f"wrote {run.out}/ (report.html, endpoints.parquet, patients.parquet, arm_summary.csv, forest.png, "
           f"timecourse.png, ...)")
@@ -226,10 +226,10 @@ def trial_summary(run) -> str:
     lab = {a.name: a.label or a.name for a in design.arms}
     ep = display(design.primary.endpoint)
     units = f" ({ep.units})" if ep.units else ""
-    sizes = ", ".join(f"{lab[a.name]} {a.n}" for a in design.arms)
+    sizes = ", ".join(f"{lab[a.name]}: {a.n} patients" for a in design.arms)
     lines = [design.title,
              f"primary endpoint: {ep.label}{units} at day {design.primary.visit_day:g}, change from baseline",
-             f"this virtual trial ({sizes} patients), difference against control:"]
+             f"this one virtual trial ({sizes}), difference against control:"]
     for _, r in run.primary().iterrows():
         lines.append(f"  {lab.get(r['arm'], r['arm'])} vs {lab.get(r['control'], r['control'])}: {r['estimate']:.3g} "
                      f"(95% CI {r['ci_low']:.3g} to {r['ci_high']:.3g}), p = {r['p_value']:.3g} ({r['test']})")

@@ -30,9 +30,12 @@ class Progress:
 
     def count(self, done: int, total: int) -> None:
         self._finish_stage()
-        if total > 1:
-            end = "\n" if done >= total else ""
-            self._write(f"\r{self.label or 'patients'}: {done}/{total}", end=end)
+        if total <= 1:
+            return
+        if self._live:
+            self._write(f"\r{self.label or 'patients'}: {done}/{total}", end="\n" if done >= total else "")
+        elif done >= total or done % max(1, total // 20) == 0:  # a log file gets a line every 5 %
+            self._write(f"{self.label or 'patients'}: {done}/{total}")
 
     def stage(self, text: str) -> None:
         self._finish_stage()

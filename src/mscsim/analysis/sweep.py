@@ -64,6 +64,8 @@ class Vary:
                     raise InputError("--vary", text, "a log range of positive values, e.g. 1e6:1e9:log:9")
                 return cls(path, tuple(float(v) for v in np.geomspace(start, stop, num)), "log")
             return cls(path, tuple(float(v) for v in np.linspace(start, stop, num)), "linear")
+        if ":" in rhs and not rhs.strip().startswith("["):
+            raise InputError("--vary", text, f"a range START:STOP:log|lin:N (all four parts); {VARY_HELP}")
         try:
             values = yaml.safe_load(rhs) if rhs.strip().startswith("[") else \
                 [yaml.safe_load(v) for v in rhs.split(",")]
