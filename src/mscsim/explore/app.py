@@ -189,7 +189,7 @@ class Explorer:
         if self.filling:
             return
         try:
-            values = compute.form_from(self._load(new), int(self.w["n_per_arm"].value or 50))
+            values = compute.form_from(self._load(new), int(self.w["n_per_arm"].value or 20))
         except (MscsimError, ValueError) as exc:
             self.message.text = _message("error", f"Not run: {exc}")
             return

@@ -45,7 +45,7 @@ def _number(form: dict, key: str, label: str, allowed: str, *, integer: bool = F
 DEFAULT_PATIENTS = 8
 
 
-def form_from(sim: Simulation, n_per_arm: int = 50, patients: int | None = None) -> dict:
+def form_from(sim: Simulation, n_per_arm: int = 20, patients: int | None = None) -> dict:
     """The form's values for a scenario (what the page shows when a preset is picked)."""
     sc = sim.scenario
     d = sc.regimen.dose
@@ -53,7 +53,7 @@ def form_from(sim: Simulation, n_per_arm: int = 50, patients: int | None = None)
                                                if d.cells_per_kg is not None else d.particles)
     return {"preset": sim.origin, "source": sc.product.source, "donor": sc.product.donor,
             "viability": f"{100 * sc.product.viability:g}", "route": sc.regimen.route,
-            "guidance": sc.regimen.guidance or "", "dose": f"{dose:g}", "patients": str(patients or max(sc.population.size, DEFAULT_PATIENTS)),
+            "guidance": sc.regimen.guidance or "", "dose": f"{dose:.4g}".replace("e+0", "e").replace("e+", "e"), "patients": str(patients or max(sc.population.size, DEFAULT_PATIENTS)),
             "age": "" if sc.patient.age_years is None else f"{sc.patient.age_years:g}",
             "smoker": sc.patient.smoker, "vascular": sc.patient.vascular_disease,
             "kl": "" if sc.patient.kellgren_lawrence is None else str(sc.patient.kellgren_lawrence),

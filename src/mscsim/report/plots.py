@@ -161,7 +161,9 @@ def cell_fate_figure(ds: xr.Dataset, path: str | Path | None = None) -> Figure:
     ax2.set_title("Fate of the administered cells" + (" (mean of patients)" if several else ""), fontsize=10,
                   loc="left")
     ax2.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    fig.suptitle(_title(ds), fontsize=11)
+    import textwrap
+
+    fig.suptitle(textwrap.fill(_title(ds), 120), fontsize=11)
     return _finish(fig, path)
 
 
@@ -180,7 +182,8 @@ def _paired(ax, ds: xr.Dataset, dims, t: np.ndarray, names: list[str], *, relati
         if unt is not None:
             _line_band(ax, t, unt / ref, colour=colour, ls="--", band=False)
         k += 1
-    ax.legend(fontsize=7.5, ncol=2, framealpha=0.85)
+    if k:
+        ax.legend(fontsize=7.5, ncol=2, framealpha=0.85)
     ax.grid(alpha=0.3, lw=0.5)
 
 
@@ -301,5 +304,7 @@ def tissue_response_figure(ds: xr.Dataset, path: str | Path | None = None) -> Fi
     for a in fig.axes[:3]:
         a.set_xlabel("days after first dose")
     note = "solid: treated, dashed: untreated" + (f"; {BAND_NOTE}" if several else "")
-    fig.suptitle(f"{_title(ds)}\n{note}", fontsize=11)
+    import textwrap
+
+    fig.suptitle(f"{textwrap.fill(_title(ds), int(40 * ncols))}\n{note}", fontsize=11)
     return _finish(fig, path)

@@ -74,7 +74,9 @@ def sweep_figure(result, path: str | Path | None = None):
                      fontsize=10, loc="left")
         ax.grid(alpha=0.3, which="both", lw=0.5)
         ax.legend(fontsize=8)
-    name = result.scenario.description.strip().split("\n")[0] or result.scenario.name
-    fig.suptitle(f"{result.scenario.name}: {xdisp.label} sweep" + (f"\n{name[:110]}" if name != result.scenario.name
-                                                                    else ""), fontsize=11)
+    import textwrap
+
+    width = int(62 * ncols)
+    title = textwrap.fill(f"{result.scenario.name}: {xdisp.label} sweep", width)
+    fig.suptitle(title, fontsize=11)
     return _finish(fig, path)
