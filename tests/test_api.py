@@ -170,3 +170,10 @@ def test_trial_returns_its_tables(tmp_path):
     assert set(run.summary["arm"]) == {a["name"] for a in small_design()["arms"]}
     assert len(run.patients) == 4 and not run.primary().empty and run.report.exists()
     assert "knee_oa_lee_2019" in repr(run)
+
+
+def test_the_lower_level_functions_take_a_preset_name_too():
+    """The issue's first friction: ``mscsim.simulate("knee_ia_5e7_blind")`` failed; a preset name now works."""
+    assert mscsim.load_scenario("knee_ia_5e7_blind").name == "knee_ia_5e7_blind"
+    ds = mscsim.simulate("mouse_iv_eggenhofer2012")
+    assert ds.attrs["title"].endswith("mouse_iv_eggenhofer2012") and ds.sizes["patient"] == 1

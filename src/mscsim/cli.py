@@ -222,7 +222,6 @@ def trial_summary(run) -> str:
     from .trials.report import comparison_table
 
     design = run.design
-    arms = {a.name: a for a in design.arms}
     lab = {a.name: a.label or a.name for a in design.arms}
     ep = display(design.primary.endpoint)
     units = f" ({ep.units})" if ep.units else ""

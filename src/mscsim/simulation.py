@@ -370,7 +370,12 @@ def label_chunk(setup: Setup, prob: Problem, states: np.ndarray, untreated_state
 
 def simulate(scenario: Scenario, *, progress=None, stage=None) -> xr.Dataset:
     """Simulate every patient of the scenario (in chunks) and return labelled results. ``progress(done, total)``
-    is called after each chunk; ``stage(text)`` as each step of a chunk starts."""
+    is called after each chunk; ``stage(text)`` as each step of a chunk starts. ``scenario`` may also be a
+    preset name or a scenario file's path."""
+    if not isinstance(scenario, Scenario):
+        from .api import load
+
+        scenario = load(scenario).scenario
     setup = resolve_setup(scenario)
     n = scenario.population.size
     chunk = scenario.solver.chunk_size

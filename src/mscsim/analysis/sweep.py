@@ -125,7 +125,7 @@ def scalar_output(ds: xr.Dataset, name: str) -> tuple[np.ndarray, np.ndarray | N
         if da.attrs.get("kind") == "response":
             codes = da.values.astype(int)
             unt = ds[f"{name}_untreated"].values.astype(int) if f"{name}_untreated" in ds else None
-            disp = Display(label=f"overall response (complete or partial)", kind="binary", better="higher")
+            disp = Display(label="overall response (complete or partial)", kind="binary", better="higher")
             return (codes <= 1).astype(float), None if unt is None else (unt <= 1).astype(float), disp, \
                 f"day {float(da.attrs.get('day', 0)):g}"
         return da.values.astype(float), None, display(name, da.attrs), ""
@@ -273,7 +273,7 @@ def simulate_points(setups: Sequence[Setup], *, progress=None) -> list[xr.Datase
     for members in groups.values():
         first = shared[members[0]]
         if first.has_tissue:
-            say(f"untreated disease to its chronic state, once per distinct patient")
+            say("untreated disease to its chronic state, once per distinct patient")
         problems = [shared[i].problem(0, shared[i].scenario.population.size) for i in members]
         merged, rows, index = merge_problems(problems)
         chunk = first.scenario.solver.chunk_size

@@ -21,7 +21,7 @@ import xarray as xr  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from ..analysis.bands import describe, spread_dims  # noqa: E402
-from ..display import UNTREATED, Display, category_names, display, scaled  # noqa: E402
+from ..display import UNTREATED, category_names, display, scaled  # noqa: E402
 from ..endpoints.evaluate import RESPONSE_CODES  # noqa: E402
 
 FORMATS = ("png", "svg", "pdf")
