@@ -287,6 +287,7 @@ def tissue_response_figure(ds: xr.Dataset, path: str | Path | None = None) -> Fi
     _paired(ax, ds, dims, t, _CYTOKINES, relative=True)
     ax.set_yscale("log")
     plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(plain)
     ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_ylabel("fold change from the first dose (x, log scale)")
