@@ -209,3 +209,22 @@ def test_html_report_rejects_missing_figure_and_bad_table(tmp_path):
     with pytest.raises(InputError, match="published"):
         write_html_report(tmp_path / "r.html", _meta(), _summary(), _comparisons(),
                           _published().drop(columns=["agrees"]), None, None, {})
+
+
+def test_html_report_with_interactive_plots_is_offline_readable_and_ordered(tmp_path, figures):
+    """Interactive (Bokeh) plots embed their JavaScript: scripts, but no external resource; hostile text stays
+    escaped; counts are whole numbers; the answer (primary endpoint, published) comes before the tables."""
+    from mscsim.report.interactive import trial_forest, trial_timecourse
+
+    live = {"over time": trial_timecourse(_summary(), _meta()),
+            "against control": trial_forest(_comparisons(), _published(), _meta())}
+    path = write_html_report(tmp_path / "r.html", _meta(), _summary(), _comparisons(), _published(), _safety(),
+                             _power(), figures, interactive=live)
+    text = path.read_text(encoding="utf-8")
+    assert "<script" in text and "&lt;script&gt;" in text and "<script>alert" not in text
+    assert not re.search(r"<script[^>]+src=", text) and "<link" not in text
+    assert "Bokeh" in text and text.count("<figure><img") == len(figures)
+    assert "<td>100</td>" in text and "<td>100.0</td>" not in text  # patients: 100, never '100.0'
+    order = [text.index(h) for h in ("<h2>Published vs simulated</h2>", "<h2>Interactive figures</h2>",
+                                     "<h2>Figures</h2>", "<h2>Summary by arm and visit</h2>")]
+    assert order == sorted(order)

@@ -1,7 +1,8 @@
 """mscsim: an open, mechanistic, cited simulator of mesenchymal stromal cell (MSC) therapy.
 
 scenario -> product, regimen, patients -> model -> solver -> labelled results. A research tool,
-never medical advice. The public API below is imported lazily, so the command line starts quickly.
+never medical advice. Start with ``mscsim.load("knee_oa_ia_5e7").run()`` (see ``mscsim.api``). The public API
+below is imported lazily, so the command line starts quickly.
 """
 
 from importlib import import_module
@@ -9,6 +10,9 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _API = {
+    "load": "api", "Simulation": "api", "presets": "api", "sweep": "api", "trial": "api", "load_trial": "api",
+    "TrialRun": "api", "logspace": "api", "scenario_fields": "api",
+    "Results": "results", "SweepResult": "analysis.sweep", "bands": "analysis.bands", "display": "display",
     "MscsimError": "errors", "InputError": "errors", "DataError": "errors", "ConservationError": "errors",
     "Scenario": "io.scenario", "load_scenario": "io.scenario", "scenario_from_dict": "io.scenario",
     "simulate": "simulation", "simulate_chunk": "simulation", "resolve_setup": "simulation",

@@ -1,4 +1,5 @@
-"""The mscsim command line: presets, simulate, citations, validate (and qc for cell lots)."""
+"""The mscsim command line: a thin layer over the public API (``mscsim.api``): presets, simulate, parameters,
+sweep, explore, citations, export-sbml, validate, coculture, trial (and qc for cell lots)."""
 
 from __future__ import annotations
 
@@ -15,85 +16,126 @@ DISCLAIMER = "mscsim is a research tool, never medical advice."
 
 def _progress(label: str):
     """A one-line progress indicator on stderr for long work."""
+    from .progress import Progress
 
-    def report(done: int, total: int) -> None:
-        if total > 1:
-            end = "\n" if done >= total else ""
-            print(f"\r{label}: {done}/{total}", end=end, file=sys.stderr, flush=True)
-
-    return report
+    return Progress(label).count
 
 
 def _presets(args) -> int:
-    import yaml
+    from .api import presets
 
-    from .analysis.validation import EXAMPLES
-
-    for path in sorted(EXAMPLES.glob("*.yaml")):
-        data = yaml.safe_load(path.read_text()) or {}
-        if "regimen" not in data:
-            continue  # lot records and other non-scenario examples
-        desc = " ".join(str(data.get("description", "")).split())
-        print(f"{path.stem:32s} {desc[:100]}")
-        print(f"{'':32s} file: {path}")
+    for _, r in presets().iterrows():
+        print(f"{r['name']:32s} {r['description'][:100]}")
+        print(f"{'':32s} file: {r['file']}")
     return 0
 
 
 def _simulate(args) -> int:
-    from .io.outputs import write_results
-    from .io.scenario import load_scenario
-    from .report.plots import cell_fate_figure, tissue_response_figure
-    from .simulation import simulate
+    from .api import load
+    from .display import fmt
+    from .results import endpoint_lines, viable_line
 
-    scenario = load_scenario(_scenario_path(args.scenario))
-    ds = simulate(scenario, progress=_progress("patients"))
-    extra = {"tissue_response.png": tissue_response_figure} if scenario.disease else {}
-    out = write_results(ds, args.out, scenario_path=str(args.scenario), figure=cell_fate_figure, figures=extra)
-    v = ds["viable_total"].median("patient")
-    adm = float(ds["administered"].max())
-    print(f"{scenario.name}: {ds.sizes['patient']} patient(s), {ds.sizes['time']} time points, "
-          f"{adm:.3g} cells administered")
-    end = float(v[-1])
-    shown = f"{end:.3g} cells ({end / adm:.2%} of administered)" if end >= 1 else "fewer than 1 cell"
-    print(f"viable at end ({float(ds['time_days'][-1]):g} d, median patient): {shown}")
-    if scenario.disease:
-        _print_endpoints(ds)
-    print(f"wrote {out}/" + ", ".join(["results.nc", "summary.csv", "cell_fate.png", *extra, "manifest.json"]))
+    sim = load(args.scenario)
+    res = sim.run(progress=True)
+    out = res.save(args.out, scenario_path=str(args.scenario))
+    ds = res.data
+    print(f"{sim.scenario.name}: {ds.sizes['patient']} patient(s), {ds.sizes['time']} time points, "
+          f"{fmt(float(ds['administered'].max()))} cells administered")
+    print(viable_line(ds))
+    if res.has_endpoints:
+        print("endpoints, treated beside the same patients untreated:")
+        for line in endpoint_lines(ds):
+            print(line)
+    print(f"wrote {out}/" + ", ".join(_file_list(out)))
     print(DISCLAIMER)
     return 0
 
 
-def _print_endpoints(ds) -> None:
-    """The endpoints at the disease's visits, treated against untreated (median patient, first patient's response)."""
-    import numpy as np
+def _file_list(out: Path) -> list[str]:
+    """The files an output folder holds, figures grouped by name: cell_fate.png/.svg/.pdf."""
+    import json
 
-    from .io.outputs import endpoint_columns
-
-    cols = endpoint_columns(ds)
-    for name, values in cols.items():
-        if "_untreated" in name:
-            continue
-        first, _, rest = name.partition("_baseline") if "_baseline" in name else name.partition("_day")
-        unt = cols.get(f"{name}_untreated", cols.get(f"{first}_untreated{name[len(first):]}"))
-        show = (lambda v: f"{np.median(v):.3g}") if np.asarray(values).dtype.kind == "f" else (lambda v: str(v[0]))
-        print(f"  {name}: {show(values)}" + (f"   untreated: {show(unt)}" if unt is not None else ""))
+    files = json.loads((Path(out) / "manifest.json").read_text()).get("files", [])
+    grouped: dict[str, list[str]] = {}
+    for f in files:
+        stem, _, ext = f.rpartition(".")
+        if ext in ("png", "svg", "pdf"):
+            grouped.setdefault(stem, []).append(ext)
+        else:
+            grouped[f] = []
+    return [k if not v else f"{k}.{'/.'.join(v)}" for k, v in grouped.items()]
 
 
 def _scenario_path(arg: str) -> Path:
-    """A path, or the name of a bundled preset."""
-    from .analysis.validation import EXAMPLES
+    """A path, or the name of a bundled preset (an unknown name is an error listing the presets)."""
+    from .api import scenario_path
 
-    p = Path(arg)
-    if not p.exists() and (EXAMPLES / f"{arg}.yaml").exists():
-        return EXAMPLES / f"{arg}.yaml"
-    return p
+    return scenario_path(arg)
+
+
+def _parameters(args) -> int:
+    import pandas as pd
+
+    from .api import load
+
+    sim = load(args.scenario)
+    table = sim.parameters(every=args.all)
+    if args.grep:
+        mask = table.apply(lambda r: r.astype(str).str.contains(args.grep, case=False, regex=False).any(), axis=1)
+        table = table[mask]
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+        print(f"wrote {args.csv} ({len(table)} parameters)")
+        return 0
+    if args.json:
+        print(table.to_json(orient="records", indent=2))
+        return 0
+    shown = table.drop(columns=["note"] if not args.notes else []).copy()
+    shown["value"] = [f"{v:.4g}" for v in shown["value"]]
+    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 250,
+                           "display.max_colwidth", 60 if not args.notes else 200):
+        print(f"{sim.scenario.name}: {len(table)} parameters "
+              f"({'every one loaded' if args.all else 'those the run uses'}, then the endpoint coefficients); "
+              "units as in the data files; grades: human, animal, in_vitro, assumed")
+        print(shown.to_string(index=False))
+    grades = table["grade"].value_counts()
+    print("evidence grades: " + ", ".join(f"{k} {v}" for k, v in grades.items()))
+    return 0
+
+
+def _sweep(args) -> int:
+    from .analysis.sweep import Vary
+    from .api import load
+
+    varies = [Vary.parse(v) for v in args.vary]
+    sim = load(args.scenario)
+    if args.patients is not None:
+        sim = sim.with_population(args.patients)
+    from .io.outputs import check_output_dir
+
+    check_output_dir(args.out)
+    result = sim.sweep({v.path: v.values for v in varies}, args.output, progress=True)
+    out = result.save(args.out, scenario_path=str(args.scenario))
+    for line in result.lines():
+        print(line)
+    if result.data.sizes["patient"] == 1:
+        print("one patient per point: no bands (give --patients N for a virtual cohort)")
+    print(f"wrote {out}/" + ", ".join(_file_list(out)))
+    print(DISCLAIMER)
+    return 0
+
+
+def _explore(args) -> int:
+    from .explore import serve
+
+    serve(host=args.host, port=args.port, scenario=args.scenario, open_browser=not args.no_browser)
+    return 0
 
 
 def _citations(args) -> int:
-    from .io.scenario import load_scenario
-    from .simulation import resolve_setup
+    from .api import load
 
-    setup = resolve_setup(load_scenario(_scenario_path(args.scenario)))
+    setup = load(args.scenario).setup()
     refs = setup.citations()
     if args.json:
         print(json.dumps([{"key": r.key, "reference": r.formatted()} for r in refs], indent=2))
@@ -110,11 +152,13 @@ def _citations(args) -> int:
 
 
 def _export_sbml(args) -> int:
-    from .io.sbml import export_sbml, sources
-    from .io.scenario import load_scenario
-    from .simulation import resolve_setup
+    from ._optional import require
 
-    setup = resolve_setup(load_scenario(_scenario_path(args.scenario)))
+    require("libsbml", "sbml", "SBML export")
+    from .api import load
+    from .io.sbml import export_sbml, sources
+
+    setup = load(args.scenario).setup()
     path = export_sbml(setup, args.out)
     m = setup.model
     print(f"{setup.scenario.name}: wrote {path} (SBML Level 3 Version 2: {m.n_states} species, "
@@ -138,7 +182,11 @@ def _coculture(args) -> int:
     from .coculture import load_coculture, run_coculture
     from .coculture.report import write_coculture
 
-    path = _scenario_path(args.preset)
+    path = Path(args.preset)
+    if not path.exists():
+        from .analysis.validation import EXAMPLES
+
+        path = EXAMPLES / f"{args.preset}.yaml" if (EXAMPLES / f"{args.preset}.yaml").exists() else path
     result = run_coculture(load_coculture(path))
     out = write_coculture(result, args.out, preset_path=str(path))
     print(result.table().to_string(index=False, float_format=lambda v: f"{v:.3g}"))
@@ -148,8 +196,8 @@ def _coculture(args) -> int:
 
 
 def _trial(args) -> int:
-    from .trials import load_design, run_trial
-    from .trials.report import comparison_table
+    from .api import trial
+    from .trials import load_design
 
     if args.workers < 1:
         raise InputError("--workers", args.workers, "an integer >= 1 (local processes)")
@@ -158,23 +206,43 @@ def _trial(args) -> int:
     design, path = load_design(args.design)
     where = f"on {args.scheduler}" if args.scheduler else f"with {args.workers} worker(s)"
     print(f"{design.name}: {design.n_patients} patients in {len(design.arms)} arm(s), {where}", file=sys.stderr)
-    result = run_trial(design, args.out, design_path=str(path), workers=args.workers, scheduler=args.scheduler,
-                       chunk_size=args.chunk_size, progress=_progress("chunks"))
-    a = result.analysis
-    prim = a.comparisons[(a.comparisons["endpoint"] == design.primary.endpoint)
-                         & (a.comparisons["visit_day"] == design.primary.visit_day)]
-    print(f"{design.title}")
-    print(f"primary endpoint: {design.primary.endpoint} at day {design.primary.visit_day:g}")
-    for _, r in prim.iterrows():
-        print(f"  {r['arm']} vs {r['control']}: {r['estimate']:.3g} (95% CI {r['ci_low']:.3g} to {r['ci_high']:.3g}), "
-              f"p = {r['p_value']:.3g} ({r['test']})")
-    if len(a.published):
-        print("published vs simulated:")
-        print(comparison_table(a.published).to_string(index=False))
-    print(f"wrote {result.out}/ (report.html, endpoints.parquet, patients.parquet, arm_summary.csv, forest.png, "
+    run = trial(path, args.out, workers=args.workers, scheduler=args.scheduler, chunk_size=args.chunk_size,
+                progress=True)
+    print(trial_summary(run))
+    print(f"wrote {run.out}/ (report.html, endpoints.parquet, patients.parquet, arm_summary.csv, forest.png, "
           f"timecourse.png, ...)")
     print(DISCLAIMER)
     return 0
+
+
+def trial_summary(run) -> str:
+    """What a trial run prints: the primary endpoint in the one virtual trial of the design's size, then the
+    published numbers beside the virtual pool, each saying which it is."""
+    from .display import display
+    from .trials.report import comparison_table
+
+    design = run.design
+    lab = {a.name: a.label or a.name for a in design.arms}
+    ep = display(design.primary.endpoint)
+    units = f" ({ep.units})" if ep.units else ""
+    sizes = ", ".join(f"{lab[a.name]}: {a.n} patients" for a in design.arms)
+    lines = [design.title,
+             f"primary endpoint: {ep.label}{units} at day {design.primary.visit_day:g}, change from baseline",
+             f"this one virtual trial ({sizes}), difference against control:"]
+    for _, r in run.primary().iterrows():
+        lines.append(f"  {lab.get(r['arm'], r['arm'])} vs {lab.get(r['control'], r['control'])}: {r['estimate']:.3g} "
+                     f"(95% CI {r['ci_low']:.3g} to {r['ci_high']:.3g}), p = {r['p_value']:.3g} ({r['test']})")
+    if len(run.published):
+        pred = design.prediction
+        how = (f"simulated: the value over {pred.pool_per_arm} virtual patients per arm, with the 95% range of "
+               f"{pred.replicates:,} in-silico repeats of the trial at its published size" if pred else
+               "simulated: this one virtual trial, with its 95% confidence interval")
+        lines.append(f"published vs simulated ({how}):")
+        table = comparison_table(run.published).drop(columns=["interval"])
+        table["arm"] = [lab.get(a, a) for a in table["arm"]]
+        table["endpoint"] = [display(e).label for e in table["endpoint"]]
+        lines.append(table.to_string(index=False))
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,6 +255,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scenario", help="scenario YAML file, or the name of a bundled preset")
     p.add_argument("--out", required=True, help="output folder (created; replaced if it is an earlier mscsim output)")
     p.set_defaults(func=_simulate)
+    p = sub.add_parser("parameters", help="list a scenario's parameters: value, units, bounds, between-patient and "
+                       "uncertainty distributions, evidence grade and sources")
+    p.add_argument("scenario", help="scenario YAML file, or the name of a bundled preset")
+    p.add_argument("--all", action="store_true", help="every parameter loaded for the scenario, not only those used")
+    p.add_argument("--grep", default=None, help="only rows containing this text (name, source, note, ...)")
+    p.add_argument("--notes", action="store_true", help="show each parameter's note (where its value comes from)")
+    p.add_argument("--csv", default=None, help="write the table to this CSV file instead")
+    p.add_argument("--json", action="store_true", help="print the table as JSON records")
+    p.set_defaults(func=_parameters)
+    p = sub.add_parser("sweep", help="run a scenario over a range of doses (or timing, route, guidance, product, "
+                       "patient) and write the curve with its bands as CSV and plots")
+    p.add_argument("scenario", help="scenario YAML file, or the name of a bundled preset")
+    p.add_argument("--vary", action="append", required=True, metavar="FIELD=VALUES",
+                   help="a scenario field and its values: regimen.dose.cells=1e6:1e9:log:9 (a log range of 9), "
+                        "product.viability=0.5:0.95:lin:4, regimen.guidance=ultrasound,landmark, "
+                        "regimen.times_days=[[0],[0,28]]; repeat for a grid")
+    p.add_argument("--output", action="append", required=True, metavar="NAME",
+                   help="what to read per patient: an endpoint or state at a day (pain_vas_day180, "
+                        "msc_target_day7, tnf_baseline, viable_total_end), a response (response_day28), or a "
+                        "column of summary.csv (target_exposure_cell_days); repeat for several")
+    p.add_argument("--patients", type=int, default=None, help="virtual patients per point, with between-patient "
+                   "variability (default: the scenario's population); bands need more than one")
+    p.add_argument("--out", required=True, help="output folder (created; replaced if it is an earlier mscsim output)")
+    p.set_defaults(func=_sweep)
+    p = sub.add_parser("explore", help="open a local browser app: pick a disease, product, route, dose and patient "
+                       "and see the kinetics, tissue response, endpoints, dose-response and trial power")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=5006, help="port (default 5006; 0 picks a free one)")
+    p.add_argument("--scenario", default="knee_oa_ia_5e7", help="the preset or scenario file it opens with")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser window")
+    p.set_defaults(func=_explore)
     p = sub.add_parser("citations", help="list the sources a scenario's run uses")
     p.add_argument("scenario")
     p.add_argument("--json", action="store_true")
@@ -232,8 +331,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mscsim: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("mscsim: interrupted", file=sys.stderr)
+        print("\nmscsim: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader (head, less) went away: nothing more to say
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -366,18 +366,38 @@ def untreated(problem: Problem) -> Problem:
                    infusions=tuple(replace(i, rate=np.zeros_like(i.rate)) for i in problem.infusions))
 
 
-def simulate_chunk(setup: Setup, start: int, count: int, covariates: pd.DataFrame | None = None) -> xr.Dataset:
+def simulate_chunk(setup: Setup, start: int, count: int, covariates: pd.DataFrame | None = None, *,
+                   stage=None) -> xr.Dataset:
     """Patients start..start+count-1 of a resolved scenario as labelled results (the unit of work a chunked
     or distributed runner hands out; a patient's numbers do not depend on the chunk it is in). ``covariates``
-    gives each patient their own covariates (see ``Setup.problem``)."""
+    gives each patient their own covariates (see ``Setup.problem``). ``stage(text)``, when given, is told as
+    each step starts (burn-in, treated course, untreated comparator): progress for long single runs."""
+    say = stage or (lambda text: None)
+    sc = setup.scenario
+    if setup.has_tissue:
+        say("untreated disease to its chronic state" + (f" ({BURN_IN_DAYS:g}-day untreated run)"
+                                                         if sc.solver.baseline == "integration" else " (steady state)"))
     prob = setup.problem(start, count, covariates)
+    doses = len(sc.regimen.times_days)
+    say(f"treated course ({sc.duration_days:g} d, {doses} dose{'s' if doses > 1 else ''})")
     states, status = solve_keeping_others(setup, prob)
-    ds = to_dataset(setup, output_times(setup.scenario), states, prob.administered(), first_patient=start,
-                    doses=setup.patient_doses(count, covariates))
-    add_run_status(ds, status, prob.baseline_method)
+    untreated_states = None
     if setup.has_tissue:  # the same patients untreated, from the same baseline: what the treatment changed
+        say(f"untreated comparator ({sc.duration_days:g} d)")
         untreated_states, status_u = solve_keeping_others(setup, untreated(prob))
-        add_run_status(ds, np.maximum(status, status_u), prob.baseline_method)
+        status = np.maximum(status, status_u)
+    ds = label_chunk(setup, prob, states, untreated_states, start=start, doses=setup.patient_doses(count, covariates))
+    add_run_status(ds, status, prob.baseline_method)
+    return ds
+
+
+def label_chunk(setup: Setup, prob: Problem, states: np.ndarray, untreated_states: np.ndarray | None, *,
+                start: int = 0, doses: np.ndarray | None = None) -> xr.Dataset:
+    """Solved states of a chunk (and, for a disease, of the same patients untreated) as labelled results with
+    the disease's endpoints."""
+    ds = to_dataset(setup, np.asarray(prob.t_eval, dtype=float), states, prob.administered(), first_patient=start,
+                    doses=doses)
+    if untreated_states is not None:
         for k, name in enumerate(setup.model.state_names):
             if not setup.model.cell_mask[k]:
                 attrs = dict(ds[name].attrs, long_name=f"{ds[name].attrs.get('long_name', name)} (untreated)")
@@ -412,14 +432,20 @@ def add_run_status(ds: xr.Dataset, status: np.ndarray, baseline_method: np.ndarr
                                   "flag_meanings": " | ".join(BASELINE_METHODS.values())})
 
 
-def simulate(scenario: Scenario, *, progress=None) -> xr.Dataset:
-    """Simulate every patient of the scenario (in chunks) and return labelled results."""
+def simulate(scenario: Scenario, *, progress=None, stage=None) -> xr.Dataset:
+    """Simulate every patient of the scenario (in chunks) and return labelled results. ``progress(done, total)``
+    is called after each chunk; ``stage(text)`` as each step of a chunk starts. ``scenario`` may also be a
+    preset name or a scenario file's path."""
+    if not isinstance(scenario, Scenario):
+        from .api import load
+
+        scenario = load(scenario).scenario
     setup = resolve_setup(scenario)
     n = scenario.population.size
     chunk = scenario.solver.chunk_size
     parts = []
     for start in range(0, n, chunk):
-        parts.append(simulate_chunk(setup, start, min(chunk, n - start)))
+        parts.append(simulate_chunk(setup, start, min(chunk, n - start), stage=stage))
         if progress is not None:
             progress(min(start + chunk, n), n)
     if len(parts) == 1:

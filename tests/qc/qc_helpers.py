@@ -1,4 +1,4 @@
-"""Helpers for the QC tests: synthetic lots written into a temporary folder, and the fcsparser real files."""
+"""Helpers for the QC tests: synthetic lots written into a temporary folder."""
 
 from __future__ import annotations
 

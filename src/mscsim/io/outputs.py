@@ -109,19 +109,23 @@ def manifest(ds: xr.Dataset, scenario_path: str | None, files: list[str]) -> dic
 
 def write_results(ds: xr.Dataset, out: str | Path, *, scenario_path: str | None = None, figure=None,
                   figures: dict | None = None) -> Path:
-    """Write the standard outputs; ``figure(ds, path)`` draws cell_fate.png and ``figures`` maps further PNG
-    names to drawing functions (the tissue-response panels for a disease scenario)."""
+    """Write the standard outputs; ``figure(ds)`` draws the cell-fate figure (cell_fate.png, .svg and .pdf) and
+    ``figures`` maps further figure names (without suffix) to drawing functions (the tissue-response panels for
+    a disease run). Each drawing function returns a matplotlib Figure."""
+    from ..report.plots import save_figure
+
     out = Path(out)
     with atomic_output_dir(out) as tmp:
         ds.to_netcdf(tmp / "results.nc")
         summary_table(ds).to_csv(tmp / "summary.csv", index=False)
         files = ["results.nc", "summary.csv"]
-        if figure is not None:
-            figure(ds, tmp / "cell_fate.png")
-            files.append("cell_fate.png")
-        for name, draw in (figures or {}).items():
-            draw(ds, tmp / name)
-            files.append(name)
+        drawings = ({"cell_fate": figure} if figure is not None else {}) | dict(figures or {})
+        for name, draw in drawings.items():
+            fig = draw(ds)
+            files += [p.name for p in save_figure(fig, tmp / Path(name).stem)]
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
         files.append("manifest.json")
         (tmp / "manifest.json").write_text(json.dumps(manifest(ds, scenario_path, files), indent=2))
     return out

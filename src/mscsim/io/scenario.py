@@ -209,8 +209,14 @@ def scenario_from_dict(data: dict, *, file: str | None = None, base_dir: Path | 
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate a scenario YAML file."""
+    """Read and validate a scenario YAML file, or a bundled preset by name (``knee_ia_5e7_blind``)."""
     path = Path(path)
+    if not path.exists() and not path.suffix and len(path.parts) == 1:
+        from ..model.parameters import DATA_DIR
+
+        bundled = DATA_DIR / "examples" / f"{path.name}.yaml"
+        if bundled.exists():
+            path = bundled
     if not path.exists():
         raise InputError("SCENARIO", str(path), "a path to an existing scenario YAML file "
                          "(see 'mscsim presets' for the bundled ones)")

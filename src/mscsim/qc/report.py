@@ -1,5 +1,6 @@
 """The self-contained HTML QC report: decision table, and per tube the gates and each marker's histogram
-against its control with the threshold drawn (matplotlib PNGs embedded as base64)."""
+against its control with the threshold drawn (matplotlib PNGs embedded as base64), then the same histograms as
+zoomable interactive plots (BokehJS embedded in the file, so it works offline)."""
 
 from __future__ import annotations
 
@@ -117,23 +118,36 @@ def render_html(result: QCResult, data: dict) -> str:
     failed = "".join(f"<li>{e(f)}</li>" for f in result.failed) or "<li>none</li>"
     fields = "".join(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in data["product_fields"].items())
     flow_html = ""
+    live: dict[str, object] = {}
     if result.flow is not None:
         for t, td in zip(result.flow.tubes, data["flow"]["tubes"]):
             counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in td["counts"].items())
             comp = td["compensation"] or "none (no spillover matrix applied)"
             warn = "".join(f"<p class='warn'>{e(w)}</p>" for w in td["warnings"])
             markers = "".join(_img(marker_figure(c), f"{c.channel} histogram") for c in t.channels)
+            from ..report.interactive import qc_marker
+
+            for c in t.channels:
+                live[f"{'/'.join(c.markers)} ({c.tube}) against its {c.threshold_source}"] = \
+                    qc_marker(c, flow_settings().asinh_cofactor)
             flow_html += (f"<h3>Tube {e(t.name)}</h3><p class='small'>{e(str(t.file))} (FCS {e(td['fcs_version'])}); "
                           f"compensation: {e(comp)}; {e(counts)}</p>{warn}"
                           f"{_img(gate_figure(t), 'gates')}<div>{markers}</div>")
     else:
         flow_html = "<p>No flow cytometry in the lot record.</p>"
     refs = "".join(f"<li>[{e(k)}] {e(v)}</li>" for k, v in data["citations"].items())
+    from ..report.interactive import page as interactive_page
+
+    live_html = interactive_page({e(k): v for k, v in live.items()})
+    if live_html:
+        live_html = ("<h2>Interactive marker histograms</h2><p class='small'>The same histograms, zoomable (BokehJS "
+                     "is embedded in this file: it works offline).</p><div class='grid'>" + live_html + "</div>")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>QC report {e(lot.lot_id)}</title>
 <style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#1f2328}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #d0d7de;padding:4px 8px;text-align:left;
-vertical-align:top}}.small{{font-size:85%;color:#57606a}}.warn{{color:#9a6700}}img{{max-width:100%}}</style></head>
+vertical-align:top}}.small{{font-size:85%;color:#57606a}}.warn{{color:#9a6700}}img{{max-width:100%}}
+.grid{{display:flex;flex-wrap:wrap;gap:8px}}figure.interactive{{margin:0}}figcaption{{font-size:80%;color:#57606a}}</style></head>
 <body><h1>QC report: lot {e(lot.lot_id)}</h1>
 <p>Source {e(lot.source)}; cryo state {e(lot.cryo_state)}; specification <b>{e(result.spec.name)}</b>
 {e('(' + result.spec.title + ')') if result.spec.title else ''}; mscsim {e(data['mscsim_version'])};
@@ -144,6 +158,7 @@ lot file {e(str(data['lot_file']))}</p>
 <th>how measured</th></tr>{rows}</table>
 <h2>What goes to simulation</h2><table>{fields}</table>
 <h2>Flow cytometry</h2>{flow_html}
+{live_html}
 <h2>References</h2><ul>{refs}</ul>
 <p class="small">{e(data['disclaimer'])}</p></body></html>
 """

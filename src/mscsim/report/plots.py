@@ -1,4 +1,11 @@
-"""Figures: where the cells are over time (viable by compartment, and the fate of all administered cells)."""
+"""Figures of one run, fit for a slide: where the cells are over time and what became of them, and the tissue
+response (MSCs, cytokines, immune cells, endpoints) against the untreated course.
+
+Every axis carries a readable name and units (``mscsim.display``); counts are floored at one cell; stages and
+responses are drawn as categories; with more than one patient each line is the median and its band holds 90 %
+of patients. Layouts are constrained (no clipped labels). Each function returns the matplotlib Figure and, given
+a path, saves it; ``save_figure`` writes PNG, SVG and PDF side by side.
+"""
 
 from __future__ import annotations
 
@@ -8,115 +15,297 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
-_VIABLE = ["msc_venous", "msc_arterial", "msc_lung", "msc_liver", "msc_spleen", "msc_other", "msc_target",
+from ..analysis.bands import describe, spread_dims  # noqa: E402
+from ..display import UNTREATED, category_names, display, scaled  # noqa: E402
+from ..endpoints.evaluate import RESPONSE_CODES  # noqa: E402
+
+FORMATS = ("png", "svg", "pdf")
+DPI = 150
+_VIABLE = ["msc_lung", "msc_liver", "msc_spleen", "msc_other", "msc_venous", "msc_arterial", "msc_target",
            "msc_offtarget", "msc_engrafted"]
-_FATE = {"viable": None, "debris, lung": ["debris_lung"], "debris, liver": ["debris_liver"],
-         "debris, spleen": ["debris_spleen"], "debris, target/local": ["debris_target", "debris_offtarget"],
-         "debris, blood/other": ["debris_blood", "debris_other"], "cleared": ["cleared"]}
-
-
-def cell_fate_figure(ds: xr.Dataset, path: str | Path, patient: int | None = None) -> Path:
-    """Two panels against time (days, log axis): viable cells per compartment, and the share of all
-    administered cells that is viable, debris per organ, or cleared. Median patient when several."""
-    sel = ds.median("patient") if patient is None and ds.sizes["patient"] > 1 else ds.isel(patient=patient or 0)
-    t = ds["time_days"].values
-    mask = t > 0
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5), constrained_layout=True)
-    for name in _VIABLE:
-        if name in sel and float(sel[name].max()) > 0:
-            y = sel[name].values[mask]
-            ax1.plot(t[mask], np.where(y > 0, y, np.nan), label=name.removeprefix("msc_"))
-    ax1.set_xscale("log")
-    ax1.set_yscale("log")
-    adm = float(sel["administered"].max())
-    ax1.set_ylim(max(adm * 1e-7, 1e-3), adm * 2)
-    ax1.set_xlabel("days after first dose")
-    ax1.set_ylabel("viable MSCs (cells)")
-    ax1.set_title("Viable cells by compartment")
-    ax1.legend(fontsize=8, loc="lower left")
-    total = np.maximum(sel["administered"].values, 1e-300)
-    stacks, labels = [], []
-    for label, names in _FATE.items():
-        arr = sel["viable_total"].values if names is None else sum(sel[n].values for n in names)
-        stacks.append(arr[mask] / total[mask])
-        labels.append(label)
-    ax2.stackplot(t[mask], *stacks, labels=labels)
-    ax2.set_xscale("log")
-    ax2.set_ylim(0, 1)
-    ax2.set_xlabel("days after first dose")
-    ax2.set_ylabel("share of administered cells")
-    ax2.set_title("Fate of administered cells (label follows debris)")
-    ax2.legend(fontsize=8, loc="upper left")
-    fig.suptitle(ds.attrs.get("title", "mscsim"), fontsize=11)
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
+_FATE = {"viable MSCs": ["viable_total"], "debris, lung": ["debris_lung"], "debris, liver": ["debris_liver"],
+         "debris, spleen": ["debris_spleen"], "debris at the site": ["debris_target", "debris_offtarget"],
+         "debris, blood and other organs": ["debris_blood", "debris_other"], "cleared": ["cleared"]}
 _CYTOKINES = ["tnf", "il1b", "il6", "ifng", "il10", "tgfb"]
 _IMMUNE = ["m1", "m2", "teff", "treg", "nk", "dc"]
+_COLOURS = plt.get_cmap("tab10").colors
+BAND_NOTE = "line: median; band: 90% of patients"
 
 
-def tissue_response_figure(ds: xr.Dataset, path: str | Path, patient: int | None = None) -> Path:
-    """Four panels against days, treated (solid) beside untreated (dashed): MSCs (viable, at the site),
-    cytokines (relative to their value at the first dose), immune cells, and the disease's endpoints."""
-    sel = ds.median("patient") if patient is None and ds.sizes["patient"] > 1 else ds.isel(patient=patient or 0)
-    t = ds["time_days"].values
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9), constrained_layout=True)
-    ax = axes[0, 0]
-    for name, label in (("viable_total", "viable, all compartments"), ("msc_target", "viable at the site"),
-                        ("debris_total", "debris, all compartments")):
-        y = sel[name].values
-        ax.plot(t, np.where(y > 1e-3, y, np.nan), label=label)
-    ax.set_yscale("log")
-    ax.set_ylabel("cells")
-    ax.set_title("MSCs")
-    ax.legend(fontsize=8)
-    _paired(axes[0, 1], sel, t, _CYTOKINES, relative=True)
-    axes[0, 1].set_ylabel("relative to the value at the first dose")
-    axes[0, 1].set_title("Cytokines at the lesion")
-    _paired(axes[1, 0], sel, t, _IMMUNE, relative=False)
-    axes[1, 0].set_ylabel("relative density (1 = inflamed reference)")
-    axes[1, 0].set_title("Immune cells at the lesion")
-    endpoints = [v for v in ds.attrs.get("endpoint_plot", "").split(",") if v in sel]
-    ax = axes[1, 1]
-    twin = None
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]  # one cycle over both axes: no repeated colour
-    for i, name in enumerate(endpoints):
-        units = ds[name].attrs.get("units", "")
-        target = ax if i == 0 or units == ds[endpoints[0]].attrs.get("units") else (twin or ax.twinx())
-        if target is not ax:
-            twin = target
-        colour = colours[i % len(colours)]
-        target.plot(t, sel[name].values, label=f"{name} ({units})", color=colour)
-        if f"{name}_untreated" in sel:
-            target.plot(t, sel[f"{name}_untreated"].values, ls="--", color=colour)
-    if endpoints:
-        ax.set_ylabel(f"{endpoints[0]} ({ds[endpoints[0]].attrs.get('units', '')})")
-    ax.set_title("Endpoints (dashed: untreated)")
-    handles = ax.get_legend_handles_labels()[0] + (twin.get_legend_handles_labels()[0] if twin else [])
-    if handles:
-        ax.legend(handles=handles, fontsize=8)
-    for a in axes.ravel():
-        a.set_xlabel("days after first dose")
-    fig.suptitle(ds.attrs.get("title", "mscsim") + "  (solid: treated, dashed: untreated)", fontsize=11)
+def save_figure(fig: Figure, path: str | Path, formats: tuple[str, ...] | None = None) -> list[Path]:
+    """Save ``fig`` at ``path``: with a suffix (``.png``, ``.svg``, ``.pdf``) in that format only; without one,
+    or with ``formats`` given, in each format beside it (``cell_fate.png``, ``cell_fate.svg``, ...)."""
     path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    suffix = path.suffix.lstrip(".").lower()
+    if formats is None:
+        formats = (suffix,) if suffix in FORMATS else FORMATS
+    stem = path.with_suffix("") if suffix in FORMATS else path
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for f in formats:
+        target = stem.with_name(f"{stem.name}.{f}")
+        fig.savefig(target, dpi=DPI, metadata={"Creator": "mscsim"} if f in ("png", "pdf", "svg") else None)
+        written.append(target)
+    return written
 
 
-def _paired(ax, sel: xr.Dataset, t: np.ndarray, names: list[str], *, relative: bool) -> None:
-    for name in names:
-        if name not in sel:
+def _finish(fig: Figure, path: str | Path | None) -> Figure:
+    if path is not None:
+        save_figure(fig, path)
+        plt.close(fig)
+    return fig
+
+
+def _matrix(da: xr.DataArray, dims: tuple[str, ...]) -> np.ndarray:
+    """(members, time) values of a variable: every patient (and draw) as a row."""
+    if not dims:
+        return np.atleast_2d(np.asarray(da.values, dtype=float))
+    other = [d for d in da.dims if d not in dims]
+    return np.asarray(da.transpose(*dims, *other).values, dtype=float).reshape(-1, da.sizes["time"])
+
+
+def _line_band(ax, t: np.ndarray, rows: np.ndarray, *, colour, ls="-", label=None, band=True, alpha=0.18,
+               method="linear", step=False, floor: float | None = None):
+    """The median of ``rows`` (members x time) against ``t``, with the 5-95 % band when there are several;
+    values below ``floor`` (one cell, for counts) are not drawn."""
+    if rows.shape[0] == 1:
+        y = rows[0]
+        lo = hi = None
+    else:
+        lo, y, hi = np.quantile(rows, [0.05, 0.5, 0.95], axis=0, method=method)
+    if floor is not None:
+        y = np.where(y >= floor, y, np.nan)
+        if lo is not None:
+            hi = np.where(hi >= floor, hi, np.nan)
+            lo = np.where(np.isnan(hi), np.nan, np.maximum(lo, floor))
+    draw = ax.step if step else ax.plot
+    kwargs = {"where": "post"} if step else {}
+    line, = draw(t, y, ls=ls, color=colour, label=label, lw=1.6, **kwargs)
+    if band and lo is not None:
+        ax.fill_between(t, lo, hi, color=colour, alpha=alpha, lw=0, step="post" if step else None)
+    return line
+
+
+_TIME_TICKS = ((1 / 1440, "1 min"), (10 / 1440, "10 min"), (1 / 24, "1 h"), (6 / 24, "6 h"), (1, "1 d"),
+               (7, "1 wk"), (28, "4 wk"), (91, "3 mo"), (365, "1 y"), (730, "2 y"))
+
+
+def log_time_axis(ax, t_min: float, t_max: float) -> None:
+    """A log axis of days after dosing labelled as people say it (1 min, 1 h, 1 d, 1 wk, ...)."""
+    ax.set_xscale("log")
+    ticks = [(v, lab) for v, lab in _TIME_TICKS if t_min <= v <= t_max * 1.001]
+    ax.set_xticks([v for v, _ in ticks], [lab for _, lab in ticks])
+    ax.minorticks_off()
+    ax.set_xlim(t_min, t_max)
+    ax.set_xlabel("time after first dose (log scale)")
+
+
+def _title(ds: xr.Dataset) -> str:
+    sc = ds.attrs.get("title", "mscsim").removeprefix("mscsim results: ")
+    dims = spread_dims(ds)
+    members = describe(ds, dims)
+    return f"{sc} ({members})" if members != "one patient" else f"{sc} (one patient)"
+
+
+# ---------------------------------------------------------------- cell kinetics
+
+def cell_fate_figure(ds: xr.Dataset, path: str | Path | None = None) -> Figure:
+    """Two panels against days after the first dose (log axis): viable MSCs in each compartment (log axis,
+    from one cell up), and the share of all administered cells that is viable, debris in each organ, or cleared
+    (mean over patients, so the shares add up to 100 %)."""
+    dims = spread_dims(ds)
+    t = ds["time_days"].values
+    mask = t > 0
+    several = bool(dims) and describe(ds, dims) != "one patient"
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12.5, 4.8), layout="constrained")
+    k = 0
+    top = 1.0
+    for name in _VIABLE:
+        if name not in ds:
             continue
-        y, u = sel[name].values, sel[f"{name}_untreated"].values if f"{name}_untreated" in sel else None
-        ref = y[0] if relative and abs(y[0]) > 0 else 1.0
-        line, = ax.plot(t, y / ref, label=name)
-        if u is not None:
-            ax.plot(t, u / ref, ls="--", color=line.get_color())
-    ax.legend(fontsize=8, ncol=2)
+        rows = _matrix(ds[name], dims)[:, mask]
+        if not np.nanmax(rows) >= 1.0:
+            continue
+        label = display(name).label.removeprefix("viable MSCs, ").removeprefix("viable MSCs ")
+        _line_band(ax1, t[mask], rows, colour=_COLOURS[k % 10], label=label, floor=1.0)
+        top = max(top, float(np.nanmax(rows)))
+        k += 1
+    log_time_axis(ax1, t[mask][0], t[mask][-1])
+    ax1.set_yscale("log")
+    ax1.set_ylim(1.0, top * 3)
+    ax1.set_ylabel("viable MSCs (cells)")
+    ax1.set_title("Viable MSCs by compartment" + (f"  ({BAND_NOTE})" if several else ""), fontsize=10, loc="left")
+    ax1.grid(alpha=0.3, lw=0.5)
+    if k:
+        ax1.legend(fontsize=8, loc="lower left", title="viable MSCs in", title_fontsize=8)
+    adm = np.maximum(_matrix(ds["administered"], dims)[:, mask], 1e-300)
+    stacks, labels = [], []
+    for label, names in _FATE.items():
+        present = [n for n in names if n in ds]
+        if not present:
+            continue
+        amount = sum(_matrix(ds[n], dims)[:, mask] for n in present)
+        if not np.any(amount > 0):
+            continue
+        stacks.append(100.0 * np.mean(amount / adm, axis=0))
+        labels.append(label)
+    ax2.stackplot(t[mask], *stacks, labels=labels, colors=[_COLOURS[i % 10] for i in range(len(stacks))])
+    log_time_axis(ax2, t[mask][0], t[mask][-1])
+    ax2.set_ylim(0, 100)
+    ax2.set_ylabel("share of administered cells (%)")
+    ax2.set_title("Fate of the administered cells" + (" (mean of patients)" if several else ""), fontsize=10,
+                  loc="left")
+    ax2.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    import textwrap
+
+    fig.suptitle(textwrap.fill(_title(ds), 120), fontsize=11)
+    return _finish(fig, path)
+
+
+# ---------------------------------------------------------------- tissue response
+
+def _paired(ax, ds: xr.Dataset, dims, t: np.ndarray, names: list[str], *, relative: bool) -> None:
+    k = 0
+    for name in names:
+        if name not in ds:
+            continue
+        rows = _matrix(ds[name], dims)
+        unt = _matrix(ds[f"{name}{UNTREATED}"], dims) if f"{name}{UNTREATED}" in ds else None
+        ref = np.where(np.abs(rows[:, :1]) > 0, rows[:, :1], 1.0) if relative else 1.0
+        colour = _COLOURS[k % 10]
+        _line_band(ax, t, rows / ref, colour=colour, label=display(name).label, alpha=0.12)
+        if unt is not None:
+            _line_band(ax, t, unt / ref, colour=colour, ls="--", band=False)
+        k += 1
+    if k:
+        ax.legend(fontsize=7.5, ncol=2, framealpha=0.85)
+    ax.grid(alpha=0.3, lw=0.5)
+
+
+def _endpoint_panel(ax, ds: xr.Dataset, dims, t: np.ndarray, name: str) -> None:
+    """One endpoint against days: continuous as median and band, stages on a categorical axis, 0/1 endpoints
+    as the share of patients (the value itself for one patient); untreated dashed."""
+    disp = display(name, ds[name].attrs)
+    rows = _matrix(ds[name], dims)
+    unt = _matrix(ds[f"{name}{UNTREATED}"], dims) if f"{name}{UNTREATED}" in ds else None
+    treated, untreated = _COLOURS[0], "#57606a"
+    if disp.kind == "stage":
+        cats = category_names(disp, range(5))
+        _line_band(ax, t, np.rint(rows), colour=treated, label="treated", method="nearest", step=True)
+        if unt is not None:
+            _line_band(ax, t, np.rint(unt), colour=untreated, ls="--", label="untreated", method="nearest",
+                       step=True, alpha=0.10)
+        ax.set_yticks(range(len(cats)), cats)
+        ax.set_ylim(-0.4, len(cats) - 0.6)
+        ax.set_ylabel(disp.label)
+    elif disp.kind == "binary":
+        if rows.shape[0] == 1:
+            ax.step(t, rows[0], where="post", color=treated, label="treated")
+            if unt is not None:
+                ax.step(t, unt[0], where="post", color=untreated, ls="--", label="untreated")
+            ax.set_yticks([0, 1], ["no", "yes"])
+            ax.set_ylim(-0.1, 1.1)
+            ax.set_ylabel(disp.label)
+        else:
+            ax.plot(t, 100 * np.mean(rows >= 0.5, axis=0), color=treated, label="treated")
+            if unt is not None:
+                ax.plot(t, 100 * np.mean(unt >= 0.5, axis=0), color=untreated, ls="--", label="untreated")
+            ax.set_ylim(0, 100)
+            ax.set_ylabel(f"{disp.label}, share of patients (%)")
+    elif disp.kind == "count":
+        _line_band(ax, t, rows, colour=treated, label="treated", floor=1.0)
+        if unt is not None:
+            _line_band(ax, t, unt, colour=untreated, ls="--", label="untreated", alpha=0.10, floor=1.0)
+        ax.set_yscale("log")
+        ax.set_ylabel(disp.axis_label())
+    else:
+        _line_band(ax, t, scaled(rows, disp), colour=treated, label="treated")
+        if unt is not None:
+            _line_band(ax, t, scaled(unt, disp), colour=untreated, ls="--", label="untreated", alpha=0.10)
+        ax.set_ylabel(disp.axis_label())
+    ax.set_title(disp.label, fontsize=10, loc="left")
+    ax.set_xlabel("days after first dose")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, lw=0.5)
+
+
+def _response_panel(ax, ds: xr.Dataset, name: str) -> None:
+    """A categorical response (complete / partial / none / progression): share of patients in each category,
+    treated beside untreated."""
+    cats = list(RESPONSE_CODES)
+    x = np.arange(len(cats))
+    for i, (var, label, colour) in enumerate(((name, "treated", _COLOURS[0]),
+                                              (f"{name}{UNTREATED}", "untreated", "#8c959f"))):
+        if var not in ds:
+            continue
+        codes = np.asarray(ds[var].values).astype(int).ravel()
+        share = 100 * np.bincount(codes, minlength=len(cats))[:len(cats)] / max(codes.size, 1)
+        ax.bar(x + (i - 0.5) * 0.38, share, width=0.38, color=colour, label=label)
+    ax.set_xticks(x, cats)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("share of patients (%)")
+    day = ds[name].attrs.get("day")
+    ax.set_title(f"{display(name, ds[name].attrs).label}" + (f" (day {float(day):g})" if day else ""), fontsize=10,
+                 loc="left")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y", lw=0.5)
+
+
+def tissue_response_figure(ds: xr.Dataset, path: str | Path | None = None) -> Figure:
+    """Panels against days after the first dose, treated (solid) beside untreated (dashed): MSCs (viable, at
+    the site, debris; from one cell up), cytokines (fold change from the first dose), immune cells (relative
+    to the inflamed reference), then each endpoint the disease's file lists for plotting and its responses."""
+    dims = spread_dims(ds)
+    t = ds["time_days"].values
+    several = bool(dims) and describe(ds, dims) != "one patient"
+    endpoints = [v for v in ds.attrs.get("endpoint_plot", "").split(",") if v in ds]
+    responses = [v for v, da in ds.data_vars.items() if da.attrs.get("kind") == "response"
+                 and not v.endswith(UNTREATED)]
+    lower = endpoints + responses
+    ncols = max(3, len(lower))
+    fig = plt.figure(figsize=(4.6 * ncols, 8.4), layout="constrained")
+    grid = fig.add_gridspec(2, ncols)
+    ax = fig.add_subplot(grid[0, 0])
+    for k, name in enumerate(("viable_total", "msc_target", "debris_total")):
+        rows = _matrix(ds[name], dims)
+        lab = {"viable_total": "viable, all compartments", "msc_target": "viable, at the lesion",
+               "debris_total": "debris, all compartments"}[name]
+        _line_band(ax, t, rows, colour=_COLOURS[k], label=lab, floor=1.0)
+    ax.set_yscale("log")
+    peak = float(np.nanmax(_matrix(ds["administered"], dims)))
+    ax.set_ylim(1.0, max(peak, 10.0) * 3)
+    ax.set_ylabel("MSCs (cells)")
+    ax.set_title("MSCs", fontsize=10, loc="left")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, lw=0.5)
+    ax = fig.add_subplot(grid[0, 1])
+    _paired(ax, ds, dims, t, _CYTOKINES, relative=True)
+    ax.set_yscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_ylabel("fold change from the first dose (x, log scale)")
+    ax.set_title("Cytokines at the lesion", fontsize=10, loc="left")
+    ax = fig.add_subplot(grid[0, 2])
+    _paired(ax, ds, dims, t, _IMMUNE, relative=False)
+    ax.set_ylabel("density (x inflamed reference)")
+    ax.set_title("Immune cells at the lesion", fontsize=10, loc="left")
+    for i, name in enumerate(lower):
+        ax = fig.add_subplot(grid[1, i])
+        if name in responses:
+            _response_panel(ax, ds, name)
+        else:
+            _endpoint_panel(ax, ds, dims, t, name)
+    for a in fig.axes[:3]:
+        a.set_xlabel("days after first dose")
+    note = "solid: treated, dashed: untreated" + (f"; {BAND_NOTE}" if several else "")
+    import textwrap
+
+    fig.suptitle(f"{textwrap.fill(_title(ds), int(40 * ncols))}\n{note}", fontsize=11)
+    return _finish(fig, path)

@@ -61,6 +61,16 @@ class Problem:
     def n_patients(self) -> int:
         return self.params.shape[0]
 
+    def take(self, rows) -> "Problem":
+        """The same problem for a subset of its patients (``rows``: indices or a slice)."""
+        def pick(a):
+            return None if a is None else a[rows]
+
+        return Problem(self.model, self.params[rows], self.t_eval, x0=pick(self.x0),
+                       boluses=tuple(Bolus(b.t, b.amount[rows]) for b in self.boluses),
+                       infusions=tuple(Infusion(i.t_start, i.t_end, i.rate[rows]) for i in self.infusions),
+                       scale=pick(self.scale), baseline_method=pick(self.baseline_method))
+
     def initial_state(self) -> np.ndarray:
         n = self.model.n_states
         return np.zeros((self.n_patients, n)) if self.x0 is None else np.array(self.x0, dtype=float)

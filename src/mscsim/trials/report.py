@@ -75,6 +75,11 @@ def _num(x: object) -> str:
     return f"{v:.2g}"
 
 
+def _count(x: object) -> str:
+    """A number of patients or events: a whole number, never '12.0'."""
+    return _DASH if _isnan(x) else f"{int(round(float(x))):,}"
+
+
 def _pct(x: object) -> str:
     return _DASH if _isnan(x) else f"{100 * float(x):.1f}%"
 
@@ -133,9 +138,13 @@ def _arm_order(meta: Mapping, arms: Sequence[object]) -> list[str]:
 
 
 def _finish(fig, path: str | Path) -> Path:
+    """Save the figure at ``path``; a PNG gets its SVG and PDF beside it (for slides and print)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=150)
+    if path.suffix.lower() == ".png":
+        for suffix in (".svg", ".pdf"):
+            fig.savefig(path.with_suffix(suffix))
     plt.close(fig)
     return path
 
@@ -190,9 +199,10 @@ def forest_plot(comparisons: pd.DataFrame, published: pd.DataFrame | None, meta:
     for ax, (ep, rows) in zip(axes[:, 0], panels):
         ys = np.arange(len(rows))[::-1].astype(float)
         labels = []
+        names = _arm_labels(meta)
         for y, (_, r) in zip(ys, rows.iterrows()):
-            labels.append(f"{_short_label(meta, ep)} at day {_day(r['visit_day'])}: "
-                          f"{r['arm']} vs {r['control']}")
+            labels.append(f"day {_day(r['visit_day'])}: {names.get(str(r['arm']), r['arm'])} vs "
+                          f"{names.get(str(r['control']), r['control'])}")
             if not (_isnan(r["ci_low"]) or _isnan(r["ci_high"])):
                 ax.plot([r["ci_low"], r["ci_high"]], [y, y], color=_SIM_COLOUR, lw=2, solid_capstyle="butt")
             ax.plot([r["estimate"]], [y], "o", color=_SIM_COLOUR, ms=6)
@@ -210,7 +220,7 @@ def forest_plot(comparisons: pd.DataFrame, published: pd.DataFrame | None, meta:
         ax.grid(axis="x", color="#eaeef2")
         direction = {"lower": "; lower favours the arm", "higher": "; higher favours the arm"}.get(
             str(better.get(ep, "")), "")
-        ax.set_xlabel(f"difference vs control, {_endpoint_label(meta, ep)}{direction}", fontsize=font)
+        ax.set_xlabel(f"difference against control{direction}", fontsize=font)
         ax.set_title(_endpoint_label(meta, ep), fontsize=10, loc="left")
     handles = [plt.Line2D([], [], color=_SIM_COLOUR, marker="o", lw=2, label="simulated (95% CI)")]
     if drew_published:
@@ -272,6 +282,9 @@ def timecourse_plot(summary: pd.DataFrame, meta: Mapping, path: str | Path) -> P
             x = d["visit_day"].astype(float).to_numpy()
             y = d["mean"].astype(float).to_numpy() * scale
             ci = np.array([_mean_ci(r) for _, r in d.iterrows()], dtype=float).reshape(-1, 2) * scale
+            if not binary and d["mean_change"].notna().any():  # the baseline, day 0: mean minus mean change
+                base = float((d["mean"] - d["mean_change"]).astype(float).dropna().iloc[0])
+                x, y, ci = np.r_[0.0, x], np.r_[base, y], np.vstack([[base, base], ci])
             c = colours[arm]
             if len(x) == 1:
                 err = np.abs(np.nan_to_num(np.array([[y[0] - ci[0, 0]], [ci[0, 1] - y[0]]])))
@@ -280,7 +293,8 @@ def timecourse_plot(summary: pd.DataFrame, meta: Mapping, path: str | Path) -> P
                 ax.plot(x, y, "o-", color=c, ms=4)
                 ax.fill_between(x, ci[:, 0], ci[:, 1], color=c, alpha=0.15, lw=0)
         if len(days) <= 10:
-            ax.set_xticks(days, [_day(v) for v in days])
+            ticks = sorted({0.0, *days})
+            ax.set_xticks(ticks, ["baseline" if v == 0 else _day(v) for v in ticks])
         ax.set_xlim(lo - pad, days[-1] + pad)
         ax.grid(color="#eaeef2")
         ax.set_xlabel("visit day")
@@ -373,10 +387,12 @@ def _source_text(src: object) -> str:
 def write_html_report(path: str | Path, meta: Mapping, summary: pd.DataFrame | None,
                       comparisons: pd.DataFrame | None, published: pd.DataFrame | None,
                       safety: pd.DataFrame | None, power: pd.DataFrame | None,
-                      figures: Mapping[str, str | Path], responders: pd.DataFrame | None = None) -> Path:
-    """Write the whole virtual-trial report as one HTML file (figures embedded, plain CSS, no scripts and no
-    external resources): disclaimer, design, published vs simulated (disagreements highlighted), summary,
-    comparisons vs control, power, safety, fitted parameters, figures and citations."""
+                      figures: Mapping[str, str | Path], responders: pd.DataFrame | None = None,
+                      interactive: Mapping[str, object] | None = None) -> Path:
+    """Write the whole virtual-trial report as one HTML file, readable offline (PNG figures as base64, the
+    interactive plots' BokehJS inline, plain CSS, no external resources): disclaimer, what was run, the answer
+    (primary endpoint, published vs simulated), the figures (interactive, then static for slides), then the
+    tables (summary, comparisons, power, who responds, safety), fitted parameters and citations."""
     if not isinstance(meta, Mapping):
         raise InputError("meta", type(meta).__name__, "a dict with name, title, arms, primary, ...")
     e = html.escape
@@ -397,16 +413,19 @@ def write_html_report(path: str | Path, meta: Mapping, summary: pd.DataFrame | N
     design = _table(["field", "value"], [
         ["design name", meta.get("name", "")],
         ["design file", meta.get("design_file", "")],
-        ["patients", meta.get("n_patients", "")],
+        ["patients", _count(meta.get("n_patients"))],
         ["primary endpoint", primary_text],
         ["seed", meta.get("seed", "")],
         ["mscsim version", meta.get("mscsim_version", "")],
     ])
     arms = _table(["arm", "label", "patients"],
-                  [[a.get("name", ""), a.get("label", ""), a.get("n", "")] for a in meta.get("arms") or []],
+                  [[a.get("name", ""), a.get("label", ""), _count(a.get("n"))] for a in meta.get("arms") or []],
                   empty="no arms listed")
 
     table = comparison_table(pub)
+    if len(table):  # readable names in the page (the CSV and markdown keep the design's own names)
+        table["endpoint"] = [_short_label(meta, x) for x in table["endpoint"]]
+        table["arm"] = [arm_label.get(x, x) for x in table["arm"]]
     notes = [str(n) if not _isnan(n) else "" for n in pub["note"]]
     pub_rows = [list(r[:-1]) + [(r[-1], r[-1] if r[-1] in ("yes", "no") else ""), n]
                 for r, n in zip(table.itertuples(index=False), notes)]
@@ -426,7 +445,7 @@ def write_html_report(path: str | Path, meta: Mapping, summary: pd.DataFrame | N
         f = _pct if binary else _num
         ci_of = "rate" if binary else ("mean" if _isnan(r["mean_change"]) else "change from baseline")
         summ_rows.append([arm_label.get(str(r["arm"]), r["arm"]), _endpoint_label(meta, str(r["endpoint"])),
-                          _day(r["visit_day"]), r["kind"], _num(r["n"]), f(r["mean"]),
+                          _day(r["visit_day"]), r["kind"], _count(r["n"]), f(r["mean"]),
                           _DASH if binary else _num(r["sd"]), _DASH if binary else _num(r["mean_change"]),
                           _DASH if binary else _num(r["sd_change"]),
                           _interval(r["ci_low"], r["ci_high"], f), ci_of])
@@ -437,7 +456,7 @@ def write_html_report(path: str | Path, meta: Mapping, summary: pd.DataFrame | N
         ["endpoint", "day", "arm", "control", "difference (95% CI)", "p", "test", "n arm", "n control"],
         [[_endpoint_label(meta, str(r["endpoint"])), _day(r["visit_day"]), arm_label.get(str(r["arm"]), r["arm"]),
           arm_label.get(str(r["control"]), r["control"]), _with_ci(r["estimate"], r["ci_low"], r["ci_high"]),
-          _pvalue(r["p_value"]), r["test"], _num(r["n_arm"]), _num(r["n_control"])] for _, r in comp.iterrows()],
+          _pvalue(r["p_value"]), r["test"], _count(r["n_arm"]), _count(r["n_control"])] for _, r in comp.iterrows()],
         empty="No comparisons vs control.")
 
     power_html = ""
@@ -446,13 +465,13 @@ def write_html_report(path: str | Path, meta: Mapping, summary: pd.DataFrame | N
         power_html = "<h2>Power</h2>" + _table(
             ["endpoint", "day", "arm", "patients per arm", "power (95% CI)"],
             [[_endpoint_label(meta, str(r["endpoint"])), _day(r["visit_day"]),
-              arm_label.get(str(r["arm"]), r["arm"]), _num(r["n_per_arm"]),
+              arm_label.get(str(r["arm"]), r["arm"]), _count(r["n_per_arm"]),
               _with_ci(r["power"], r["ci_low"], r["ci_high"], _pct)] for _, r in pw.iterrows()],
             empty="No power estimates.")
 
     safety_html = _table(
         ["arm", "event", "patients", "events", "rate (95% CI)"],
-        [[arm_label.get(str(r["arm"]), r["arm"]), r["event"], _num(r["n"]), _num(r["events"]),
+        [[arm_label.get(str(r["arm"]), r["arm"]), r["event"], _count(r["n"]), _count(r["events"]),
           _with_ci(r["rate"], r["ci_low"], r["ci_high"], _pct)] for _, r in saf.iterrows()],
         empty="No safety events simulated for this design.")
 
@@ -466,7 +485,7 @@ def write_html_report(path: str | Path, meta: Mapping, summary: pd.DataFrame | N
             parts.append(f"<h3>{e(arm_label.get(str(arm), str(arm)))}: {e(str(first['measure']))} of "
                          f"{e(_endpoint_label(meta, str(first['endpoint'])))} at day {_day(first['visit_day'])}</h3>")
             parts.append(_table(["covariate", "subgroup", "patients", f"{first['measure']} (95% CI)"],
-                                [[r["covariate"], r["subgroup"], _num(r["n"]),
+                                [[r["covariate"], r["subgroup"], _count(r["n"]),
                                   _with_ci(r["mean"], r["ci_low"], r["ci_high"], f)] for _, r in block.iterrows()]))
         responders_html = ("<h2>Who responds (virtual cohort)</h2><p class='small'>The primary outcome by subgroup of "
                            "every covariate (continuous ones in thirds), over every simulated patient of the arm "
@@ -480,6 +499,21 @@ def write_html_report(path: str | Path, meta: Mapping, summary: pd.DataFrame | N
     figs = "".join(_embed(str(name), p) for name, p in (figures or {}).items()) or "<p class='small'>none</p>"
     refs = "".join(f"<li>{e(str(c))}</li>" for c in meta.get("citations") or []) or "<li>none</li>"
     description = f"<p>{e(str(meta['description']))}</p>" if meta.get("description") else ""
+    from ..report.interactive import page as interactive_page
+
+    live = interactive_page({e(str(k)): v for k, v in (interactive or {}).items()})
+    live_html = f"<h2>Interactive figures</h2>{live}" if live else ""
+    primary_rows = comp[(comp["endpoint"].astype(str) == str(primary.get("endpoint")))
+                        & (comp["visit_day"].astype(float) == float(primary.get("visit_day") or -1))] \
+        if len(comp) and primary.get("endpoint") is not None else comp.iloc[0:0]
+    arm_sizes = ", ".join(f"{a.get('label') or a.get('name')}: {_count(a.get('n'))}" for a in meta.get("arms") or [])
+    answer = "".join(
+        f"<li>{e(arm_label.get(str(r['arm']), str(r['arm'])))} vs {e(arm_label.get(str(r['control']), str(r['control'])))}: "
+        f"<b>{e(_with_ci(r['estimate'], r['ci_low'], r['ci_high']))}</b>, p = {e(_pvalue(r['p_value']))} "
+        f"({e(str(r['test']))})</li>" for _, r in primary_rows.iterrows())
+    answer_html = (f"<h2>Primary endpoint</h2><p>{e(primary_text)}: difference in change from baseline against "
+                   f"control in this one virtual trial ({e(arm_sizes)} patients per arm):</p><ul>{answer}</ul>"
+                   if answer else "")
 
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
@@ -488,16 +522,18 @@ def write_html_report(path: str | Path, meta: Mapping, summary: pd.DataFrame | N
 <p class="disclaimer">{e(disclaimer)}</p>
 {description}
 <h2>Design</h2>{design}{arms}
+{answer_html}
 <h2>Published vs simulated</h2>{pub_lead}{pub_html}
+{live_html}
+<h2>Figures</h2><p class="small">Static, for slides (each also as SVG and PDF beside the report).</p>{figs}
 <h2>Summary by arm and visit</h2>{summ_html}
 <h2>Comparisons vs control</h2>{comp_html}
 {power_html}
 {responders_html}
 <h2>Safety</h2>{safety_html}
 <h2>Fitted parameters</h2>
-<p class="small">Parameters whose value was fitted to a published number (so agreement there is not independent
-validation):</p><ul>{fitted}</ul>
-<h2>Figures</h2>{figs}
+<p class="small">Parameters this trial's run uses whose value was fitted to a published number (so agreement there
+is not independent validation):</p><ul>{fitted}</ul>
 <h2>References</h2><ol>{refs}</ol>
 <p class="small">{e(disclaimer)}</p></body></html>
 """

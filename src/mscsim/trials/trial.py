@@ -25,7 +25,8 @@ from .safety import load_safety_parameters
 
 DISCLAIMER = "mscsim is a research tool, never medical advice."
 RESULT_FILES = ("endpoints.parquet", "patients.parquet", "arm_summary.csv", "comparisons.csv",
-                "published_vs_simulated.csv", "safety.csv", "responders.csv", "forest.png", "timecourse.png", "report.html",
+                "published_vs_simulated.csv", "safety.csv", "responders.csv", "forest.png", "forest.svg", "forest.pdf",
+                "timecourse.png", "timecourse.svg", "timecourse.pdf", "report.html",
                 "manifest.json")
 
 
@@ -38,16 +39,17 @@ class TrialResult:
 
 
 def _labels(design: DesignSpec) -> dict[str, str]:
+    """Readable endpoint names with units, from the display-name table (pain VAS (mm), WOMAC total (points of
+    96), overall response (complete or partial) at day 28, ...)."""
+    from ..display import display
+
     eps = load_endpoints(design.disease)
     out = {}
     for name in design.endpoints:
-        if name in eps.spec.endpoints:
-            ep = eps.spec.endpoints[name]
-            out[name] = f"{ep.long_name} ({ep.units})" if ep.units not in ("1", "") else ep.long_name
-        elif name in eps.spec.responses:
+        if name in eps.spec.responses:
             out[name] = f"overall response (complete or partial) at day {eps.spec.responses[name].day:g}"
         else:
-            out[name] = "OMERACT-OARSI responder"
+            out[name] = display(name).axis_label()
     return out
 
 
@@ -71,14 +73,32 @@ def citation_keys(design: DesignSpec) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
+def _response_parameters_used(design: DesignSpec) -> list[str]:
+    """The trial-level (non-model) parameters this design's observation model reads: the comparators' relief
+    for symptom endpoints, standard care's remissions or responses for its disease, each endpoint's noise."""
+    names = [f"noise_sd_{e}" for e in design.endpoints]
+    if design.disease == "knee_osteoarthritis":
+        names += [f"placebo_r_{a.comparator}" for a in design.arms if a.comparator != "none"]
+        names += ["placebo_tau_on", "placebo_tau_off", "placebo_persist"]
+    elif design.disease == "perianal_fistula":
+        names += ["sc_remission_fistula_p_inf", "sc_remission_fistula_tau"]
+    elif design.disease == "acute_gvhd":
+        names += ["sc_response_gvhd_day28", "sc_complete_share_gvhd"]
+    return names
+
+
 def fitted_parameters(design: DesignSpec) -> list[dict]:
-    """Parameters (model, trial-level) whose values were fitted to published numbers, with what they were fitted to."""
+    """Parameters this trial's run uses (model and trial-level) whose values were fitted to published numbers,
+    with what they were fitted to (a knee trial does not list the fistula's fitted repair rate)."""
     from .runner import _setup
 
     seen, out = set(), []
-    sets = [_setup(design.model_dump_json(), a.name)[2].pset for a in design.arms] + [response_parameters()]
-    for pset in sets:
-        for name in pset.names():
+    payload = design.model_dump_json()
+    used = [(s.pset, s.parameter_names_used()) for s in (_setup(payload, a.name)[2] for a in design.arms)]
+    resp = response_parameters()
+    used.append((resp, [n for n in _response_parameters_used(design) if n in resp.names()]))
+    for pset, names in used:
+        for name in names:
             par = pset[name]
             if par.fitted_to and name not in seen:
                 seen.add(name)
@@ -122,8 +142,16 @@ def run_trial(design: DesignSpec, out: str | Path, *, design_path: str | None = 
         figures = {"Difference against control": forest_plot(analysis.comparisons, analysis.published, meta,
                                                              tmp / "forest.png"),
                    "Endpoints over time by arm": timecourse_plot(analysis.summary, meta, tmp / "timecourse.png")}
+        from ..report.interactive import trial_forest, trial_timecourse
+
+        interactive = {k: v for k, v in (
+            ("Endpoints over time by arm (mean or rate with 95% CI; day 0: baseline)",
+             trial_timecourse(analysis.summary, meta)),
+            ("Difference against control (95% CI; red diamond: published)",
+             trial_forest(analysis.comparisons, analysis.published, meta))) if v is not None}
         write_html_report(tmp / "report.html", meta, analysis.summary, analysis.comparisons, analysis.published,
-                          analysis.safety, analysis.power, figures, responders=analysis.responders)
+                          analysis.safety, analysis.power, figures, responders=analysis.responders,
+                          interactive=interactive)
         (tmp / "comparison.md").write_text(comparison_markdown(analysis.published))
         manifest = {"mscsim_version": __version__, "design": design_record(design), "design_file": design_path,
                     "seed": design.seed, "design_digest": design.digest(), "n_simulated": int(len(patients)),
