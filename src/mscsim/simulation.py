@@ -145,7 +145,9 @@ class Setup:
             return None
         model = self.model
         x0 = model.initial_signals(P)
-        hold = model.held_mask | model.cell_mask
+        # held: declared so, the cells (none yet), and states no enabled process touches (constant anyway; a
+        # switched-off mechanism's mediators would otherwise make the Newton matrix singular)
+        hold = model.held_mask | model.cell_mask | ~np.abs(model.stoichiometry).any(axis=1)
         atol = Problem(model, P, np.array([0.0]), x0=x0).atol(1e-13)
         method = np.ones(len(P), dtype=np.int64)
         x = x0.copy()
@@ -337,10 +339,10 @@ def solve(setup: Setup, problem: Problem) -> np.ndarray:
                              f"pip install 'mscsim[jax]' ({exc})") from None
         states = solve_jax(problem, rtol=sc.rtol)
     elif sc.kind == "numpy":
-        states = solve_batched(problem, rtol=sc.rtol)
+        states = solve_batched(problem, rtol=sc.rtol, max_steps=sc.max_steps)
     else:
         try:
-            states = solve_compiled(problem, rtol=sc.rtol)
+            states = solve_compiled(problem, rtol=sc.rtol, max_steps=sc.max_steps)
         except SolveFailure as failure:
             check_conservation(problem, failure.states)
             raise

@@ -129,11 +129,13 @@ class SolverSpec(_Strict):
     """``batched``: the compiled engine (RODAS4 per patient in machine code); ``numpy``: the same method in NumPy;
     ``reference``: SciPy Radau, one patient at a time; ``jax``: the JAX solver (an extra). ``baseline``: how a
     disease's untreated chronic state is found (``steady_state``: solved directly, integrating only where a
-    patient has no stable steady state; ``integration``: a 1,000-day untreated run)."""
+    patient has no stable steady state; ``integration``: a 1,000-day untreated run). ``max_steps``: the attempted
+    steps a patient may take between two events before its solve is reported as failed (the others go on)."""
 
     kind: Literal["batched", "numpy", "reference", "jax"] = "batched"
     rtol: float = Field(default=1e-8, gt=0, lt=1e-2)
     baseline: Literal["steady_state", "integration"] = "steady_state"
+    max_steps: int = Field(default=200_000, ge=100, le=10_000_000)  # attempted steps per patient and segment
     chunk_size: int = Field(default=5000, ge=1, le=1_000_000)
 
 

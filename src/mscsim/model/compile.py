@@ -147,7 +147,7 @@ def model_key(model: Model) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-CODEGEN_FORMAT = "mscsim-codegen-3"  # bump when the generated code changes shape
+CODEGEN_FORMAT = "mscsim-codegen-4"  # bump when the generated code changes shape
 
 
 def compile_model(model: Model) -> CompiledModel:
@@ -238,7 +238,7 @@ class _ScalarPrinter(PythonCodePrinter):
         # IEEE division gives inf (as NumPy does) and the solver's error control can reject the step
         if expr.exp.is_Integer and expr.exp < 0:
             power = expr.base if expr.exp == -1 else sp.Pow(expr.base, -expr.exp, evaluate=False)
-            return f"(1.0/{self.parenthesize(power, 0)})"
+            return f"(1.0/({self._print(power)}))"
         return super()._print_Pow(expr, rational=rational)
 
 
