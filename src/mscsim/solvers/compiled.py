@@ -39,7 +39,7 @@ from .problem import Problem
 
 LANES = int(os.environ.get("MSCSIM_LANES", "4"))
 UNROLL = os.environ.get("MSCSIM_UNROLL", "0") == "1"  # patients side by side: the width of a SIMD register of doubles
-KERNEL_FORMAT = "mscsim-kernels-1"  # bump when the template or the generated kernels change shape
+KERNEL_FORMAT = "mscsim-kernels-4"  # bump when the template or the generated kernels change shape
 STATUS = {0: "ok", 1: "too many steps (the model may be unstable for this patient's parameters)",
           2: "step size too small to advance time (a singularity or a non-finite value)"}
 SS_STATUS = {0: "stable steady state", 1: "no steady state found by pseudo-transient continuation",
@@ -217,20 +217,39 @@ def kernel_source(model: CompiledModel, lanes: int | None = None) -> str:
 
 
 def _elimination_tables(pattern: SparsePattern, lanes: int) -> str:
-    """``factor_w`` and ``solve_w`` as loops over the pattern's plan held in constant tables, each plan step written
-    out for the ``lanes`` patients side by side with every load before the stores, so the compiler can use one SIMD
-    operation per step (it cannot prove that a loop over lanes of one row does not alias another). Measured on the
-    tissue model, this is faster than the plan unrolled into straight-line code, which also took minutes of LLVM
-    time to compile."""
+    """The W = diag(dsh) - J elimination for ``lanes`` patients side by side, as loops over the pattern's plan held
+    in constant tables (measured on the tissue model: faster than the plan unrolled into straight-line code, which
+    also took minutes of LLVM time to compile):
+
+    - ``fill_w(jv, dsh, lu)``: W on the compact store (structural non-zeros and fill-in);
+    - ``scaled_dominance_w(lu, dvec, dvalid, ok)``: a cheap proof that W is an H-matrix, |w_ii| d_i > sum_j |w_ij| d_j
+      with a positive scaling ``d`` kept from the lane's last full test (nnz operations instead of a factorisation);
+    - ``comparison_w(lu, cm)``: W's comparison matrix (|w_ii| on the diagonal, -|w_ij| off it);
+    - ``plan_w(a)``: the elimination plan on one matrix, in place (LU without pivoting);
+    - ``pivots_positive_w(cm, dg, ok)``: the full test: every comparison pivot positive (a Z-matrix is a nonsingular
+      M-matrix iff so), as :class:`~mscsim.solvers._linalg.SparseBatchedSolver` does;
+    - ``solve_w(lu, b)``: forward and backward substitution in place, row by row in elimination order (each row's
+      entries accumulated per lane, one store per row).
+
+    Each plan step is written out for the lanes with every load before the stores (the compiler cannot prove that
+    rows of one array do not alias)."""
     entry = {int(s): k for k, s in enumerate(pattern.entry_slots)}
     diag_of = {int(s): i for i, s in enumerate(pattern.diag_slots)}
     init = np.array([[entry.get(s, -1), diag_of.get(s, -1)] for s in range(pattern.n_slots)], dtype=np.int64)
-    div = [(a, b) for a, b, c in pattern.factor_ops if c is None]
-    # the plan as runs: each pivot's divisions, then its updates (the plan's own order within each kind)
     ops = np.array([(a, b, -1 if c is None else c) for a, b, c in pattern.factor_ops] or [(0, 0, -2)], dtype=np.int64)
-    lower = np.array([(i, k, s) for i, k, s in pattern.lower] or [(0, 0, -1)], dtype=np.int64)
-    back = np.array([(-1 if i is None else i, j, s) for i, j, s in pattern.backward] or [(0, 0, -1)], dtype=np.int64)
-    del div
+    # the structural off-diagonal entries of W by row (slot, column), for the scaled dominance test
+    rows = [[(int(pattern.slot[(i, j)]), j) for j in range(pattern.n) if j != i and (i, j) in pattern.slot
+             and int(pattern.slot[(i, j)]) in entry] for i in range(pattern.n)]
+    rowptr = np.cumsum([0] + [len(r) for r in rows]).astype(np.int64)
+    rowent = np.array([e for r in rows for e in r] or [(0, 0)], dtype=np.int64)
+    # row-oriented substitution: rows in elimination order, each with its L (or U) entries (slot, column state)
+    fwd = [[(s, k) for (i2, k, s) in pattern.lower if i2 == i] for i in pattern.order]
+    bwd = [[(s, j) for (i2, j, s) in pattern.backward if i2 == i] for i in reversed(pattern.order)]
+    udiag = [int(pattern.slot[(i, i)]) for i in reversed(pattern.order)]
+    fptr = np.cumsum([0] + [len(r) for r in fwd]).astype(np.int64)
+    fent = np.array([e for r in fwd for e in r] or [(0, 0)], dtype=np.int64)
+    bptr = np.cumsum([0] + [len(r) for r in bwd]).astype(np.int64)
+    bent = np.array([e for r in bwd for e in r] or [(0, 0)], dtype=np.int64)
     L = range(lanes)
 
     def arr(a):
@@ -246,25 +265,31 @@ def _elimination_tables(pattern: SparsePattern, lanes: int) -> str:
         return "\n".join(indent + x for x in loads + stores)
 
     pad = " " * 12
-    upd = lanes_of(lambda l: ([f"a{l} = lu[a, {l}]", f"b{l} = lu[b, {l}]", f"c{l} = lu[c, {l}]",
-                               f"m{l} = cm[a, {l}]", f"n{l} = cm[b, {l}]", f"o{l} = cm[c, {l}]"],
-                              [f"lu[a, {l}] = a{l} - b{l} * c{l}", f"cm[a, {l}] = m{l} - n{l} * o{l}"]), pad)
-    dvd = lanes_of(lambda l: ([f"a{l} = lu[a, {l}]", f"b{l} = lu[b, {l}]", f"m{l} = cm[a, {l}]", f"n{l} = cm[b, {l}]"],
-                              [f"lu[a, {l}] = a{l} / b{l}", f"cm[a, {l}] = m{l} / n{l}"]), pad)
-    sub = lanes_of(lambda l: ([f"x{l} = b[i, {l}]", f"y{l} = lu[s, {l}]", f"z{l} = b[k, {l}]"],
-                              [f"b[i, {l}] = x{l} - y{l} * z{l}"]), pad)
-    bdiv = lanes_of(lambda l: ([f"x{l} = b[j, {l}]", f"y{l} = lu[s, {l}]"], [f"b[j, {l}] = x{l} / y{l}"]), pad)
-    bsub = lanes_of(lambda l: ([f"x{l} = b[i, {l}]", f"y{l} = lu[s, {l}]", f"z{l} = b[j, {l}]"],
-                               [f"b[i, {l}] = x{l} - y{l} * z{l}"]), pad)
+    upd = lanes_of(lambda l: ([f"a{l} = a[i, {l}]", f"b{l} = a[j, {l}]", f"c{l} = a[k, {l}]"],
+                              [f"a[i, {l}] = a{l} - b{l} * c{l}"]), pad)
+    dvd = lanes_of(lambda l: ([f"a{l} = a[i, {l}]", f"b{l} = a[j, {l}]"], [f"a[i, {l}] = a{l} / b{l}"]), pad)
+    pad8 = " " * 8
+    acc_load = "\n".join(f"{pad8}a{l} = b[i, {l}]" for l in L)
+    acc_sub = "\n".join(f"{pad}a{l} -= lu[s, {l}] * b[k, {l}]" for l in L)
+    acc_store = "\n".join(f"{pad8}b[i, {l}] = a{l}" for l in L)
+    acc_store_div = "\n".join(f"{pad8}b[i, {l}] = a{l} / lu[d, {l}]" for l in L)
     return f"""INIT = {arr(init)}
 OPS = {arr(ops)}
-LOWER = {arr(lower)}
-BACK = {arr(back)}
 DIAG = {arr(np.asarray(pattern.diag_slots, dtype=np.int64))}
+ROWPTR = {arr(rowptr)}
+ROWENT = {arr(rowent)}
+FORDER = {arr(np.asarray(pattern.order, dtype=np.int64))}
+BORDER = {arr(np.asarray(pattern.order[::-1], dtype=np.int64))}
+FPTR = {arr(fptr)}
+FENT = {arr(fent)}
+BPTR = {arr(bptr)}
+BENT = {arr(bent)}
+UDIAG = {arr(np.asarray(udiag, dtype=np.int64))}
+H_MARGIN = {H_MARGIN!r}
 
 
 @njit(**OPTS)
-def factor_w(jv, dsh, lu, cm, ok):
+def fill_w(jv, dsh, lu):
     for s in range(NSLOTS):
         e = INIT[s, 0]
         d = INIT[s, 1]
@@ -273,43 +298,77 @@ def factor_w(jv, dsh, lu, cm, ok):
             if d >= 0:
                 v = v + dsh[d, l] if e >= 0 else dsh[d, l]
             lu[s, l] = v
-            cm[s, l] = abs(v) if d >= 0 else -abs(v)
-    dg = np.empty((N, W))
+
+
+@njit(**OPTS)
+def scaled_dominance_w(lu, dvec, dvalid, ok):
+    di = np.empty(W)
+    off = np.empty(W)
+    for l in range(W):
+        ok[l] = dvalid[l]
+    for i in range(N):
+        for l in range(W):
+            di[l] = abs(lu[DIAG[i], l]) * dvec[i, l]
+            off[l] = 0.0
+        for q in range(ROWPTR[i], ROWPTR[i + 1]):
+            s = ROWENT[q, 0]
+            j = ROWENT[q, 1]
+            for l in range(W):
+                off[l] += abs(lu[s, l]) * dvec[j, l]
+        for l in range(W):
+            ok[l] = ok[l] and (di[l] - off[l] > H_MARGIN * di[l])
+
+
+@njit(**OPTS)
+def comparison_w(lu, cm, dg):
+    for s in range(NSLOTS):
+        d = INIT[s, 1]
+        for l in range(W):
+            cm[s, l] = abs(lu[s, l]) if d >= 0 else -abs(lu[s, l])
     for i in range(N):
         for l in range(W):
             dg[i, l] = cm[DIAG[i], l]
+
+
+@njit(**OPTS)
+def plan_w(a):
     for q in range(OPS.shape[0]):
-        a = OPS[q, 0]
-        b = OPS[q, 1]
-        c = OPS[q, 2]
-        if c >= 0:
+        i = OPS[q, 0]
+        j = OPS[q, 1]
+        k = OPS[q, 2]
+        if k >= 0:
 {upd}
-        elif c == -1:
+        elif k == -1:
 {dvd}
+
+
+@njit(**OPTS)
+def pivots_positive_w(cm, dg, ok):
     for l in range(W):
         good = True
         for i in range(N):
-            if not cm[DIAG[i], l] > {H_MARGIN!r} * dg[i, l]:
+            if not cm[DIAG[i], l] > H_MARGIN * dg[i, l]:
                 good = False
         ok[l] = good
 
 
 @njit(**OPTS)
 def solve_w(lu, b):
-    for q in range(LOWER.shape[0]):
-        i = LOWER[q, 0]
-        k = LOWER[q, 1]
-        s = LOWER[q, 2]
-        if s >= 0:
-{sub}
-    for q in range(BACK.shape[0]):
-        i = BACK[q, 0]
-        j = BACK[q, 1]
-        s = BACK[q, 2]
-        if s < 0:
-            continue
-        if i < 0:
-{bdiv}
-        else:
-{bsub}
+    for r in range(N):
+        i = FORDER[r]
+{acc_load}
+        for q in range(FPTR[r], FPTR[r + 1]):
+            s = FENT[q, 0]
+            k = FENT[q, 1]
+{acc_sub}
+{acc_store}
+    for r in range(N):
+        i = BORDER[r]
+        d = UDIAG[r]
+{acc_load}
+        for q in range(BPTR[r], BPTR[r + 1]):
+            s = BENT[q, 0]
+            k = BENT[q, 1]
+{acc_sub}
+{acc_store_div}
 """
