@@ -56,8 +56,8 @@ def check(disease: str, patients: int, days: float, seed: int) -> dict:
     ss = steady_state(model, P, x0, atol, hold)
     t_ss = time.perf_counter() - t
     t = time.perf_counter()
-    long = solve_compiled(Problem(model, P, np.array([0.0, 1000 * 24.0, days * 24.0]), x0=x0), rtol=1e-10,
-                          hold=hold)
+    long = solve_compiled(Problem(model, P, np.array([0.0, 1000 * 24.0, days * 24.0]), x0=x0, hold=hold),
+                          rtol=1e-10)
     t_int = time.perf_counter() - t
     floor = 1e-9 * np.maximum(model.signal_scale, 1.0)
     free = ~hold

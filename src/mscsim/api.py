@@ -39,23 +39,16 @@ ProgressArg = bool | Callable[[str], None] | None
 
 def preset_dir() -> Path:
     """Folder of the bundled example scenarios (``mscsim presets``)."""
-    from .analysis.validation import EXAMPLES
+    from ._presets import preset_dir as folder
 
-    return EXAMPLES
+    return folder()
 
 
 def presets() -> pd.DataFrame:
     """The bundled scenarios: name, disease (if any), description and file."""
-    import yaml
+    from ._presets import preset_rows
 
-    rows = []
-    for path in sorted(preset_dir().glob("*.yaml")):
-        data = yaml.safe_load(path.read_text()) or {}
-        if "regimen" not in data:
-            continue  # lot records and co-culture presets
-        rows.append({"name": path.stem, "disease": data.get("disease") or "",
-                     "description": " ".join(str(data.get("description", "")).split()), "file": str(path)})
-    return pd.DataFrame(rows, columns=["name", "disease", "description", "file"])
+    return pd.DataFrame(preset_rows(), columns=["name", "disease", "description", "file"])
 
 
 def scenario_path(name_or_path: str | os.PathLike) -> Path:

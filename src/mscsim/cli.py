@@ -22,9 +22,9 @@ def _progress(label: str):
 
 
 def _presets(args) -> int:
-    from .api import presets
+    from ._presets import preset_rows
 
-    for _, r in presets().iterrows():
+    for r in preset_rows():
         print(f"{r['name']:32s} {r['description'][:100]}")
         print(f"{'':32s} file: {r['file']}")
     return 0

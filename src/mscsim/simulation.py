@@ -159,8 +159,8 @@ class Setup:
         todo = np.nonzero(method != 0)[0]
         if todo.size:
             t = np.array([0.0, BURN_IN_DAYS * 24.0])
-            burn = solve_compiled(Problem(model, P[todo], t, x0=x0[todo]),
-                                  rtol=min(self.scenario.solver.rtol, 1e-6), hold=hold)
+            burn = solve_compiled(Problem(model, P[todo], t, x0=x0[todo], hold=hold),
+                                  rtol=min(self.scenario.solver.rtol, 1e-6))
             x[todo] = burn[:, -1, :]
         x[:, model.cell_mask] = 0.0
         return x, method

@@ -8,9 +8,18 @@ A lot record (YAML) holds the lot's own data, including flow-cytometry files; a 
     fields = lot_product_fields(lot)             # source, passage, population_doublings, viability, ...
 """
 
-from .decision import CriterionResult, QCResult, evaluate_lot
-from .lot import Lot, load_lot, lot_from_dict, lot_product_fields
-from .spec import Criterion, Spec, load_spec, presets
+from importlib import import_module
 
-__all__ = ["Lot", "load_lot", "lot_from_dict", "lot_product_fields", "Spec", "Criterion", "load_spec", "presets",
-           "evaluate_lot", "QCResult", "CriterionResult"]
+_API = {"Lot": "lot", "load_lot": "lot", "lot_from_dict": "lot", "lot_product_fields": "lot", "Spec": "spec",
+        "Criterion": "spec", "load_spec": "spec", "presets": "spec", "evaluate_lot": "decision",
+        "QCResult": "decision", "CriterionResult": "decision"}
+__all__ = list(_API)
+
+
+def __getattr__(name: str):
+    """Imported on first use, so the command line (which registers ``qc`` on every command) starts quickly."""
+    if name in _API:
+        value = getattr(import_module(f".{_API[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mscsim.qc' has no attribute {name!r}")

@@ -10,10 +10,6 @@ import argparse
 import json
 from pathlib import Path
 
-from .decision import evaluate_lot
-from .lot import load_lot
-from .report import render_html
-from .results import format_table, result_dict
 from .settings import flow_settings
 from .spec import presets
 
@@ -38,6 +34,10 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate the lot, write the report folder atomically, print the decision; MscsimError propagates."""
     from ..io.outputs import atomic_output_dir
+    from .decision import evaluate_lot  # here, not at import: the CLI builds its parser on every command
+    from .lot import load_lot
+    from .report import render_html
+    from .results import format_table, result_dict
 
     lot_path = Path(args.lot)
     result = evaluate_lot(load_lot(lot_path), args.spec)

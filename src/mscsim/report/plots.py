@@ -47,10 +47,19 @@ def save_figure(fig: Figure, path: str | Path, formats: tuple[str, ...] | None =
     stem = path.with_suffix("") if suffix in FORMATS else path
     stem.parent.mkdir(parents=True, exist_ok=True)
     written = []
-    for f in formats:
-        target = stem.with_name(f"{stem.name}.{f}")
-        fig.savefig(target, dpi=DPI, metadata={"Creator": "mscsim"} if f in ("png", "pdf", "svg") else None)
-        written.append(target)
+    engine = fig.get_layout_engine()
+    try:
+        for k, f in enumerate(formats):
+            target = stem.with_name(f"{stem.name}.{f}")
+            fig.savefig(target, dpi=DPI, metadata={"Creator": "mscsim"} if f in ("png", "pdf", "svg") else None)
+            written.append(target)
+            if k == 0 and engine is not None:
+                # the layout is solved once, by the first save; later formats reuse it (constrained layout
+                # measures every label again on each save, the larger part of the time a figure takes)
+                fig.set_layout_engine("none")
+    finally:
+        if engine is not None:
+            fig.set_layout_engine(engine)
     return written
 
 

@@ -44,7 +44,7 @@ def solve_batched(problem: Problem, *, rtol: float = 1e-8, atol_factor: float = 
     t_eval = np.asarray(problem.t_eval, dtype=float)
     atol = problem.atol(atol_factor)
     P = np.asarray(problem.params, dtype=float)
-    system = _System(model)
+    system = _System(model, problem.hold)
 
     def integrate(y, h_prev, seg, u, stops, out):
         return _integrate_segment(system, P, u, y, seg.t0, stops, t_eval, seg.out_idx, out, atol, rtol, h_prev,
@@ -60,23 +60,35 @@ class _System:
     """The model's right-hand side and W solves in batch-last form: generated code for compiled models, the
     (patients, states) methods transposed for any other model with ``rhs`` and ``jac``."""
 
-    def __init__(self, model):
+    def __init__(self, model, hold=None):
         self.model = model
         self.compiled = isinstance(model, CompiledModel)
+        self.hold = None if hold is None or not np.any(hold) else np.nonzero(np.asarray(hold, dtype=bool))[0]
         if self.compiled:
             self.pattern = _pattern(model.n_states, tuple(model.jac_rows), tuple(model.jac_cols))
+            if self.hold is not None:  # the Jacobian entries in held rows
+                self.held_entries = np.nonzero(np.isin(model.jac_rows, self.hold))[0]
 
     def rhs(self, x, pT):
         if self.compiled:
-            return self.model.rhs_bl(x, pT)
-        return np.ascontiguousarray(self.model.rhs(x.T, None if pT is None else pT.T).T)
+            f = self.model.rhs_bl(x, pT)
+        else:
+            f = np.ascontiguousarray(self.model.rhs(x.T, None if pT is None else pT.T).T)
+        if self.hold is not None:
+            f[self.hold] = 0.0
+        return f
 
     def w_solver(self, x, pT, h):
         """Factor W = I/(h*gamma) - J for the batch; returns an object whose ``solve`` works in place on (n, B)."""
         inv_hg = 1.0 / (h * tab.GAMMA)
         if self.compiled:
-            return SparseBatchedSolver(self.pattern, self.model.jac_values_bl(x, pT), inv_hg)
+            jv = self.model.jac_values_bl(x, pT)
+            if self.hold is not None:
+                jv[self.held_entries] = 0.0
+            return SparseBatchedSolver(self.pattern, jv, inv_hg)
         J = self.model.jac(x.T, None if pT is None else pT.T)
+        if self.hold is not None:
+            J[:, self.hold, :] = 0.0
         return _Transposed(BatchedSolver(np.eye(x.shape[0])[None] * inv_hg[:, None, None] - J))
 
 

@@ -60,11 +60,11 @@ class SolveFailure(MscsimError):
 
 
 def solve_compiled(problem: Problem, *, rtol: float = 1e-8, atol_factor: float = 1e-13, max_steps: int = 200_000,
-                   hold: np.ndarray | None = None, failures: str = "raise") -> np.ndarray:
+                   failures: str = "raise") -> np.ndarray:
     """Integrate all patients with the compiled engine; returns states at ``t_eval``, (patients, times, states).
 
-    ``hold`` (bool per state) holds those states at their start values. ``max_steps`` caps the attempted steps of
-    a patient in one segment. When some patients fail: ``failures="raise"`` raises :class:`SolveFailure` (which
+    ``problem.hold`` states stay at their start values. ``max_steps`` caps the attempted steps of a patient in one
+    segment. When some patients fail: ``failures="raise"`` raises :class:`SolveFailure` (which
     carries the others' results), ``"nan"`` returns with the failed patients' rows NaN from the failure on.
     """
     model = problem.model
@@ -73,7 +73,7 @@ def solve_compiled(problem: Problem, *, rtol: float = 1e-8, atol_factor: float =
     t_eval = np.asarray(problem.t_eval, dtype=float)
     atol = np.ascontiguousarray(problem.atol(atol_factor))
     P = np.ascontiguousarray(problem.params, dtype=float)
-    hold = np.zeros(n, dtype=np.bool_) if hold is None else np.asarray(hold, dtype=np.bool_)
+    hold = problem.held()
     status = np.zeros(B, dtype=np.int64)
     nsteps = np.zeros(B, dtype=np.int64)
     slice_len = _slice_len(B)

@@ -56,6 +56,12 @@ class Problem:
     infusions: tuple[Infusion, ...] = ()
     scale: np.ndarray | None = None  # (B, n) typical magnitude of each state, for absolute tolerances
     baseline_method: np.ndarray | None = None  # (B,) how each patient's start state was found (a disease's chronic state)
+    hold: np.ndarray | None = None  # (n,) bool: states held at their start values (their derivatives are zero)
+
+    def held(self) -> np.ndarray:
+        """The held-state mask (all False when none are held)."""
+        n = self.model.n_states
+        return np.zeros(n, dtype=bool) if self.hold is None else np.asarray(self.hold, dtype=bool)
 
     @property
     def n_patients(self) -> int:
@@ -69,7 +75,7 @@ class Problem:
         return Problem(self.model, self.params[rows], self.t_eval, x0=pick(self.x0),
                        boluses=tuple(Bolus(b.t, b.amount[rows]) for b in self.boluses),
                        infusions=tuple(Infusion(i.t_start, i.t_end, i.rate[rows]) for i in self.infusions),
-                       scale=pick(self.scale), baseline_method=pick(self.baseline_method))
+                       scale=pick(self.scale), baseline_method=pick(self.baseline_method), hold=self.hold)
 
     def initial_state(self) -> np.ndarray:
         n = self.model.n_states

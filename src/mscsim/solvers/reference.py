@@ -20,6 +20,7 @@ def solve_reference(problem: Problem, *, rtol: float = 1e-10, atol_factor: float
     out = np.empty((B, T, n))
     segments = problem.segments()
     atols = problem.atol(atol_factor)
+    free = (~problem.held()).astype(float)  # held states: zero derivative
     for i in range(B):
         p = problem.params[i:i + 1]
         y = problem.initial_state()[i].copy()
@@ -34,10 +35,10 @@ def solve_reference(problem: Problem, *, rtol: float = 1e-10, atol_factor: float
                 continue
 
             def fun(t, yy, p=p, u=u):
-                return model.rhs(yy[None, :], p)[0] + u
+                return (model.rhs(yy[None, :], p)[0] + u) * free
 
             def jac(t, yy, p=p):
-                return model.jac(yy[None, :], p)[0]
+                return model.jac(yy[None, :], p)[0] * free[:, None]
 
             sol = solve_ivp(fun, (seg.t0, seg.t1), y, method="Radau", jac=jac, rtol=rtol, atol=atol,
                             t_eval=np.unique(np.append(ts, seg.t1)))
