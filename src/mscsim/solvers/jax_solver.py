@@ -1,34 +1,31 @@
-"""JAX batched stiff solver: RODAS4 with per-patient step-size control inside one jitted loop (CPU or GPU).
+"""JAX batched stiff solver: RODAS4 with per-patient step-size control inside one jitted loop (CPU or GPU), and the
+forward sensitivities of its outputs with respect to model parameters.
 
-Why by hand: diffrax, the maintained JAX ODE library, integrates one system per solve; a cohort is solved
-with ``jax.vmap`` over per-patient solves (the comparison target here is ``vmap`` of diffrax's
-``Kvaerno5`` with a PID controller, see ``benchmarks/bench_jax.py``). Under ``vmap`` the adaptive loop
-becomes one batched ``while_loop`` whose every iteration evaluates every patient until the slowest has
-finished, and the implicit stages run Newton iterations with their own control flow. This module instead
-writes the loop itself: every patient carries its own time ``t``, step ``h`` and next-output index, steps
-are accepted or rejected per patient (patients that are done are masked), and each step is one RODAS4
-step for the whole batch (no Newton iteration: six linear solves with one LU factorisation of
-W = I/(h*gamma) - J per patient, unrolled over the model's sparsity pattern as in
-:class:`mscsim.solvers._linalg.SparseBatchedSolver`, with pivoted dense LU as the fallback). The arithmetic is the same as :func:`mscsim.solvers.batched.solve_batched`
-(same tableau, error norm, controller, and output times read off each accepted step's dense output rather
-than shortening the steps), so the two agree to the tolerance; the
-right-hand side and the analytic Jacobian come from the **same generated model source**, called with
-``xp = jax.numpy``.
+Why by hand: diffrax, the maintained JAX ODE library, integrates one system per solve; a cohort is solved with
+``jax.vmap`` over per-patient solves (the comparison target, see ``benchmarks/bench_scale.py``). Under ``vmap``
+the adaptive loop becomes one batched ``while_loop`` whose every iteration evaluates every patient until the
+slowest has finished, and the implicit stages run Newton iterations with their own control flow. This module
+writes the loop itself, with the arithmetic of :mod:`mscsim.solvers.batched` (same tableau, error norm,
+controller, dense output) on the same generated model source called with ``xp = jax.numpy``:
 
-Dose events are handled in Python between jitted calls (a bolus is added to the state, an infusion sets a
-constant input for a segment). Batch shapes are bucketed so that one call compiles at most once: every chunk
-of patients is padded to one power of two (padded patients have zero state and are marked done) and every
-segment's list of stop times to one power of two (the longest segment's), so ``jax.jit`` compiles once per
-bucket, not once per cohort size, chunk or segment; a later call with the same buckets (the untreated
-comparator of a run, the next chunk) reuses the compiled kernel.
+- **Per-patient step control**: every patient carries its own time, step and next output.
+- **A window of slots over a queue**: the loop works on a fixed window of patient slots; when a slot's patient has
+  finished the segment (or failed), the slot takes the next patient of the chunk, so finished patients do not
+  keep their slots busy while others finish (compaction without changing array shapes, so nothing recompiles).
+- **Per-patient W factorisation**: W = I/(h*gamma) - J is factored without pivoting on the model's sparsity
+  pattern (unrolled, elementwise over the window, as :class:`mscsim.solvers._linalg.SparseBatchedSolver`), with
+  each patient's H-matrix test (the comparison matrix factored alongside: every pivot positive); a step where some
+  patient fails the test also computes pivoted dense LU and takes it for those patients only.
+- **Held states** (``Problem.hold``): their derivatives are zero.
+- **A patient whose solve fails** (more than ``max_steps`` attempted steps in a segment) is reported by index and
+  the others are kept (:class:`~mscsim.solvers.compiled.SolveFailure`).
 
-The tissue model (44 states, nonlinear feedback between cytokines and immune cells) has Jacobians whose W is
-not column diagonally dominant at the steps the controller takes, so its steps take the pivoted dense LU
-branch; the kinetics take the sparse branch. (The NumPy solver tests the wider H-matrix condition per patient
-and factors the tissue model's W without pivoting too; this module still uses the column test, batch-wide.) Both
-are compiled; the generated model code is common-subexpression-eliminated (``compile_model``), which keeps
-the tissue kernel's tracing and XLA compilation to about 18 s on the 2-vCPU development machine (28 s
-without it).
+Dose events are handled in Python between jitted calls. Shapes are bucketed (the chunk to a power of two, the
+window, the segment's stops to one power of two for the call) so a call compiles once.
+
+:func:`sensitivities` differentiates the whole solve (segments, doses, dense output) in forward mode
+(``jax.jvp`` through ``lax.while_loop``), one direction per chosen parameter: d(outputs)/d(parameter) for each
+patient, the gradient a calibration needs (checked against finite differences in the tests).
 
 This module needs ``jax``; ``import mscsim`` does not import it.
 """
@@ -46,11 +43,10 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import jax.scipy.linalg as jsl  # noqa: E402
 
-from ..errors import MscsimError  # noqa: E402
 from . import _rodas4 as tab  # noqa: E402
-from ._linalg import SparsePattern  # noqa: E402
-from .batched import _initial_step  # noqa: E402
 from ._driver import run_segments  # noqa: E402
+from ._linalg import H_MARGIN, SparsePattern  # noqa: E402
+from .batched import _initial_step  # noqa: E402
 from .problem import Problem  # noqa: E402
 
 _SAFETY, _FAC_MIN, _FAC_MAX = 0.9, 0.2, 6.0
@@ -67,28 +63,36 @@ def _bucket(n: int, minimum: int = 1) -> int:
     return 1 << (n - 1).bit_length()
 
 
-def solve_jax(problem: Problem, *, rtol: float = 1e-8, atol_factor: float = 1e-13,
-              max_steps: int = 100_000, max_chunk: int = 8192) -> np.ndarray:
+def solve_jax(problem: Problem, *, rtol: float = 1e-8, atol_factor: float = 1e-13, max_steps: int = 100_000,
+              max_chunk: int = 8192, window: int | None = None, failures: str = "raise") -> np.ndarray:
     """Integrate all patients with JAX; returns states at ``t_eval``, shape (patients, times, states), float64.
 
-    ``max_steps`` bounds the loop iterations per segment (each iteration is one attempted step for every
-    patient still running). Patients are integrated in chunks of at most ``max_chunk`` (rounded up to a
-    power of two), each padded to that one size, so a call compiles at most once.
+    ``max_steps`` caps a patient's attempted steps in one segment. Patients are integrated in chunks of at most
+    ``max_chunk`` (rounded up to a power of two), each padded to that one size; ``window`` patients of a chunk are
+    stepped at a time (default: the whole chunk up to 256 patients, a quarter of larger ones). ``failures`` as in
+    :func:`~mscsim.solvers.compiled.solve_compiled`.
     """
+    from .compiled import SolveFailure
+
     model = problem.model
     B, n = problem.n_patients, model.n_states
     t_eval = np.asarray(problem.t_eval, dtype=float)
     atol = problem.atol(atol_factor)
     P = np.asarray(problem.params, dtype=float)
-    kernel = _kernel(model.source, tuple(int(i) for i in model.jac_rows), tuple(int(i) for i in model.jac_cols), n)
-
+    hold = tuple(bool(h) for h in problem.held())
     chunk = _bucket(min(B, max_chunk), _MIN_BUCKET)  # one bucket shape for every chunk, the last one too
+    win = _window(chunk, window)
+    kernel = _kernel(model.source, tuple(int(i) for i in model.jac_rows), tuple(int(i) for i in model.jac_cols), n,
+                     hold)
     chunks = [slice(c, min(c + chunk, B)) for c in range(0, B, chunk)]
     padded = [_Padded(P[c], atol[c], chunk) for c in chunks]
     n_stops = _bucket(max(_n_stops(problem, seg) for seg in problem.segments()), _MIN_STOPS)
+    status = np.zeros(B, dtype=np.int64)
 
     def integrate(y, h_prev, seg, u, stops, out):
         f0 = model.rhs(y, P) + u
+        if any(hold):
+            f0[:, np.asarray(hold)] = 0.0
         h0 = np.where(np.isnan(h_prev), _initial_step(y, f0, atol, rtol, stops[-1] - seg.t0), h_prev)
         h_prev = h_prev.copy()
         S = len(stops)
@@ -96,17 +100,27 @@ def solve_jax(problem: Problem, *, rtol: float = 1e-8, atol_factor: float = 1e-1
         later = seg.out_idx[t_eval[seg.out_idx] > seg.t0]
         col = np.searchsorted(stops, t_eval[later])
         for c, pc in zip(chunks, padded):
-            y_j, h_j, buf, done = pc.run(kernel, y[c], h0[c], u[c], float(seg.t0), stops_pad, S, rtol, max_steps)
-            if not bool(np.all(np.asarray(done))):
-                raise MscsimError(f"JAX solver: more than {max_steps} steps between {seg.t0} and {seg.t1} h; "
-                                  "the model may be unstable for some patients' parameters")
+            y_j, h_j, buf, failed = pc.run(kernel, win, y[c], h0[c], u[c], float(seg.t0), stops_pad, S, rtol,
+                                           max_steps)
+            status[c] = np.maximum(status[c], np.where(failed, 1, 0))
             y[c] = y_j
             h_prev[c] = h_j
             if len(later):
                 out[c, later] = buf[:, col]
         return y, h_prev
 
-    return run_segments(problem, integrate)
+    out = run_segments(problem, integrate)
+    if status.any():
+        out[status != 0] = np.nan
+        if failures == "raise":
+            raise SolveFailure(status, out)
+    return out
+
+
+def _window(chunk: int, window: int | None) -> int:
+    if window is not None:
+        return min(chunk, _bucket(window, _MIN_BUCKET))
+    return chunk if chunk <= 256 else chunk // 4
 
 
 def _n_stops(problem: Problem, seg) -> int:
@@ -118,52 +132,77 @@ def _n_stops(problem: Problem, seg) -> int:
 
 
 class _Padded:
-    """A chunk of patients padded to a bucket size: padded patients have zero state and are done from the start."""
+    """A chunk of patients padded to a bucket size, plus one spare row (the empty slots' patient)."""
 
     def __init__(self, P: np.ndarray, atol: np.ndarray, size: int):
         self.B, self.size = P.shape[0], size
-        pad = size - self.B
+        pad = size + 1 - self.B
         # padded patients reuse the first patient's parameters, so their (discarded) arithmetic stays finite
         self.P = jnp.asarray(np.concatenate([P, np.repeat(P[:1], pad, axis=0)]))
         self.atol = jnp.asarray(np.concatenate([atol, np.ones((pad, atol.shape[1]))]))
-        self.done0 = jnp.asarray(np.arange(size) >= self.B)
 
     def _pad(self, a: np.ndarray, fill: float) -> jnp.ndarray:
-        return jnp.asarray(np.concatenate([a, np.full((self.size - self.B,) + a.shape[1:], fill)]))
+        return jnp.asarray(np.concatenate([a, np.full((self.size + 1 - self.B,) + a.shape[1:], fill)]))
 
-    def run(self, kernel, y, h0, u, t0, stops_pad, n_stops, rtol, max_steps):
-        y_j, h_j, buf, done, _ = kernel(
-            self._pad(y, 0.0), jnp.full(self.size, t0), self._pad(h0, 1.0), self.done0, self.P, self._pad(u, 0.0),
+    def run(self, kernel, window, y, h0, u, t0, stops_pad, n_stops, rtol, max_steps):
+        y_j, h_j, buf, failed = kernel(
+            self._pad(y, 0.0), jnp.asarray(t0, dtype=jnp.float64), self._pad(h0, 1.0), self.P, self._pad(u, 0.0),
             self.atol, stops_pad, jnp.asarray(n_stops, dtype=jnp.int64), jnp.asarray(rtol, dtype=jnp.float64),
-            jnp.asarray(max_steps, dtype=jnp.int64))
+            jnp.asarray(max_steps, dtype=jnp.int64), jnp.asarray(self.B, dtype=jnp.int64), window)
         B = self.B
-        return np.asarray(y_j)[:B], np.asarray(h_j)[:B], np.asarray(buf)[:B], done
+        return (np.asarray(y_j)[:B], np.asarray(h_j)[:B], np.asarray(buf)[:B],
+                np.asarray(failed)[:B])
 
 
 @lru_cache(maxsize=16)
-def _kernel(source: str, rows: tuple, cols: tuple, n: int):
-    """The jitted segment integrator for one generated model (keyed by its source and Jacobian pattern)."""
+def _kernel(source: str, rows: tuple, cols: tuple, n: int, hold: tuple):
+    """The jitted segment integrator for one generated model (keyed by its source, Jacobian pattern and held
+    states)."""
     ns: dict = {}
     exec(compile(source, "<mscsim compiled model (jax)>", "exec"), ns)  # noqa: S102 - our own codegen
     rhs_fn, jac_fn = ns["rhs"], ns["jac_values"]
     rows_a, cols_a = np.asarray(rows, dtype=np.intp), np.asarray(cols, dtype=np.intp)
     eye = jnp.eye(n)
     order = 1.0 / (tab.ORDER_EMBEDDED + 1)
-
     pattern = SparsePattern(n, rows_a, cols_a)
-    col_of_entry = jnp.asarray(pattern.col_of_entry)
+    free = jnp.asarray([0.0 if h else 1.0 for h in hold])
+    entry_free = jnp.asarray([0.0 if hold[r] else 1.0 for r in rows]) if len(rows) else jnp.zeros(0)
+    off = set(int(s) for s in pattern.off_slots)
 
-    def sparse_solver(jv, inv_hg):
-        """Unrolled LU without pivoting on the structural non-zeros (as ``SparseBatchedSolver``): a few dozen
-        vector operations over patients instead of a LAPACK call per patient."""
+    def f_of(p, u):
+        def f(x):
+            return (rhs_fn(jnp, x, p) + u) * free
+
+        return f
+
+    def jac_of(y, p):
+        if not len(rows):
+            return jnp.zeros((y.shape[0], 0))
+        return jac_fn(jnp, y, p) * entry_free
+
+    def factor(jv, inv_hg):
+        """W and its comparison matrix factored without pivoting (unrolled over the pattern's plan, elementwise
+        over patients); ``ok``: W is an H-matrix (every comparison pivot positive)."""
         W = [jnp.zeros_like(inv_hg) for _ in range(pattern.n_slots)]
         for e, slot in enumerate(pattern.entry_slots):
             W[slot] = W[slot] - jv[:, e]
         for slot in pattern.diag_slots:
             W[slot] = W[slot] + inv_hg
+        Mc = [-jnp.abs(w) if s in off else jnp.abs(w) for s, w in enumerate(W)]
+        diag = [Mc[slot] for slot in pattern.diag_slots]
         for a, b, c in pattern.factor_ops:
-            W[a] = W[a] / W[b] if c is None else W[a] - W[b] * W[c]
+            if c is None:
+                W[a] = W[a] / W[b]
+                Mc[a] = Mc[a] / Mc[b]
+            else:
+                W[a] = W[a] - W[b] * W[c]
+                Mc[a] = Mc[a] - Mc[b] * Mc[c]
+        ok = jnp.ones_like(inv_hg, dtype=bool)
+        for d, slot in zip(diag, pattern.diag_slots):
+            ok = ok & (Mc[slot] > H_MARGIN * d)
+        return W, ok
 
+    def sparse_solve(W):
         def solve(rhs):
             x = [rhs[:, i] for i in range(n)]
             for i, k, slot in pattern.lower:
@@ -177,8 +216,8 @@ def _kernel(source: str, rows: tuple, cols: tuple, n: int):
 
         return solve
 
-    def dense_solver(jv, inv_hg):
-        """Pivoted LU (LAPACK) on the dense W, for batches where some patient's W is not diagonally dominant."""
+    def dense_solve(jv, inv_hg):
+        """Pivoted LU (LAPACK) on the dense W, for patients whose W is not an H-matrix."""
         J = jnp.zeros((jv.shape[0], n, n))
         if len(rows):
             J = J.at[:, rows_a, cols_a].set(jv)
@@ -189,51 +228,51 @@ def _kernel(source: str, rows: tuple, cols: tuple, n: int):
 
         return solve
 
-    def stages(solve, y, p, u, h):
-        def f(x):
-            return rhs_fn(jnp, x, p) + u
-
-        return tab.rodas4_stages(f, solve, y, h)
-
     def step(y, p, u, h, active):
-        """One RODAS4 step for a batch with per-patient step ``h``: (y_new, error estimate).
-
-        W = I/(h*gamma) - J is factored without pivoting on its sparsity pattern when it is column diagonally
-        dominant for every running patient (compartmental models: always); otherwise the whole batch takes
-        this step with pivoted dense LU.
-        """
-        jv = jac_fn(jnp, y, p) if len(rows) else jnp.zeros((y.shape[0], 0))
+        """One RODAS4 step for the window with per-patient step ``h``: (y_new, error estimate, stages)."""
+        jv = jac_of(y, p)
         inv_hg = 1.0 / (h * tab.GAMMA)
-        off = jnp.abs(jv) @ col_of_entry.T
-        diag = jnp.abs(jnp.stack([inv_hg - sum((jv[:, e] for e in range(len(rows)) if rows[e] == cols[e] == i),
-                                               jnp.zeros_like(inv_hg)) for i in range(n)], axis=-1))
-        dominant = jnp.all(diag > off, axis=1) | ~active
-        return jax.lax.cond(jnp.all(dominant),
-                            lambda: stages(sparse_solver(jv, inv_hg), y, p, u, h),
-                            lambda: stages(dense_solver(jv, inv_hg), y, p, u, h))
+        W, ok = factor(jv, inv_hg)
+        ok = ok | ~active
+        f = f_of(p, u)
 
-    def segment(y, t, h, done, p, u, atol, stops, n_stops, rtol, max_steps):
+        def sparse_only():
+            return tab.rodas4_stages(f, sparse_solve(W), y, h)
+
+        def mixed():
+            s = tab.rodas4_stages(f, sparse_solve(W), y, h)
+            d = tab.rodas4_stages(f, dense_solve(jv, inv_hg), y, h)
+            return jax.tree_util.tree_map(lambda a, b: jnp.where(ok[:, None], a, b), s, d)
+
+        return jax.lax.cond(jnp.all(ok), sparse_only, mixed)
+
+    def segment(Yq, t0, Hq, Pq, Uq, Aq, stops, n_stops, rtol, max_steps, n_real, window):
+        """Advance patients 0..n_real-1 of the queue (rows of Yq; row Q is a spare) from t0 through ``stops``,
+        ``window`` at a time. Returns their states and next steps, the outputs at the stops (patient, stop, state)
+        and which patients failed."""
         global TRACE_COUNT
         TRACE_COUNT += 1  # runs only while tracing
-        Bp = y.shape[0]
-        n_slots = stops.shape[0] * Bp
-        buf = jnp.zeros((n_slots, n))  # flat (patient, stop) -> state: outputs recorded on landing
-        k_stop = jnp.where(done, n_stops, 0)
-        rows_b = jnp.arange(Bp)
-
-        def cond(state):
-            _, _, _, _, done, _, steps = state
-            return jnp.any(~done) & (steps < max_steps)
-
+        Q = Yq.shape[0] - 1
         S = stops.shape[0]
+        n_slots_out = Q * S
+        buf = jnp.zeros((n_slots_out + 1, n))  # flat (patient, stop) -> state; the last row is dropped writes
         t1 = stops[n_stops - 1]  # the segment's end: the only time a step is shortened to land on
+        spare = jnp.full(window, Q)
+        first = jnp.arange(window)
+        pid = jnp.where(first < n_real, first, spare)
+        busy = first < n_real
+        state = dict(pid=pid, busy=busy, y=Yq[pid], t=jnp.full(window, t0), h=Hq[pid], k=jnp.zeros(window, jnp.int64),
+                     steps=jnp.zeros(window, jnp.int64), nxt=jnp.minimum(n_real, window), Yq=Yq, Hq=Hq, buf=buf,
+                     failed=jnp.zeros(Q + 1, bool))
 
-        def body(state):
-            y, t, h, k_stop, done, buf, steps = state
-            active = ~done
-            h_try = jnp.minimum(h, t1 - t)
-            h_try = jnp.where(active, h_try, 1.0)  # a harmless step for patients that are done
-            ynew, err_vec, ks = step(y, p, u, h_try, active)
+        def cond(s):
+            return jnp.any(s["busy"])
+
+        def body(s):
+            pid, busy, y, t, h, k = s["pid"], s["busy"], s["y"], s["t"], s["h"], s["k"]
+            p, u, atol = Pq[pid], Uq[pid], Aq[pid]
+            h_try = jnp.where(busy, jnp.minimum(h, t1 - t), 1.0)  # a harmless step for empty slots
+            ynew, err_vec, ks = step(y, p, u, h_try, busy)
             sc = atol + rtol * jnp.maximum(jnp.abs(y), jnp.abs(ynew))
             err = jnp.sqrt(jnp.mean((err_vec / sc) ** 2, axis=1))
             err = jnp.where(jnp.isfinite(err), err, jnp.inf)
@@ -242,13 +281,12 @@ def _kernel(source: str, rows: tuple, cols: tuple, n: int):
             fac = jnp.where(ok, fac, jnp.minimum(fac, 1.0))
             clipped = h_try < h
             # a step shortened only to land on the segment's end keeps the longer proposal for the next step
-            h_new = jnp.where(ok & clipped, jnp.maximum(h, h_try * fac), h_try * fac)
-            h = jnp.where(active, h_new, h)
-            acc = active & ok
+            h = jnp.where(busy, jnp.where(ok & clipped, jnp.maximum(h, h_try * fac), h_try * fac), h)
+            acc = busy & ok
             landed = acc & (h_try >= t1 - t)
             t_new = jnp.where(landed, t1, t + h_try)
             # output times inside the accepted step, from the dense output, as solve_batched's _record_dense
-            upto = jnp.where(acc, jnp.minimum(jnp.searchsorted(stops, t_new, side="right"), n_stops - 1), k_stop)
+            upto = jnp.where(acc, jnp.minimum(jnp.searchsorted(stops, t_new, side="right"), n_stops - 1), k)
             d2, d3 = tab.dense_terms(ks)
 
             def pending(c):
@@ -261,20 +299,122 @@ def _kernel(source: str, rows: tuple, cols: tuple, n: int):
                 theta = jnp.minimum((stops[jnp.minimum(kk, S - 1)] - t) / h_try, 1.0)[:, None]
                 one = 1.0 - theta
                 v = ((d3 * theta + d2) * one + ynew) * theta + y * one
-                slot = jnp.where(m, rows_b * S + kk, n_slots)  # out of range: dropped
-                return kk + m.astype(kk.dtype), buf.at[slot].set(v, mode="drop", unique_indices=True)
+                slot = jnp.where(m & (pid < Q), pid * S + kk, n_slots_out)
+                return kk + m.astype(kk.dtype), buf.at[slot].set(v, mode="drop")
 
-            k_stop, buf = jax.lax.while_loop(pending, record, (k_stop, buf))
+            k, buf = jax.lax.while_loop(pending, record, (k, s["buf"]))
             y = jnp.where(acc[:, None], ynew, y)
             t = jnp.where(acc, t_new, t)
-            slot = jnp.where(landed, rows_b * S + n_stops - 1, n_slots)  # the end itself: the landed state
-            buf = buf.at[slot].set(y, mode="drop", unique_indices=True)
-            k_stop = jnp.where(landed, n_stops, k_stop)
-            done = k_stop >= n_stops
-            return y, t, h, k_stop, done, buf, steps + 1
+            steps = s["steps"] + busy.astype(jnp.int64)
+            slot = jnp.where(landed & (pid < Q), pid * S + n_stops - 1, n_slots_out)
+            buf = buf.at[slot].set(y, mode="drop")
+            fail = busy & ~landed & (steps >= max_steps)
+            finished = landed | fail
+            # the finished patients' states go back to the queue; their slots take the next patients
+            back = jnp.where(finished, pid, Q)
+            Yq = s["Yq"].at[back].set(y, mode="drop")
+            Hq = s["Hq"].at[back].set(h, mode="drop")
+            failed = s["failed"].at[jnp.where(fail, pid, Q)].set(True, mode="drop")
+            rank = jnp.cumsum(finished.astype(jnp.int64)) - 1
+            cand = s["nxt"] + rank
+            take = finished & (cand < n_real)
+            new_pid = jnp.where(take, cand, Q)
+            pid = jnp.where(finished, new_pid, pid)
+            busy = jnp.where(finished, take, busy)
+            y = jnp.where(take[:, None], Yq[new_pid], y)
+            t = jnp.where(take, t0, t)
+            h = jnp.where(take, Hq[new_pid], h)
+            k = jnp.where(take, 0, k)
+            steps = jnp.where(finished, 0, steps)
+            nxt = s["nxt"] + jnp.sum(take)
+            return dict(pid=pid, busy=busy, y=y, t=t, h=h, k=k, steps=steps, nxt=nxt, Yq=Yq, Hq=Hq, buf=buf,
+                        failed=failed)
 
-        init = (y, t, h, k_stop, done, buf, jnp.asarray(0, dtype=max_steps.dtype))
-        y, t, h, k_stop, done, buf, steps = jax.lax.while_loop(cond, body, init)
-        return y, h, buf.reshape(Bp, stops.shape[0], n), done, steps
+        s = jax.lax.while_loop(cond, body, state)
+        return s["Yq"][:Q], s["Hq"][:Q], s["buf"][:n_slots_out].reshape(Q, S, n), s["failed"][:Q]
 
-    return jax.jit(segment)
+    return jax.jit(segment, static_argnums=(11,))
+
+
+# --- forward sensitivities -----------------------------------------------------------------------------------------
+
+def sensitivities(problem: Problem, names: list[str], *, rtol: float = 1e-10, atol_factor: float = 1e-14,
+                  max_steps: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+    """(states, d states / d parameters): the solution at ``t_eval`` (patients, times, states) and its derivative
+    with respect to each named model parameter of the same patient (patients, times, states, parameters), by
+    forward-mode differentiation of the whole solve (one ``jax.jvp`` per parameter). Tight default tolerances:
+    the derivative of the numerical solution approaches the solution's derivative as they tighten."""
+    model = problem.model
+    idx = [model.param_index(nm) for nm in names]
+    P0 = jnp.asarray(problem.params, dtype=jnp.float64)
+
+    def solve(P):
+        return _solve_traced(problem, P, rtol, atol_factor, max_steps)
+
+    out = None
+    grads = []
+    for j in idx:
+        tangent = jnp.zeros_like(P0).at[:, j].set(1.0)
+        primal, dual = jax.jvp(solve, (P0,), (tangent,))
+        out = np.asarray(primal) if out is None else out
+        grads.append(np.asarray(dual))
+    return out, np.stack(grads, axis=-1)
+
+
+def _solve_traced(problem: Problem, P, rtol, atol_factor, max_steps):
+    """The whole solve as JAX operations on the parameter array ``P`` (so it can be differentiated): the segment
+    loop, doses and the initial step in ``jax.numpy``, each segment through the jitted kernel (one window, the
+    whole batch)."""
+    model = problem.model
+    B, n = problem.n_patients, model.n_states
+    t_eval = np.asarray(problem.t_eval, dtype=float)
+    atol = jnp.asarray(problem.atol(atol_factor))
+    hold = tuple(bool(h) for h in problem.held())
+    kernel = _kernel(model.source, tuple(int(i) for i in model.jac_rows), tuple(int(i) for i in model.jac_cols), n,
+                     hold)
+    size = _bucket(B, _MIN_BUCKET)
+    pad = size + 1 - B
+    Pq = jnp.concatenate([P, jnp.repeat(P[:1], pad, axis=0)])
+    Aq = jnp.concatenate([atol, jnp.ones((pad, n))])
+    free = jnp.asarray([0.0 if h else 1.0 for h in hold])
+    out = jnp.zeros((B, len(t_eval), n))
+    y = jnp.asarray(problem.initial_state())
+    h_prev = None
+    n_stops = _bucket(max(_n_stops(problem, seg) for seg in problem.segments()), _MIN_STOPS)
+    for seg in problem.segments():
+        if seg.bolus is not None:
+            y = y + jnp.asarray(seg.bolus)
+            h_prev = None
+        if seg.t1 <= seg.t0:
+            out = out.at[:, seg.out_idx].set(y[:, None, :])
+            continue
+        u = jnp.zeros((B, n)) if seg.input is None else jnp.asarray(seg.input, dtype=jnp.float64)
+        stops = np.append(t_eval[seg.out_idx], seg.t1)
+        stops = np.unique(stops[stops > seg.t0])
+        at_start = seg.out_idx[t_eval[seg.out_idx] == seg.t0]
+        if len(at_start):
+            out = out.at[:, at_start].set(y[:, None, :])
+        if h_prev is None:
+            f0 = (_rhs_jnp(model, y, P) + u) * free
+            sc = atol + rtol * jnp.abs(y)
+            d0 = jnp.sqrt(jnp.mean((y / sc) ** 2, axis=1))
+            d1 = jnp.sqrt(jnp.mean((f0 / sc) ** 2, axis=1))
+            h0 = jnp.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / jnp.maximum(d1, 1e-300))
+            h_prev = jnp.minimum(h0, stops[-1] - seg.t0)
+        S = len(stops)
+        stops_pad = jnp.asarray(np.concatenate([stops, np.full(n_stops - S, stops[-1])]))
+        Yq = jnp.concatenate([y, jnp.zeros((pad, n))])
+        Hq = jnp.concatenate([h_prev, jnp.ones(pad)])
+        Uq = jnp.concatenate([u, jnp.zeros((pad, n))])
+        Y, H, buf, _ = kernel(Yq, jnp.asarray(seg.t0, dtype=jnp.float64), Hq, Pq, Uq, Aq, stops_pad,
+                              jnp.asarray(S, dtype=jnp.int64), jnp.asarray(rtol, dtype=jnp.float64),
+                              jnp.asarray(max_steps, dtype=jnp.int64), jnp.asarray(B, dtype=jnp.int64), size)
+        y, h_prev = Y[:B], H[:B]
+        later = seg.out_idx[t_eval[seg.out_idx] > seg.t0]
+        if len(later):
+            out = out.at[:, later].set(buf[:B][:, np.searchsorted(stops, t_eval[later])])
+    return out
+
+
+def _rhs_jnp(model, x, p):
+    return model._namespace["rhs"](jnp, x, p)
