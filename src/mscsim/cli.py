@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import __version__
@@ -13,15 +15,29 @@ from .errors import InputError, MscsimError
 DISCLAIMER = "mscsim is a research tool, never medical advice."
 
 
+_LINE_OPEN = False  # a progress line is on stderr without its newline yet
+
+
 def _progress(label: str):
     """A one-line progress indicator on stderr for long work."""
 
     def report(done: int, total: int) -> None:
+        global _LINE_OPEN
         if total > 1:
             end = "\n" if done >= total else ""
             print(f"\r{label}: {done}/{total}", end=end, file=sys.stderr, flush=True)
+            _LINE_OPEN = done < total
 
     return report
+
+
+def _say(message: str) -> None:
+    """A message on stderr on a line of its own (after an unfinished progress line, a newline first)."""
+    global _LINE_OPEN
+    if _LINE_OPEN:
+        print(file=sys.stderr)
+        _LINE_OPEN = False
+    print(message, file=sys.stderr, flush=True)
 
 
 def _presets(args) -> int:
@@ -45,8 +61,16 @@ def _simulate(args) -> int:
     from .report.plots import cell_fate_figure, tissue_response_figure
     from .simulation import simulate
 
+    from .io.outputs import check_output_dir
+    from .simulation import check_scenario, check_size
+
     scenario = load_scenario(_scenario_path(args.scenario))
-    ds = simulate(scenario, progress=_progress("patients"))
+    check_scenario(scenario)  # every name and value, before any work
+    cost = check_size(scenario, allow_large=args.allow_large)
+    check_output_dir(args.out)  # refused now, not after the run
+    if cost.patients > 1:
+        _say(f"{scenario.name}: {cost.describe()}")
+    ds = simulate(scenario, progress=_progress("patients"), allow_large=args.allow_large)
     extra = {"tissue_response.png": tissue_response_figure} if scenario.disease else {}
     out = write_results(ds, args.out, scenario_path=str(args.scenario), figure=cell_fate_figure, figures=extra)
     v = ds["viable_total"].median("patient")
@@ -159,7 +183,7 @@ def _trial(args) -> int:
     where = f"on {args.scheduler}" if args.scheduler else f"with {args.workers} worker(s)"
     print(f"{design.name}: {design.n_patients} patients in {len(design.arms)} arm(s), {where}", file=sys.stderr)
     result = run_trial(design, args.out, design_path=str(path), workers=args.workers, scheduler=args.scheduler,
-                       chunk_size=args.chunk_size, progress=_progress("chunks"))
+                       chunk_size=args.chunk_size, progress=_progress("chunks"), notice=_say)
     a = result.analysis
     prim = a.comparisons[(a.comparisons["endpoint"] == design.primary.endpoint)
                          & (a.comparisons["visit_day"] == design.primary.visit_day)]
@@ -186,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="run a scenario and write results.nc, summary.csv, a plot and a manifest")
     p.add_argument("scenario", help="scenario YAML file, or the name of a bundled preset")
     p.add_argument("--out", required=True, help="output folder (created; replaced if it is an earlier mscsim output)")
+    p.add_argument("--allow-large", action="store_true", help="run a cohort whose results would not fit in 2 GiB of "
+                   "memory (refused otherwise; 'mscsim trial' streams large cohorts to disk)")
     p.set_defaults(func=_simulate)
     p = sub.add_parser("citations", help="list the sources a scenario's run uses")
     p.add_argument("scenario")
@@ -223,17 +249,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: stop, keep what can be resumed, say so."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; exit status 0 on success, 2 on bad input or a run whose numbers cannot be trusted (one line
+    on stderr naming the file and field), 130 on Ctrl-C and 143 on SIGTERM (partial work left resumable)."""
+    global _LINE_OPEN
+    _LINE_OPEN = False
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(args.func(args) or 0)
     except MscsimError as exc:
-        print(f"mscsim: error: {exc}", file=sys.stderr)
+        _say(f"mscsim: error: {' '.join(str(exc).split())}")
         return 2
-    except KeyboardInterrupt:
-        print("mscsim: interrupted", file=sys.stderr)
-        return 130
+    except OSError as exc:  # the disk, not the input: a full disk, a folder without write permission
+        where = f"{exc.filename}: " if exc.filename else ""
+        _say(f"mscsim: error: {where}{exc.strerror or exc}")
+        return 2
+    except KeyboardInterrupt as exc:
+        detail = " ".join(str(exc).split())
+        _say("mscsim: interrupted" + (f"; {detail}" if detail else ""))
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

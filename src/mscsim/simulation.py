@@ -5,6 +5,8 @@ scenario -> (parameters, product factors, dose events, patients) -> solver -> la
 
 from __future__ import annotations
 
+import difflib
+import json
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
@@ -15,10 +17,11 @@ import xarray as xr
 from . import __version__
 from .delivery.routes import DEFAULT_SITE, is_local, placement_parameter, split_dose
 from .endpoints import add_endpoints, load_endpoints
-from .errors import ConservationError, InputError
+from .errors import ConservationError, InputError, MscsimError, PositivityError
 from .io.scenario import Scenario
 from .model.compile import CompiledModel, compile_model
 from .model.core import Model
+from .model.overrides import Override, apply_overrides, check_overrides
 from .model.parameters import ParameterSet, load_parameter_sets
 from .model.references import Reference, resolve
 from .model.units import convert
@@ -34,6 +37,10 @@ TISSUE = ("tissue_states", "msc_licensing", "msc_secretion", "efferocytosis", "c
           "macrophage_polarisation", "t_cell_response", "innate_activation", "tissue_injury_repair", "fibrosis",
           "angiogenesis", "structural_damage", "nociception", "site_ischaemia", "msc_immune_lysis")
 CONSERVATION_RTOL = 1e-9
+# how far below zero round-off may take a state, relative to its scale (see check_positivity): cell states are
+# integrated to 1e-13 of the dose, signal states to 1e-9 of their typical magnitude
+POSITIVITY_RTOL_CELLS = 1e-9
+POSITIVITY_RTOL_SIGNALS = 1e-6
 BURN_IN_DAYS = 1000.0  # the untreated disease is run this long to its chronic state before the first dose
 
 
@@ -57,6 +64,7 @@ class Setup:
     placement: float | None
     nominal: np.ndarray
     solver_citations: tuple[str, ...]
+    overrides: tuple[Override, ...] = ()
 
     @property
     def placement_fraction(self) -> float:
@@ -182,39 +190,90 @@ class Setup:
             P[:, col] = values if ref == 0 else P[:, col] * (values / ref)
         return P
 
-def resolve_setup(scenario: Scenario) -> Setup:
-    """Resolve parameters (defaults, species, site, product, what-ifs) and the model composition."""
+@dataclass(frozen=True)
+class _Inputs:
+    """Everything a scenario resolves to before its model is compiled (all names and values checked)."""
+
+    pset: ParameterSet
+    product: Product
+    factors: PotencyFactors
+    site: str
+    placement_parameter: str | None
+    placement: float | None
+    mechanisms: tuple[str, ...]
+    overrides: tuple[Override, ...]
+
+
+def check_scenario(scenario: Scenario, *, file: str | None = None) -> None:
+    """Resolve every name and value of a scenario against the model's data (parameter overrides and their bounds,
+    mechanisms, guidance, the species' body weight, a lot) without compiling or running anything: an InputError
+    naming ``file`` (default: the file the scenario was read from) on the first problem."""
+    _resolve_inputs(scenario, file or scenario.source_file)
+
+
+def _resolve_inputs(scenario: Scenario, file: str | None) -> _Inputs:
+    try:
+        return _inputs(scenario, file)
+    except InputError as exc:
+        raise exc.with_file(file) from None
+
+
+def _inputs(scenario: Scenario, file: str | None) -> _Inputs:
     reg = scenario.regimen
     site = reg.site or DEFAULT_SITE[reg.route]
     files = ["kinetics", "product", f"species_{scenario.species}", f"site_{site}"]
     if scenario.disease:
         files += ["tissue", f"disease_{scenario.disease}"]
     pset = load_parameter_sets(files)
-    product = _product(scenario)
-    factors = potency_factors(product, pset)
-    overrides = {"m_death": factors.death_multiplier, "S_target": scenario.patient.target_inflammation}
-    if scenario.disease:
-        overrides.pop("S_target")
-        overrides.update(patient_environment(scenario, pset))
-        overrides["potency"] = factors.potency
-    pset = _with_values(pset, overrides)
-    unknown = sorted(set(scenario.parameters) - set(pset.names()))
-    if unknown:
-        raise InputError("parameters", unknown, f"names of model parameters, e.g. {sorted(pset.names())[:12]} ...")
-    if scenario.parameters:
-        pset = pset.override(scenario.parameters)
+    _check_weight(scenario, pset)
     mechanisms = KINETICS + TISSUE if scenario.disease else KINETICS
     unknown_mech = sorted(set(scenario.mechanisms) - set(mechanisms))
     if unknown_mech:
-        raise InputError("mechanisms", unknown_mech, f"switches for the model's mechanisms: {list(mechanisms)}")
-    model = compiled(mechanisms, tuple(sorted(scenario.mechanisms.items())))
+        close = difflib.get_close_matches(unknown_mech[0], mechanisms, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise InputError("mechanisms", unknown_mech[0], f"{hint}switches for the model's mechanisms: {list(mechanisms)}")
+    product = _product(scenario)
+    factors = potency_factors(product, pset)
+    derived = {"m_death": factors.death_multiplier, "S_target": scenario.patient.target_inflammation}
+    if scenario.disease:
+        derived.pop("S_target")
+        derived.update(patient_environment(scenario, pset))
+        derived["potency"] = factors.potency
+    pset = _with_values(pset, derived)
+    overrides = check_overrides(pset, scenario.parameters, scenario.allow_out_of_bounds, file=file)
+    pset = apply_overrides(pset, overrides)
     placement_name = placement = None
     if is_local(reg.route):
         placement_name = placement_parameter(site, reg.guidance, reg.approach, pset)
         placement = pset[placement_name].value
+    return _Inputs(pset, product, factors, site, placement_name, placement, mechanisms, overrides)
+
+
+def _check_weight(scenario: Scenario, pset: ParameterSet) -> None:
+    """The patient's weight within the species' plausible range (the bounds of body_weight in its data file)."""
+    w = scenario.patient.weight_kg
+    par = pset["body_weight"]
+    if w is None or par.bounds is None:
+        return
+    w_kg = convert(w, "kg", par.units)
+    if not par.bounds[0] <= w_kg <= par.bounds[1]:
+        raise InputError("patient.weight_kg", w, f"a {scenario.species} body weight within [{par.bounds[0]:g}, "
+                         f"{par.bounds[1]:g}] {par.units} (body_weight bounds in {par.origin})")
+
+
+def resolve_setup(scenario: Scenario, *, file: str | None = None) -> Setup:
+    """Resolve parameters (defaults, species, site, product, what-ifs) and the model composition. Every name and
+    value is checked (``check_scenario``) before the model is compiled; errors name ``file`` (default: the file
+    the scenario was read from)."""
+    return _compile_setup(scenario, _resolve_inputs(scenario, file or scenario.source_file))
+
+
+def _compile_setup(scenario: Scenario, inputs: _Inputs) -> Setup:
+    model = compiled(inputs.mechanisms, tuple(sorted(scenario.mechanisms.items())))
     solver_keys = ("hairer1996",) if scenario.solver.kind in ("batched", "jax") else ()
-    return Setup(scenario, model, pset, product, factors, site, placement_name, placement,
-                 model.parameter_vector(pset), solver_keys)
+    return Setup(scenario, model, inputs.pset, inputs.product, inputs.factors, inputs.site,
+                 inputs.placement_parameter, inputs.placement, model.parameter_vector(inputs.pset), solver_keys,
+                 inputs.overrides)
 
 
 COVARIATES = ("weight_kg", "age_years", "smoker", "vascular_disease", "nutrition", "baseline_inflammation",
@@ -297,8 +356,9 @@ def output_times(scenario: Scenario) -> np.ndarray:
     return t[t <= end]
 
 
-def solve(setup: Setup, problem: Problem) -> np.ndarray:
-    """Run the scenario's solver on a problem and check the cell mass balance."""
+def solve(setup: Setup, problem: Problem, *, first_patient: int = 0) -> np.ndarray:
+    """Run the scenario's solver on a problem and check the result: finite, no state negative beyond round-off,
+    and the cell mass balance."""
     sc = setup.scenario.solver
     if sc.kind == "reference":
         states = solve_reference(problem)
@@ -311,8 +371,34 @@ def solve(setup: Setup, problem: Problem) -> np.ndarray:
         states = solve_jax(problem, rtol=sc.rtol)
     else:
         states = solve_batched(problem, rtol=sc.rtol)
+    check_positivity(problem, states, first_patient=first_patient)
     check_conservation(problem, states)
     return states
+
+
+def check_positivity(problem: Problem, states: np.ndarray, *, first_patient: int = 0) -> None:
+    """Every state finite, and none below zero by more than round-off: cell states by more than
+    POSITIVITY_RTOL_CELLS of the patient's administered cells (at least one cell), signal states by more than
+    POSITIVITY_RTOL_SIGNALS of their typical magnitude. A negative count of cells or a negative concentration
+    means the inputs or the numerics failed; its results are not written."""
+    model = problem.model
+    bad = ~np.isfinite(states)
+    if bad.any():
+        p, t, k = (int(i[0]) for i in np.nonzero(bad))
+        raise PositivityError(f"the solver returned a non-finite value ({states[p, t, k]}) for state "
+                              f"'{model.state_names[k]}' of patient {first_patient + p} at {problem.t_eval[t]:g} h; "
+                              "the parameters may be outside what the model can integrate")
+    rtol = np.where(model.cell_mask, POSITIVITY_RTOL_CELLS, POSITIVITY_RTOL_SIGNALS)
+    floor = -rtol[None, :] * problem.state_scale()  # (B, n)
+    below = states < floor[:, None, :]
+    if below.any():
+        p, t, k = (int(i[0]) for i in np.nonzero(below))
+        name = model.state_names[k]
+        what = "cells" if model.cell_mask[k] else model.state_units[k]
+        raise PositivityError(f"state '{name}' went negative: {states[p, t, k]:.4g} {what} for patient "
+                              f"{first_patient + p} at {problem.t_eval[t]:g} h (round-off allows "
+                              f"{floor[p, k]:.3g}); a parameter value (an override outside its bounds?) makes the "
+                              "model unphysical")
 
 
 def check_conservation(problem: Problem, states: np.ndarray) -> None:
@@ -320,8 +406,9 @@ def check_conservation(problem: Problem, states: np.ndarray) -> None:
     total = states[:, :, problem.model.cell_mask].sum(axis=2)
     adm = problem.administered()
     scale = np.maximum(adm.max(axis=1, keepdims=True), 1.0)
-    worst = float((np.abs(total - adm) / scale).max()) if total.size else 0.0
-    if worst > CONSERVATION_RTOL:
+    err = np.abs(total - adm) / scale
+    worst = float(err.max()) if total.size else 0.0
+    if not worst <= CONSERVATION_RTOL:  # NaN fails too
         raise ConservationError(f"cell mass balance broken: relative error {worst:.3g} > {CONSERVATION_RTOL}")
 
 
@@ -336,11 +423,11 @@ def simulate_chunk(setup: Setup, start: int, count: int, covariates: pd.DataFram
     or distributed runner hands out; a patient's numbers do not depend on the chunk it is in). ``covariates``
     gives each patient their own covariates (see ``Setup.problem``)."""
     prob = setup.problem(start, count, covariates)
-    states = solve(setup, prob)
+    states = solve(setup, prob, first_patient=start)
     ds = to_dataset(setup, output_times(setup.scenario), states, prob.administered(), first_patient=start,
                     doses=setup.patient_doses(count, covariates))
     if setup.has_tissue:  # the same patients untreated, from the same baseline: what the treatment changed
-        untreated_states = solve(setup, untreated(prob))
+        untreated_states = solve(setup, untreated(prob), first_patient=start)
         for k, name in enumerate(setup.model.state_names):
             if not setup.model.cell_mask[k]:
                 attrs = dict(ds[name].attrs, long_name=f"{ds[name].attrs.get('long_name', name)} (untreated)")
@@ -349,14 +436,87 @@ def simulate_chunk(setup: Setup, start: int, count: int, covariates: pd.DataFram
     return ds
 
 
-def simulate(scenario: Scenario, *, progress=None) -> xr.Dataset:
-    """Simulate every patient of the scenario (in chunks) and return labelled results."""
-    setup = resolve_setup(scenario)
+# What ``simulate`` is for: a cohort whose full time courses are held in memory and written to one results.nc.
+# Beyond this it refuses unless asked (``allow_large``); ``mscsim trial`` streams any number of patients to disk.
+MAX_RESULTS_BYTES = 2 * 1024 ** 3
+# Patients per second per core of the batched solver, from the README's benchmarks (2-vCPU development machine);
+# only for the cost estimate shown to a user before a large run
+PATIENTS_PER_S = {"kinetics": 400.0, "tissue": 40.0}
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a ``simulate`` run will hold and take, estimated before it starts."""
+
+    patients: int
+    times: int
+    variables: int
+    bytes: int
+    seconds: float
+
+    def describe(self) -> str:
+        return (f"{self.patients:,} patient(s) x {self.times:,} output times x {self.variables} variables: about "
+                f"{_size(self.bytes)} of results in memory and {_duration(self.seconds)} of computing "
+                "(at the README's benchmark speed)")
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} TiB"
+
+
+def _duration(s: float) -> str:
+    return f"{s:.2g} s" if s < 120 else f"{s / 60:.2g} min" if s < 7200 else f"{s / 3600:.2g} h"
+
+
+def estimate_cost(scenario: Scenario) -> Cost:
+    """The memory and time a ``simulate`` run of ``scenario`` needs, from its size alone (nothing compiled)."""
+    mechanisms = KINETICS + TISSUE if scenario.disease else KINETICS
+    states = Model.compose(list(mechanisms), dict(scenario.mechanisms)).states
+    signals = sum(s.kind not in ("viable", "debris", "cleared") for s in states)
+    variables = len(states) + signals + 4  # each state; the untreated signals; totals and the administered
+    if scenario.disease:
+        variables += 2 * len(load_endpoints(scenario.disease).spec.endpoints)
+    n, times = scenario.population.size, len(output_times(scenario))
+    rate = PATIENTS_PER_S["tissue" if scenario.disease else "kinetics"]
+    # the states array, the dataset built from it and the file written from that: about three copies
+    return Cost(n, times, variables, 3 * 8 * n * times * variables, n / rate * (2 if scenario.disease else 1))
+
+
+def check_size(scenario: Scenario, *, allow_large: bool = False) -> Cost:
+    """Refuse a run beyond what ``simulate`` is for (MAX_RESULTS_BYTES of results in memory) unless
+    ``allow_large``; returns the estimate either way."""
+    cost = estimate_cost(scenario)
+    if cost.bytes > MAX_RESULTS_BYTES and not allow_large:
+        raise InputError("population.size", scenario.population.size,
+                         f"a cohort whose results fit in {_size(MAX_RESULTS_BYTES)} of memory ({cost.describe()}): "
+                         "run large cohorts as a virtual trial (mscsim trial streams patients to disk), shorten the "
+                         "output grid, or pass --allow-large to run it anyway", file=scenario.source_file)
+    return cost
+
+
+def simulate(scenario: Scenario, *, progress=None, allow_large: bool = False) -> xr.Dataset:
+    """Simulate every patient of the scenario (in chunks) and return labelled results. A run whose numbers
+    cannot be trusted (a negative or non-finite state, a broken mass balance, a runaway integration) raises an
+    MscsimError that names the scenario. A cohort too large to hold in memory is refused unless ``allow_large``
+    (see ``check_size``)."""
+    inputs = _resolve_inputs(scenario, scenario.source_file)  # every name and value, before any work
+    check_size(scenario, allow_large=allow_large)
+    setup = _compile_setup(scenario, inputs)
     n = scenario.population.size
     chunk = scenario.solver.chunk_size
     parts = []
     for start in range(0, n, chunk):
-        parts.append(simulate_chunk(setup, start, min(chunk, n - start)))
+        try:
+            parts.append(simulate_chunk(setup, start, min(chunk, n - start)))
+        except (InputError, KeyboardInterrupt):
+            raise
+        except MscsimError as exc:
+            where = scenario.source_file or f"scenario '{scenario.name}'"
+            raise type(exc)(f"{where}: {exc}") from None
         if progress is not None:
             progress(min(start + chunk, n), n)
     if len(parts) == 1:
@@ -407,6 +567,7 @@ def to_dataset(setup: Setup, t: np.ndarray, states: np.ndarray, administered: np
         "death_multiplier": f.death_multiplier,
         "mechanisms_enabled": ",".join(sorted(model.model.enabled)),
         "citations": ",".join(setup.citation_keys()),
+        "parameter_overrides": json.dumps([o.record() for o in setup.overrides]),
         "disclaimer": "Research tool output, not medical advice.",
     })
     return ds

@@ -61,9 +61,8 @@ def citation_keys(design: DesignSpec) -> list[str]:
     from .runner import _setup
 
     keys = list(design.source)
-    payload = design.model_dump_json()
     for arm in design.arms:
-        keys += _setup(payload, arm.name)[2].citation_keys()
+        keys += _setup(design, arm.name)[2].citation_keys()
     keys += response_parameters().citations() + load_safety_parameters().citations()
     keys += list(design.cohort.source)
     for p in design.published:
@@ -76,7 +75,7 @@ def fitted_parameters(design: DesignSpec) -> list[dict]:
     from .runner import _setup
 
     seen, out = set(), []
-    sets = [_setup(design.model_dump_json(), a.name)[2].pset for a in design.arms] + [response_parameters()]
+    sets = [_setup(design, a.name)[2].pset for a in design.arms] + [response_parameters()]
     for pset in sets:
         for name in pset.names():
             par = pset[name]
@@ -88,14 +87,15 @@ def fitted_parameters(design: DesignSpec) -> list[dict]:
 
 def run_trial(design: DesignSpec, out: str | Path, *, design_path: str | None = None, workers: int = 1,
               scheduler: str | None = None, chunk_size: int | None = None, progress=None,
-              keep_chunks: bool = False) -> TrialResult:
+              keep_chunks: bool = False, notice=None) -> TrialResult:
     """Run (or resume) a trial and write its outputs, atomically, to ``out``. Finished chunks are kept in the
     sibling folder ``<out>.chunks`` while the trial runs (a rerun resumes from them) and removed once the trial is
-    assembled, unless ``keep_chunks``."""
+    assembled, unless ``keep_chunks``. ``notice(text)`` is told when an earlier run's chunks are replaced."""
     out = Path(out)
     check_output_dir(out)  # before any work: a folder of other files would be refused only at the end
     store = chunk_store(out)
-    chunks = execute(design, store, workers=workers, scheduler=scheduler, chunk_size=chunk_size, progress=progress)
+    chunks = execute(design, store, workers=workers, scheduler=scheduler, chunk_size=chunk_size, progress=progress,
+                     notice=notice)
     endpoints, patients = collect(store, chunks)
     analysis = analyse(design, endpoints, patients)
     kinds = endpoint_kinds(design)
@@ -130,7 +130,7 @@ def run_trial(design: DesignSpec, out: str | Path, *, design_path: str | None = 
                     "n_in_trial": int(patients["in_trial"].sum()), "citations": citation_keys(design),
                     "fitted_parameters": meta["fitted"], "files": sorted(p.name for p in tmp.iterdir()),
                     "disclaimer": DISCLAIMER}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str, allow_nan=False))
     if not keep_chunks:
         shutil.rmtree(store, ignore_errors=True)
     return TrialResult(design, out, analysis, int(len(patients)))
