@@ -162,8 +162,12 @@ def _coculture(args) -> int:
     from .coculture import load_coculture, run_coculture
     from .coculture.report import write_coculture
 
+    from .io.outputs import check_output_dir
+
     path = _scenario_path(args.preset)
-    result = run_coculture(load_coculture(path))
+    spec = load_coculture(path)
+    check_output_dir(args.out)  # refused now, not after the run
+    result = run_coculture(spec)
     out = write_coculture(result, args.out, preset_path=str(path))
     print(result.table().to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     print(f"wrote {out}/coculture.csv, coculture.png, manifest.json")

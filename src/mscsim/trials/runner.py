@@ -90,6 +90,14 @@ def _setup(design: DesignSpec, arm_name: str) -> tuple[DesignSpec, ArmSpec, Setu
     return design, arm, _SETUPS[key]
 
 
+_COMPUTED = [0]  # chunks this process has computed
+
+
+def chunks_computed() -> int:
+    """How many chunks this process has computed (which process ran the work, for a cluster's tests)."""
+    return _COMPUTED[0]
+
+
 def resolve_arms(design: DesignSpec) -> dict[str, Setup]:
     """Every arm's setup (the model compiled once per composition); names and values were checked when the design
     was loaded, so this is where the work starts."""
@@ -123,6 +131,7 @@ def run_chunk(design: DesignSpec, chunk: Chunk) -> tuple[pd.DataFrame, pd.DataFr
     """Simulate one chunk: (observed endpoints, long; one row per patient with covariates, AEs, dropout). The design
     arrives as the validated object (pickled to a worker), never through a lossy text round trip."""
     design, arm, setup = _setup(design, chunk.arm)
+    _COMPUTED[0] += 1
     ids = np.arange(chunk.start, chunk.start + chunk.count)
     cohort = draw_cohort(design.cohort, design.seed, chunk.start, chunk.count)
     prob = setup.problem(chunk.start, chunk.count, to_model_covariates(cohort).reset_index(drop=True))
@@ -320,9 +329,12 @@ def _map_local(design: DesignSpec, setups: dict[str, Setup], chunks: list[Chunk]
         # stop at once: pending chunks are cancelled and running ones abandoned (their results would be thrown
         # away); leaving the pool normally would wait for every chunk already handed out. ProcessPoolExecutor has
         # no public way to stop its workers before Python 3.14 (terminate_workers), hence _processes.
+        procs = list((getattr(pool, "_processes", None) or {}).values())  # shutdown() forgets them
         pool.shutdown(wait=False, cancel_futures=True)
-        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        for proc in procs:
             proc.terminate()
+        for proc in procs:
+            proc.join(timeout=10)
         raise
     pool.shutdown(wait=True)
 
