@@ -149,10 +149,11 @@ def _export_sbml(args) -> int:
 
 def _validate(args) -> int:
     from .analysis.validation import format_table, run_validation
+    from .io import strict_json
 
     results = run_validation(progress=None if args.json else _progress("targets"))
     if args.json:
-        print(json.dumps([r.as_dict() for r in results], indent=2))
+        print(strict_json.dumps([r.as_dict() for r in results], indent=2))
     else:
         print(format_table(results))
     return 0
@@ -183,9 +184,17 @@ def _trial(args) -> int:
         raise InputError("--workers", args.workers, "an integer >= 1 (local processes)")
     if args.chunk_size is not None and args.chunk_size < 1:
         raise InputError("--chunk-size", args.chunk_size, "an integer >= 1 (patients per chunk)")
+    from .trials.runner import check_size, simulated_per_arm
+
     design, path = load_design(args.design)
+    # on a Dask cluster the number of workers is the cluster's: no estimate, no refusal
+    seconds = 0.0 if args.scheduler else check_size(design, args.workers, allow_large=args.allow_large,
+                                                    file=str(path))
     where = f"on {args.scheduler}" if args.scheduler else f"with {args.workers} worker(s)"
-    print(f"{design.name}: {design.n_patients} patients in {len(design.arms)} arm(s), {where}", file=sys.stderr)
+    simulated = sum(simulated_per_arm(design).values())
+    pool = f" ({simulated:,} simulated, with the resampling pools)" if simulated > design.n_patients else ""
+    eta = f"; about {seconds / 60:.2g} min at the README's benchmark speed" if seconds >= 60 else ""
+    _say(f"{design.name}: {design.n_patients:,} patients in {len(design.arms)} arm(s){pool}, {where}{eta}")
     result = run_trial(design, args.out, design_path=str(path), workers=args.workers, scheduler=args.scheduler,
                        chunk_size=args.chunk_size, progress=_progress("chunks"), notice=_say)
     a = result.analysis
@@ -240,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", default=None, help="a Dask scheduler address (tcp://host:port): run the chunks "
                    "on that cluster instead of local processes")
     p.add_argument("--chunk-size", type=int, default=None, help="patients per chunk (default: the design's)")
+    p.add_argument("--allow-large", action="store_true", help="run a design estimated to take more than 2 hours "
+                   "(refused otherwise)")
     p.set_defaults(func=_trial)
     p = sub.add_parser("validate", help="run every bundled validation target and report observed vs simulated")
     p.add_argument("--json", action="store_true")

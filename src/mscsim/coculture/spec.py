@@ -85,8 +85,10 @@ def parse_ratio(text: str) -> float:
         a, b = (float(p) for p in parts)
     except ValueError:
         raise ValueError(f"{text!r} is not a ratio; give {RATIO_HELP}") from None
-    if not (a > 0 and b > 0):
-        raise ValueError(f"{text!r}: both sides of a ratio must be > 0 ({RATIO_HELP})")
+    if not (0 < a < 1e12 and 0 < b < 1e12):
+        raise ValueError(f"{text!r}: both sides of a ratio must be finite numbers > 0 ({RATIO_HELP})")
+    if not 1e-6 <= a / b <= 1e3:
+        raise ValueError(f"{text!r}: MSC:responder ratios from 1:1000000 to 1000:1")
     return a / b
 
 

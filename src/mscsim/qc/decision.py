@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ..errors import InputError
 from .flow import FlowResult, analyze_flow
 from .lot import Lot
 from .settings import flow_settings
@@ -204,7 +205,12 @@ def resolve_spec(lot: Lot, spec: Spec | str | Path | None) -> Spec:
         return load_spec(spec)
     if lot.spec:
         near = lot.file.parent / lot.spec if lot.file else None
-        return load_spec(near if near is not None and near.is_file() else lot.spec)
+        try:
+            return load_spec(near if near is not None and near.is_file() else lot.spec)
+        except InputError as exc:  # the lot names the spec: say so
+            if exc.file:
+                raise
+            raise InputError("spec", lot.spec, exc.allowed, file=str(lot.file) if lot.file else None) from None
     return load_spec(flow_settings().default_spec)
 
 

@@ -10,6 +10,7 @@ files; compensation is one linear solve and asinh is one NumPy call. No FCS pars
 from __future__ import annotations
 
 import re
+import warnings as pywarnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -96,6 +97,15 @@ def read_fcs(path: str | Path) -> FcsData:
     if not path.is_file():
         raise InputError("FCS file", str(path), "an existing FCS file", file=str(path))
     warnings: list[str] = []
+    # FlowIO and NumPy warn on stderr about damaged files (an unknown byte order, NaN in a cast); the checks in
+    # check_header turn each such problem into a clear error, so their warnings would only clutter the terminal
+    with pywarnings.catch_warnings():
+        pywarnings.simplefilter("ignore", RuntimeWarning)
+        pywarnings.simplefilter("ignore", UserWarning)
+        return _read_fcs(path, warnings)
+
+
+def _read_fcs(path: Path, warnings: list[str]) -> FcsData:
     try:
         try:
             fd = _open(path)
@@ -191,12 +201,6 @@ def check_header(path: Path, text, fd, events: np.ndarray) -> None:
     if stop - start + 1 not in (expected, expected + 1):  # +1: the known off-by-one quirk, read with a warning
         raise _bad_keyword(path, "tot", text.get("tot"), f"$TOT x $PnB = {expected} bytes of DATA; the data offsets "
                            f"give {stop - start + 1}")
-    bad = ~np.isfinite(events)
-    if bad.any():
-        ch = fd.pnn_labels[int(np.nonzero(bad.any(axis=0))[0][0])]
-        raise InputError(f"events in channel {ch}", f"{int(bad.sum())} NaN or infinite value(s)",
-                         "finite event values (a wrong $BYTEORD or $DATATYPE, or a damaged file); the analysis "
-                         "cannot be trusted", file=str(path))
     ranges = []
     for i in range(1, par + 1):
         try:
@@ -207,6 +211,12 @@ def check_header(path: Path, text, fd, events: np.ndarray) -> None:
     if not (np.isfinite(pnr).all() and (pnr > 0).all()):
         k = int(np.nonzero(~(np.isfinite(pnr) & (pnr > 0)))[0][0])
         raise _bad_keyword(path, f"p{k + 1}r", text.get(f"p{k + 1}r"), "the channel's range, a finite number > 0")
+    bad = ~np.isfinite(events)
+    if bad.any():
+        ch = fd.pnn_labels[int(np.nonzero(bad.any(axis=0))[0][0])]
+        raise InputError(f"events in channel {ch}", f"{int(bad.sum())} NaN or infinite value(s)",
+                         "finite event values (a wrong $BYTEORD or $DATATYPE, or a damaged file); the analysis "
+                         "cannot be trusted", file=str(path))
     excess = np.abs(events).max(axis=0) / pnr
     if (excess > MAX_RANGE_EXCESS).any():
         k = int(np.argmax(excess))
@@ -235,12 +245,17 @@ def spillover_of(data: FcsData) -> Spillover | None:
             continue
         tokens = [t.strip() for t in re.split(r",", raw.strip().strip(","))]
         try:
-            n = int(float(tokens[0]))
-        except ValueError:
-            raise InputError(f"${key.upper()}", raw[:60], "'n, n channel names, n*n numbers'",
+            n = int(tokens[0]) if tokens[0].lstrip("+-").isdigit() else int(float(tokens[0]))
+            if str(n) != tokens[0].lstrip("+") and float(tokens[0]) != n:
+                raise ValueError(tokens[0])
+        except (ValueError, OverflowError):
+            raise InputError(f"${key.upper()}", raw[:60], "'n, n channel names, n*n numbers' with n a whole number",
                              file=str(data.path)) from None
         if n == 0:
             return None
+        if not 1 <= n <= len(data.channels):
+            raise InputError(f"${key.upper()}", n, f"a matrix over 1 to {len(data.channels)} of the file's channels",
+                             file=str(data.path))
         if len(tokens) != 1 + n + n * n:
             raise InputError(f"${key.upper()}", f"{len(tokens)} items", f"1 + n + n*n = {1 + n + n * n} items "
                              f"for n = {n} (a count, {n} channel names, then the matrix row by row)",

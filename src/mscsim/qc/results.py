@@ -9,6 +9,7 @@ import numpy as np
 from .decision import QCResult
 from .flow import TubeResult
 from .lot import lot_product_fields
+from ..io.strict_json import strict
 
 DISCLAIMER = ("mscsim is a research tool, never medical advice; a release decision here does not replace the "
               "lot's approved release procedure.")
@@ -65,18 +66,6 @@ def tube_dict(t: TubeResult) -> dict:
         } for c in t.channels],
         "warnings": [] if g is None else list(g.data.warnings),
     }
-
-
-def strict(value):
-    """``value`` with every non-finite float replaced by None, so json.dumps(..., allow_nan=False) can write it:
-    JSON has no NaN or Infinity, and a reader must not be handed a number that is not one."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strict(v) for v in value]
-    return value
 
 
 def result_dict(result: QCResult, lot_file: str | None = None) -> dict:

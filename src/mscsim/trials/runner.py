@@ -60,6 +60,30 @@ def simulated_per_arm(design: DesignSpec) -> dict[str, int]:
     return {a.name: max(a.n, pool) for a in design.arms}
 
 
+# The README's 100,000-patient benchmark: about 160 patients/s per worker on the 2-vCPU development machine. Only
+# for the estimate a user sees before a run, and for refusing a run far beyond what was asked of ``mscsim trial``.
+PATIENTS_PER_S_PER_WORKER = 150.0
+MAX_ESTIMATED_SECONDS = 2 * 3600.0
+
+
+def estimate_seconds(design: DesignSpec, workers: int = 1) -> float:
+    """Wall time of a run at the benchmark's speed (a rough guide: machines and designs differ)."""
+    return sum(simulated_per_arm(design).values()) / (PATIENTS_PER_S_PER_WORKER * max(1, workers))
+
+
+def check_size(design: DesignSpec, workers: int = 1, *, allow_large: bool = False, file: str | None = None) -> float:
+    """Refuse a design estimated to run longer than MAX_ESTIMATED_SECONDS unless ``allow_large``; returns the
+    estimate in seconds."""
+    seconds = estimate_seconds(design, workers)
+    if seconds > MAX_ESTIMATED_SECONDS and not allow_large:
+        n = sum(simulated_per_arm(design).values())
+        raise InputError("arms.n", n, f"a trial estimated to run within {MAX_ESTIMATED_SECONDS / 3600:g} h: "
+                         f"{n:,} simulated patients (arms and resampling pools) would take about "
+                         f"{seconds / 3600:.2g} h with {workers} worker(s) at the README's benchmark speed; add "
+                         "workers or a Dask cluster, or pass --allow-large to run it anyway", file=file)
+    return seconds
+
+
 def arm_offsets(design: DesignSpec) -> dict[str, int]:
     """First global patient id of each arm (arms hold consecutive ids, in the order listed)."""
     out, k = {}, 0
