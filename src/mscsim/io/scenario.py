@@ -151,9 +151,14 @@ class SolverSpec(_Strict):
     @field_validator("rtol")
     @classmethod
     def _rtol(cls, v):
-        if not v >= MIN_RTOL:
-            raise ValueError(f"a relative tolerance >= {MIN_RTOL:g} (float64 arithmetic cannot meet a tighter one)")
-        return v
+        return check_rtol(v)
+
+
+def check_rtol(v: float) -> float:
+    """A relative tolerance float64 arithmetic can meet (scenarios and trial designs alike)."""
+    if not v >= MIN_RTOL:
+        raise ValueError(f"a relative tolerance >= {MIN_RTOL:g} (float64 arithmetic cannot meet a tighter one)")
+    return v
 
 
 class Scenario(_Strict):
