@@ -292,8 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"mscsim: error: {where}{exc.strerror or exc}")
         return 2
     except KeyboardInterrupt as exc:
-        detail = " ".join(str(exc).split())
-        _say("mscsim: interrupted" + (f"; {detail}" if detail else ""))
+        detail = " ".join(str(exc).split()) or "nothing was written (outputs are written only when complete)"
+        _say(f"mscsim: interrupted; {detail}")
         return 143 if isinstance(exc, Terminated) else 130
     finally:
         if previous is not None:
