@@ -15,7 +15,8 @@ from mscsim.cli import main
 from mscsim.errors import PositivityError
 from mscsim.io._validation import MAX_DEPTH, read_yaml
 from mscsim.io.scenario import load_scenario
-from mscsim.simulation import check_scenario, estimate_cost, resolve_setup, simulate
+from mscsim.simulation import check_scenario, resolve_setup, simulate
+from mscsim.sizing import estimate_cost
 
 CHEAP = {"duration_days": 1, "outputs": {"points_per_day": 4}}  # a day of the mouse kinetics: well under a second
 

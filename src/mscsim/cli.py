@@ -62,7 +62,8 @@ def _simulate(args) -> int:
     from .simulation import simulate
 
     from .io.outputs import check_output_dir
-    from .simulation import check_scenario, check_size
+    from .simulation import check_scenario
+    from .sizing import check_size
 
     scenario = load_scenario(_scenario_path(args.scenario))
     check_scenario(scenario)  # every name and value, before any work
