@@ -94,6 +94,8 @@ def run_case(case: Case, root: Path) -> Outcome:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
     text = err.getvalue()
+    if status in (130, 143):  # the fuzz run itself was interrupted (Ctrl-C, SIGTERM): stop it, not a finding
+        raise KeyboardInterrupt
     assert "Traceback" not in text, text[-2000:]
     assert status in (0, 2), f"exit status {status}: {text[-2000:]}"
     outcome = Outcome(status, "")
@@ -170,6 +172,11 @@ def _parent(data, path):
     return data
 
 
+def _hostile():
+    """A hostile value, copied (the pools hold lists and dicts that later mutations must not change)."""
+    return st.sampled_from(HOSTILE).map(copy.deepcopy)
+
+
 @st.composite
 def mutated(draw, base: dict, extra_paths: list[tuple] = ()) -> tuple[dict, str]:
     """``base`` with one or two changes (mostly hostile, some plausible); returns (data, description)."""
@@ -187,7 +194,7 @@ def mutated(draw, base: dict, extra_paths: list[tuple] = ()) -> tuple[dict, str]
             continue
         key = path[-1]
         if isinstance(parent, dict) and key not in parent:
-            parent[key] = draw(st.sampled_from(HOSTILE))
+            parent[key] = draw(_hostile())
             notes.append(f"add {'.'.join(map(str, path))}")
             continue
         if not isinstance(parent, (dict, list)) or (isinstance(parent, list) and not -len(parent) <= key < len(parent)):
@@ -197,7 +204,7 @@ def mutated(draw, base: dict, extra_paths: list[tuple] = ()) -> tuple[dict, str]
             factor = draw(st.sampled_from([0.0, 0.1, 0.5, 0.9, 1.0, 1.1, 2.0, 10.0]))
             parent[key] = type(parent[key])(parent[key] * factor) if math.isfinite(parent[key] * factor) else 0
         elif op == "value":
-            parent[key] = draw(st.one_of(st.sampled_from(HOSTILE), st.floats(allow_nan=True, allow_infinity=True),
+            parent[key] = draw(st.one_of(_hostile(), st.floats(allow_nan=True, allow_infinity=True),
                                          st.text(max_size=20)))
         elif op == "delete":
             del parent[key]
@@ -208,7 +215,7 @@ def mutated(draw, base: dict, extra_paths: list[tuple] = ()) -> tuple[dict, str]
         elif op in ("reorder", "repeat") and isinstance(parent[key], list) and parent[key]:
             parent[key] = parent[key][::-1] if op == "reorder" else parent[key] + parent[key][-1:]
         else:
-            parent[key] = draw(st.sampled_from(HOSTILE))
+            parent[key] = draw(_hostile())
         notes.append(f"{op} {'.'.join(map(str, path))}")
     return data, "; ".join(notes)
 

@@ -85,6 +85,10 @@ BAD = [
     ({"patient": {"weight_kg": 1e-9}}, "patient.weight_kg", "greater than or equal to 0.005"),
     ({"product": {"viability": NAN}}, "product.viability", "finite"),
     ({"regimen": {"route": "intravenous", "dose": {"cells": INF}}}, "regimen.dose.cells", "finite"),
+    ({"regimen": {"route": "intravenous", "dose": {"cells": 5e5}, "times_days": [5e-324]}}, "regimen.times_days",
+     "at least one second apart"),  # found by the long fuzz run: the solver shrank its step to nothing
+    ({"regimen": {"route": "intravenous", "dose": {"cells": 5e5}, "infusion_minutes": 1e-3}},
+     "regimen.infusion_minutes", "at least one second"),
 ]
 
 

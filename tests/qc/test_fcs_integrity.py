@@ -102,3 +102,15 @@ def test_B01_identical_events_are_not_released_and_the_report_says_why(lot_path,
     identity = [c for c in data["criteria"] if c["id"] in ("CD73", "CD90", "CD105")]
     assert identity and all(c["status"] == "untrusted" for c in identity)
     assert "cannot be trusted" in (out / "qc_report.html").read_text()
+
+
+def test_header_offsets_that_make_text_and_data_overlap_are_refused(lot_path):
+    """Found by the long fuzz run: a TEXT end offset moved into the DATA segment still parsed, and released."""
+    tube = _tube(lot_path)
+    raw = bytearray(tube.read_bytes())
+    data_start = int(raw[26:34])
+    raw[18:26] = f"{data_start + 100:>8d}".encode()
+    tube.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match="do not overlap") as err:
+        read_fcs(tube)
+    assert "field 'HEADER'" in str(err.value) and tube.name in str(err.value)

@@ -136,9 +136,22 @@ def _submodel(annotation) -> type[BaseModel] | None:
     return None
 
 
+class FieldProblem(ValueError):
+    """A cross-field check that failed, with the field it is about (reported as that field, not the model's)."""
+
+    def __init__(self, where: str, value: object, allowed: str):
+        super().__init__(f"{where}: got {value!r}; allowed: {allowed}")
+        self.where, self.value, self.allowed = where, value, allowed
+
+
 def input_error(exc: ValidationError, file: str | None, root: type[BaseModel]) -> InputError:
     """The most telling validation problem (a misspelt field explains most) as an InputError."""
     errors = exc.errors()
+    found = next((e for e in errors if isinstance((e.get("ctx") or {}).get("error"), FieldProblem)), None)
+    if found is not None:
+        problem = found["ctx"]["error"]
+        where = ".".join([*(str(x) for x in found["loc"]), problem.where])
+        return InputError(where, problem.value, problem.allowed, file=file)
     err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""

@@ -15,13 +15,17 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from ..delivery.routes import Guidance, Route, Site, is_local
 from ..errors import InputError
 from ..model.overrides import ParameterValue
-from ._validation import input_error, read_yaml
+from ._validation import FieldProblem, input_error, read_yaml
 
 Species = Literal["human", "mouse", "rat"]
 
 
 MIN_RTOL = 1e-13  # float64 carries ~16 digits: a tighter relative tolerance cannot be met, only chased
 MIN_DURATION_DAYS = 1.0 / 1440.0  # one minute: the first output after a dose
+# Events (doses, the ends of infusions, the end of the run) closer than a second are not separate events: the solvers
+# would integrate a stretch shorter than a step can resolve (a dose at 5e-324 d made the batched solver shrink its
+# step to nothing); give such doses as one time instead.
+MIN_EVENT_GAP_HOURS = 1.0 / 3600.0
 
 
 class _Strict(BaseModel):
@@ -71,6 +75,13 @@ class RegimenSpec(_Strict):
     dose: DoseSpec
     times_days: list[float] = Field(default_factory=lambda: [0.0])
     infusion_minutes: float = Field(default=0.0, ge=0, le=24 * 60)
+
+    @field_validator("infusion_minutes")
+    @classmethod
+    def _infusion(cls, v):
+        if 0 < v < MIN_EVENT_GAP_HOURS * 60:
+            raise ValueError("0 (a bolus) or an infusion of at least one second")
+        return v
 
     @field_validator("times_days")
     @classmethod
@@ -200,6 +211,19 @@ class Scenario(_Strict):
         late = [t for t in self.regimen.times_days if t > self.duration_days]
         if late:
             raise ValueError(f"dose times {late} fall after duration_days={self.duration_days}")
+        end = self.duration_days * 24.0
+        cuts = {0.0, end}
+        for t in self.regimen.times_days:
+            cuts.add(t * 24.0)
+            if self.regimen.infusion_minutes:
+                cuts.add(min(end, t * 24.0 + self.regimen.infusion_minutes / 60.0))
+        cuts = sorted(cuts)
+        close = next(((a, b) for a, b in zip(cuts, cuts[1:]) if b - a < MIN_EVENT_GAP_HOURS), None)
+        if close is not None:
+            raise FieldProblem("regimen.times_days", list(self.regimen.times_days),
+                           f"doses, infusion ends and the end of the run at least one second apart (events at "
+                           f"{close[0]:.9g} h and {close[1]:.9g} h are closer; give near-simultaneous doses as "
+                           "one time)")
         times = self.outputs.times_hours
         if times is not None and times[-1] > self.duration_days * 24.0:
             raise ValueError(f"outputs.times_hours reach {times[-1]:g} h, after the end of the run "

@@ -197,6 +197,11 @@ def check_header(path: Path, text, fd, events: np.ndarray) -> None:
     start, stop = fd.header["data_start"], fd.header["data_stop"]
     if fd.version != "2.0" and start == 0 and "begindata" in text:
         start, stop = int(text["begindata"]), int(text["enddata"])
+    t0, t1 = fd.header["text_start"], fd.header["text_stop"]
+    if not (58 <= t0 <= t1 and (t1 < start or stop < t0)):
+        raise InputError("HEADER", f"TEXT bytes {t0}-{t1}, DATA bytes {start}-{stop}", "TEXT and DATA segments "
+                         "after the 58-byte HEADER that do not overlap; the offsets do not describe the file, so it "
+                         "cannot be trusted", file=str(path))
     expected = tot * sum(widths) // 8
     if stop - start + 1 not in (expected, expected + 1):  # +1: the known off-by-one quirk, read with a warning
         raise _bad_keyword(path, "tot", text.get("tot"), f"$TOT x $PnB = {expected} bytes of DATA; the data offsets "
