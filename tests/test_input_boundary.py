@@ -78,6 +78,7 @@ BAD = [
     ({"outputs": {"times_hours": [5, 1, 2]}}, "outputs.times_hours", "not sorted for you"),
     ({"outputs": {"times_hours": [1, 1]}}, "outputs.times_hours", "without repeats"),
     ({"outputs": {"times_hours": [1, 100]}}, "(top level)", "after the end of the run"),
+    ({"outputs": {"times_hours": [-0.0]}}, "outputs.times_hours", "at least one output time after 0 h"),  # fuzz
     ({"parameters": {"m_death": NAN}}, "parameters.m_death", "finite"),
     ({"parameters": {"K_home": INF}}, "parameters.K_home", "finite"),
     ({"solver": {"rtol": 1e-30}}, "solver.rtol", ">= 1e-13"),

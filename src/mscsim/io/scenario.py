@@ -147,6 +147,8 @@ class OutputSpec(_Strict):
             raise ValueError("times_hours must be a non-empty list of times >= 0")
         if len(v) > 100_000:
             raise ValueError("at most 100,000 output times")
+        if max(v) <= 0:
+            raise ValueError("at least one output time after 0 h (a time course needs more than its start)")
         unsorted = next((i for i in range(1, len(v)) if v[i] <= v[i - 1]), None)
         if unsorted is not None:
             raise ValueError(f"output times must be in increasing order without repeats (they are not sorted for "
