@@ -1,13 +1,15 @@
 """The long fuzz run of issue 19: thousands of generated scenarios, designs, lot records and FCS files per family,
 each run through ``mscsim`` as a user runs it and judged as tests/test_fuzz_inputs.py judges its few (tests/fuzzing.py).
 
-    nice -n 10 python scripts/fuzz_inputs.py --cases 10000 --families scenario design lot fcs --out fuzz-report.json
+    nice -n 10 python scripts/fuzz_inputs.py --cases 10000 --families scenario design lot fcs --out fuzz-report.json \
+        [--max-minutes 120]
 
 Cases are drawn from the same Hypothesis strategies with a fixed seed (``--seed``), so a run is repeatable. A finding
 (an uncaught exception, a traceback, a hang, a negative state, a lot released on a corrupt file, an error message
 that names no file) is recorded with the case's note and the first of each kind is saved under ``--keep``. Valid
 inputs that resolve to an input already run (the same validated file contents) are not run twice (``--no-dedup`` runs
-them all); the report counts both. The summary is printed and written as JSON.
+them all); the report counts both. The summary is printed and written as JSON, and rewritten every minute while a
+family runs. ``--max-minutes`` stops a family when its time is spent (the report says how far it got).
 """
 
 from __future__ import annotations
@@ -36,18 +38,34 @@ from hypothesis.errors import HypothesisException  # noqa: E402
 from fuzzing import FAMILIES, Hang, run_case  # noqa: E402
 
 
-def run_family(family: str, cases: int, work: Path, keep: Path, dedup: bool, rng_seed: int, progress) -> dict:
+class _OutOfTime(Exception):
+    """The family's time budget is spent (``--max-minutes``): stop generating, keep what ran."""
+
+
+def run_family(family: str, cases: int, work: Path, keep: Path, dedup: bool, rng_seed: int, progress,
+               max_seconds: float = float("inf"), save=None) -> dict:
     tally: Counter = Counter()
     findings: list[dict] = []
     seen: set[str] = set()
     messages: Counter = Counter()
     started = time.monotonic()
+    last_save = [started]
+
+    def summary(done: bool) -> dict:
+        return {"family": family, "seconds": round(time.monotonic() - started, 1), "finished": done,
+                "counts": dict(tally), "fields_refused_most": dict(messages.most_common(15)),
+                "findings": findings[:200]}
 
     @seed(rng_seed)
     @settings(max_examples=cases, deadline=None, database=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
     @given(case=FAMILIES[family]())
     def body(case):
+        if time.monotonic() - started > max_seconds:
+            raise _OutOfTime()
+        if save is not None and time.monotonic() - last_save[0] > 60:
+            last_save[0] = time.monotonic()
+            save(summary(False))
         key = hashlib.sha256(json.dumps({k: v.hex() for k, v in sorted(case.files.items())}).encode()).hexdigest()
         tally["generated"] += 1
         if dedup and key in seen:
@@ -84,10 +102,11 @@ def run_family(family: str, cases: int, work: Path, keep: Path, dedup: bool, rng
 
     try:
         body()
+    except _OutOfTime:
+        tally["stopped: time budget spent"] += 1
     except HypothesisException as exc:  # e.g. fewer distinct inputs than asked for
         tally[f"hypothesis: {type(exc).__name__}"] += 1
-    return {"family": family, "seconds": round(time.monotonic() - started, 1), "counts": dict(tally),
-            "fields_refused_most": dict(messages.most_common(15)), "findings": findings[:200]}
+    return summary(True)
 
 
 def main() -> int:
@@ -99,6 +118,8 @@ def main() -> int:
     p.add_argument("--keep", default="fuzz-findings", help="where the first findings' inputs are saved")
     p.add_argument("--out", default="fuzz-report.json")
     p.add_argument("--no-dedup", action="store_true")
+    p.add_argument("--max-minutes", type=float, default=float("inf"), help="time budget per family (the report "
+                   "says how many cases ran within it)")
     args = p.parse_args()
     last = [0.0]
 
@@ -112,9 +133,12 @@ def main() -> int:
     report = {"command": " ".join(sys.argv), "seed": args.seed, "cases_per_family": args.cases,
               "python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
               "date": time.strftime("%Y-%m-%d"), "families": []}
+    def save(partial: dict) -> None:  # the report so far, rewritten as the run goes (a stopped run keeps it)
+        Path(args.out).write_text(json.dumps({**report, "families": report["families"] + [partial]}, indent=2))
+
     for family in args.families:
         result = run_family(family, args.cases, Path(args.work) / family, Path(args.keep), not args.no_dedup,
-                            args.seed, progress)
+                            args.seed, progress, args.max_minutes * 60.0, save)
         print(f"\r{family}: {json.dumps(result['counts'])} in {result['seconds']} s", file=sys.stderr, flush=True)
         report["families"].append(result)
         Path(args.out).write_text(json.dumps(report, indent=2))
