@@ -105,8 +105,8 @@ def run_trial(design: DesignSpec, out: str | Path, *, design_path: str | None = 
     try:
         chunks = execute(design, store, workers=workers, scheduler=scheduler, chunk_size=chunk_size,
                          progress=progress, notice=notice)
-    except InputError:
-        raise
+    except InputError as exc:
+        raise exc.with_file(design_path) from None
     except MscsimError as exc:  # a run whose numbers cannot be trusted: say which design
         raise type(exc)(f"{design_path or design.name}: {exc}") from None
     endpoints, patients = collect(store, chunks)
