@@ -159,3 +159,12 @@ def test_lot_file_that_is_not_yaml(tmp_path):
     with pytest.raises(InputError, match="valid YAML") as err:
         load_lot(bad)
     assert str(bad) in str(err.value)
+
+
+def test_non_finite_spec_limit_names_the_criterion_not_the_merged_index(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("extends: clinical-release\ncriteria:\n  - {id: viability, limit: .nan}\n")
+    with pytest.raises(InputError) as err:
+        load_spec(spec)
+    text = str(err.value)
+    assert str(spec.resolve()) in text and "criteria[id=viability].limit" in text and "finite" in text

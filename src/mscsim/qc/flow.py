@@ -126,7 +126,7 @@ def _spillover(flow: Flow, data: FcsData) -> tuple[Spillover | None, str | None]
     if spill is None:
         raise InputError("flow.compensation", "file", f"a spillover matrix in the file ($SPILLOVER, SPILL or $COMP), "
                          f"but {data.path.name} has none: give the matrix in the lot (flow.compensation: {{channels, "
-                         "matrix}}) or write 'compensation: none' if the panel needs none", file=str(data.path))
+                         "matrix}) or write 'compensation: none' if the panel needs none", file=str(data.path))
     return spill, f"{data.path.name} ${spill.keyword.upper()}"
 
 

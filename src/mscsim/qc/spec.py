@@ -159,9 +159,15 @@ def load_spec(name_or_path: str | Path) -> Spec:
         return Spec.model_validate({**body, "criteria": criteria, "file": str(path)})
     except ValidationError as exc:
         e = exc.errors()[0]
-        where = ".".join(str(p) for p in e["loc"]) or "(spec)"
-        raise InputError(where, e.get("input") if e["type"] != "missing" else "(missing)",
-                         e["msg"].removeprefix("Value error, "), file=str(path)) from None
+        loc = list(e["loc"])
+        if len(loc) > 1 and loc[0] == "criteria" and isinstance(loc[1], int) and loc[1] < len(criteria):
+            loc[1] = f"[id={criteria[loc[1]]['id']}]"  # the merged list's index is not the file's: name the id
+        where = ".".join(str(p) for p in loc).replace(".[", "[") or "(spec)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "finite_number":
+            msg = "a finite number (not NaN or infinity)"
+        raise InputError(where, e.get("input") if e["type"] != "missing" else "(missing)", msg,
+                         file=str(path)) from None
 
 
 def check_citations(spec: Spec) -> None:
