@@ -17,6 +17,7 @@ from mscsim.io._validation import MAX_DEPTH, read_yaml
 from mscsim.io.scenario import load_scenario
 from mscsim.simulation import check_scenario, resolve_setup, simulate
 from mscsim.sizing import estimate_cost
+from mscsim.trials.cohort import COHORT_DIR as COHORTS
 
 CHEAP = {"duration_days": 1, "outputs": {"points_per_day": 4}}  # a day of the mouse kinetics: well under a second
 
@@ -182,3 +183,19 @@ def test_B04_negative_cells_from_an_allowed_unphysical_override_are_a_named_erro
     line = _cli_error(capsys, "simulate", path, "--out", tmp_path / "out")
     assert "went negative" in line and str(path) in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scenario.yaml"]  # nothing half-written
+
+
+def test_a_bad_cohort_file_is_named_itself_and_found_beside_the_design(tmp_path, capsys):
+    """A design's cohort file is read relative to the design (as a lot's FCS files are relative to the lot), and a
+    problem inside it names the cohort file and field, not only the design."""
+    from conftest import small_design, write_design
+
+    cohort = yaml.safe_load((COHORTS / "knee_oa_adults.yaml").read_text())
+    cohort["population"]["covariates"]["sex_female"]["p"] = float("nan")
+    (tmp_path / "cohort.yaml").write_text(yaml.safe_dump(cohort))
+    design = write_design(small_design(population="cohort.yaml"), tmp_path / "design.yaml")
+    assert main(["trial", str(design), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{(tmp_path / 'cohort.yaml').resolve()}: field 'population.covariates.sex_female.p'" in err
+    assert "design.yaml" in err and "finite" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort.yaml", "design.yaml"]

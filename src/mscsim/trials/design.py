@@ -295,6 +295,9 @@ def design_from_dict(data: dict, *, file: str | None = None) -> DesignSpec:
     try:
         design.cohort
     except InputError as exc:
+        if exc.file and exc.file != file:  # a problem inside the cohort's own file: name that file and field
+            raise InputError(exc.where, exc.value, f"{exc.allowed} (the cohort named by 'population' in "
+                             f"{file or 'the design'})", file=exc.file) from None
         raise InputError(f"population ({exc.where})", exc.value, exc.allowed, file=file) from None
     from ..simulation import check_scenario
 
@@ -323,6 +326,10 @@ def load_design(path_or_name: str | Path) -> tuple[DesignSpec, Path]:
                              f"design: {names}")
         path = bundled
     data = read_yaml(path)
+    pop = data.get("population") if isinstance(data, dict) else None
+    if isinstance(pop, str) and pop.endswith((".yaml", ".yml")) and not Path(pop).is_absolute() \
+            and (path.parent / pop).exists():  # a cohort file beside the design, as a lot's FCS files are
+        data = {**data, "population": str((path.parent / pop).resolve())}
     return design_from_dict(data, file=str(path)), path
 
 
