@@ -92,6 +92,13 @@ def _finished(store: Path, chunks) -> set[str]:
             if (d / f"{c.stem}.endpoints.parquet").exists() and (d / f"{c.stem}.patients.parquet").exists()}
 
 
+# ``mscsim`` as a terminal starts it: Ctrl-C raises KeyboardInterrupt even when this test runs with SIGINT ignored
+# (a background job inherits that). Set in the child itself, not by a ``preexec_fn``, which would make subprocess
+# fork this JAX-threaded process instead of spawning.
+_CTRL_C_LIKE_A_TERMINAL = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                           "from mscsim.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
 def _run_and_kill(design_path: Path, out: Path, chunk_size: int, chunks, timeout_s: float = 300.0) -> bool:
     """Start ``mscsim trial`` in a subprocess and press Ctrl-C (SIGINT to its process group) as soon as one chunk is
     finished; True if it was stopped with some but not all chunks done (False if it finished first). A stopped run
@@ -99,10 +106,9 @@ def _run_and_kill(design_path: Path, out: Path, chunk_size: int, chunks, timeout
     store = chunk_store(out)
     log_path = out.with_name(out.name + ".log")
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "mscsim.cli", "trial", str(design_path), "--out", str(out),
-                                 "--chunk-size", str(chunk_size)], stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True,  # its own process group, as a terminal's foreground job
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        proc = subprocess.Popen([sys.executable, "-c", _CTRL_C_LIKE_A_TERMINAL, "trial", str(design_path), "--out",
+                                 str(out), "--chunk-size", str(chunk_size)], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # its own process group, as a terminal's foreground job
         try:
             deadline = time.monotonic() + timeout_s
             while proc.poll() is None and not _finished(store, chunks):
