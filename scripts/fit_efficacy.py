@@ -45,10 +45,10 @@ def differences(design_data: dict, parameter: str, value: float, pool: int, day:
     data.pop("power", None)
     data["arms"] = [{**a, "n": pool} for a in design_data["arms"] if a.get("control") or "regimen" in a]
     design = design_from_dict(data, file="fit")
-    payload, offsets = design.model_dump_json(), arm_offsets(design)
+    offsets = arm_offsets(design)
     means = {}
     for arm in design.arms:
-        long, _ = run_chunk(payload, Chunk(arm.name, offsets[arm.name], arm.n))
+        long, _ = run_chunk(design, Chunk(arm.name, offsets[arm.name], arm.n))
         means[arm.name] = long[long["visit_day"] == day].groupby("endpoint")[["change", "value"]].mean()
     control = design.control.name
     cells = next(a.name for a in design.arms if not a.control)

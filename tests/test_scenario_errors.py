@@ -17,7 +17,7 @@ BAD = [
      "exactly one"),  # exclusive fields
     ({"regimen": {"route": "intravenous", "dose": {"cells": 1e6}, "times_days": [3, 1]}}, "regimen.times_days",
      "increasing"),  # list
-    ({"duration_days": -1}, "duration_days", "greater than 0"),
+    ({"duration_days": -1}, "duration_days", "at least one minute"),
     ({"species": "dog"}, "species", "'human', 'mouse' or 'rat'"),
     ({"product": {"sourse": "adipose"}}, "product.sourse", "known fields"),  # typo: unknown field
     ({"seed": 1.5}, "seed", "valid integer"),

@@ -1,6 +1,6 @@
 """A virtual trial on a Dask cluster gives the local run's per-patient results bit for bit.
 
-A local cluster of two worker processes (each imports mscsim and compiles the model itself) runs the chunks of the
+A local cluster of two worker processes (each given the arms' compiled models by the client) runs the chunks of the
 small shared design (conftest.small_design); nothing is mocked."""
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from mscsim.cli import main  # noqa: E402
 from mscsim.trials.trial import RESULT_FILES, chunk_store  # noqa: E402
 
 
-def _chunk_setups_here() -> int:
-    """Arms whose model a process has resolved for the trial runner (0 if it never ran a chunk)."""
+def _chunks_computed_here() -> int:
+    """Chunks a process has computed for the trial runner (0 if it never ran one)."""
     import sys
 
     runner = sys.modules.get("mscsim.trials.runner")
-    return runner._setup.cache_info().currsize if runner is not None else 0
+    return runner.chunks_computed() if runner is not None else 0
 
 
 @pytest.fixture(scope="module")
@@ -38,5 +38,5 @@ def test_dask_cluster_gives_the_local_result_bit_for_bit(cluster, trial_referenc
     assert_same_trial_results(out, trial_reference.out)
     assert all((out / name).is_file() for name in RESULT_FILES) and not chunk_store(out).exists()
     with distributed.Client(cluster) as client:  # the chunks ran in the cluster's worker processes
-        setups = client.run(_chunk_setups_here)
-    assert len(setups) == 2 and sum(setups.values()) >= 2  # both arms, wherever each chunk landed
+        computed = client.run(_chunks_computed_here)
+    assert len(computed) == 2 and sum(computed.values()) == 4  # the 4 chunks, wherever each landed

@@ -1,7 +1,7 @@
 """The virtual-trial runner end to end, with real runs of a small knee-OA design (nothing of the solver or the
 model is mocked): the same design and seed give the same per-patient results whatever the number of workers and
-the chunk size; a trial killed halfway resumes to the result of an uninterrupted run without recomputing the
-chunks it had finished; a bad design is refused with the field named, exit status 2 and nothing written; every
+the chunk size, and the same Parquet bytes in another process; a trial interrupted halfway (Ctrl-C) resumes to the
+result of an uninterrupted run without recomputing the chunks it had finished; a run that fails leaves nothing; a bad design is refused with the field named, exit status 2 and nothing written; every
 bundled design loads, and one runs through the CLI and writes every result file.
 
 Only equalities between runs and structural facts are asserted, never the trial's numbers (the model's
@@ -25,7 +25,7 @@ from conftest import TRIAL_DESIGN, assert_same_trial_results, small_design, tria
 from mscsim.cli import main
 from mscsim.trials import bundled_designs, design_from_dict, load_design
 from mscsim.trials import runner, trial
-from mscsim.trials.runner import CHUNK_DIR, RUN_FILE, plan_chunks, simulated_per_arm
+from mscsim.trials.runner import CHUNK_DIR, plan_chunks, simulated_per_arm
 from mscsim.trials.trial import RESULT_FILES, chunk_store
 
 N_PER_ARM = 3  # the shared small design (conftest.small_design): 2 arms of 3 patients
@@ -37,9 +37,14 @@ def _cli(*args: str) -> int:
 
 @pytest.fixture(scope="module")
 def two_workers(trial_reference, tmp_path_factory):
-    """The same design on two local worker processes (forked from this one), the reference's chunks."""
+    """The same design run again as a user runs it, in a new process (the installed command's module) with two
+    local worker processes (started by forkserver, not forked from this one), the reference's chunks."""
     out = tmp_path_factory.mktemp("two_workers") / "out"
-    assert _cli(trial_reference.design, "--out", out, "--workers", 2, "--chunk-size", trial_reference.chunk_size) == 0
+    proc = subprocess.run([sys.executable, "-m", "mscsim.cli", "trial", str(trial_reference.design), "--out", str(out),
+                           "--workers", "2", "--chunk-size", str(trial_reference.chunk_size)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "deadlock" not in proc.stderr
     return out
 
 
@@ -66,11 +71,18 @@ def test_two_workers_give_identical_results(trial_reference, two_workers):
     assert_same_trial_results(two_workers, trial_reference.out)
 
 
+def test_the_same_trial_in_another_process_writes_the_same_parquet_bytes(trial_reference, two_workers):
+    """Run to run, not only value to value: the reference ran inside this test process, the other in a fresh
+    command with its own workers (another heap history, other processes); the Parquet files are byte-identical."""
+    for name in ("endpoints.parquet", "patients.parquet"):
+        assert (two_workers / name).read_bytes() == (trial_reference.out / name).read_bytes(), name
+
+
 def test_one_chunk_per_arm_gives_identical_results(trial_reference, one_chunk_per_arm):
     assert_same_trial_results(one_chunk_per_arm, trial_reference.out)
 
 
-# --- b. a killed trial resumes -----------------------------------------------------------------------------------
+# --- b. an interrupted trial resumes -----------------------------------------------------------------------------------
 
 
 def _finished(store: Path, chunks) -> set[str]:
@@ -80,33 +92,47 @@ def _finished(store: Path, chunks) -> set[str]:
             if (d / f"{c.stem}.endpoints.parquet").exists() and (d / f"{c.stem}.patients.parquet").exists()}
 
 
+# ``mscsim`` as a terminal starts it: Ctrl-C raises KeyboardInterrupt even when this test runs with SIGINT ignored
+# (a background job inherits that). Set in the child itself, not by a ``preexec_fn``, which would make subprocess
+# fork this JAX-threaded process instead of spawning.
+_CTRL_C_LIKE_A_TERMINAL = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                           "from mscsim.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
 def _run_and_kill(design_path: Path, out: Path, chunk_size: int, chunks, timeout_s: float = 300.0) -> bool:
-    """Start ``mscsim trial`` in a subprocess and SIGKILL it as soon as one chunk is finished; True if it was
-    killed with some but not all chunks done (False if it finished first)."""
+    """Start ``mscsim trial`` in a subprocess and press Ctrl-C (SIGINT to its process group) as soon as one chunk is
+    finished; True if it was stopped with some but not all chunks done (False if it finished first). A stopped run
+    says so on a line of its own (not glued to the progress line) and exits with status 130."""
     store = chunk_store(out)
     log_path = out.with_name(out.name + ".log")
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "mscsim.cli", "trial", str(design_path), "--out", str(out),
-                                 "--chunk-size", str(chunk_size)], stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen([sys.executable, "-c", _CTRL_C_LIKE_A_TERMINAL, "trial", str(design_path), "--out",
+                                 str(out), "--chunk-size", str(chunk_size)], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # its own process group, as a terminal's foreground job
         try:
             deadline = time.monotonic() + timeout_s
             while proc.poll() is None and not _finished(store, chunks):
                 assert time.monotonic() < deadline, f"no chunk finished within {timeout_s} s"
                 time.sleep(0.02)
             if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGKILL)
+                os.killpg(proc.pid, signal.SIGINT)
             rc = proc.wait(timeout=60)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    if rc not in (0, -signal.SIGKILL):
-        pytest.fail(f"mscsim trial failed (status {rc}):\n{log_path.read_text()[-3000:]}")
-    return rc == -signal.SIGKILL and 0 < len(_finished(store, chunks)) < len(chunks)
+    log = log_path.read_text()
+    if rc not in (0, 130):
+        pytest.fail(f"mscsim trial failed (status {rc}):\n{log[-3000:]}")
+    if rc == 130:
+        lines = log.replace("\r", "\n").splitlines()
+        assert any(ln.startswith("mscsim: interrupted; ") and "run the same command again to resume" in ln
+                   for ln in lines), log[-2000:]
+        assert "Traceback" not in log
+    return rc == 130 and 0 < len(_finished(store, chunks)) < len(chunks)
 
 
-def test_killed_trial_resumes_to_the_uninterrupted_result_without_recomputing(tmp_path, monkeypatch, trial_reference):
+def test_interrupted_trial_resumes_to_the_uninterrupted_result_without_recomputing(tmp_path, monkeypatch, trial_reference):
     chunk_size = trial_reference.chunk_size
     for n in (N_PER_ARM, 4 * N_PER_ARM):  # if the first run finishes before the kill, more chunks
         design_path = write_design(small_design(n=n), tmp_path / f"design_{n}.yaml")
@@ -117,7 +143,7 @@ def test_killed_trial_resumes_to_the_uninterrupted_result_without_recomputing(tm
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(chunk_store(out), ignore_errors=True)
     else:
-        pytest.fail("the trial finished before it could be killed, twice")
+        pytest.fail("the trial finished before it could be interrupted, twice")
     store = chunk_store(out)
     assert not out.exists()  # the results are written only once every chunk is in
     done = _finished(store, chunks)
@@ -177,7 +203,7 @@ def _rename(old: str, new: str):
 
 BAD = [
     # (change to the design, the field the error names, text of what is allowed)
-    (_set("arms.0.n", 0), "arms.0.n", "greater than or equal to 1"),
+    (_set("arms.0.n", 1), "arms.0.n", "greater than or equal to 2"),
     (_set("endpoints.pain_vass", {}), "endpoints.pain_vass", "'pain_vas'"),
     (_set("arms.1.regimen.route", "intra_articulr"), "arms.1.regimen.route", "'intra_articular'"),
     (_set("arms.0.route", "intraarticular"), "arms.0.route", "'intra_articular'"),
@@ -185,7 +211,15 @@ BAD = [
     (_set("published.0.arm", "placebo"), "published.0.arm", "'saline'"),
     (_rename("visits_days", "visit_days"), "visit_days", "known fields"),
     (_set("population", "no_such_cohort"), "population", "knee_oa_adults"),
-    (_set("arms.1.regimen.dose.cells", -1), "arms.1.regimen.dose.cells", "greater than 0"),
+    (_set("arms.1.regimen.dose.cells", -1), "arms.1.regimen.dose.cells", "greater than or equal to 1"),
+    (_set("arms.1.regimen.dose.cells", float("nan")), "arms.1.regimen.dose.cells", "finite"),
+    (_set("visits_days", [90, float("inf")]), "visits_days.1", "finite"),
+    (_set("published.0.statistic", "rate"), "published.0.value", "a rate within [0, 1]"),
+    (_set("published.0.ci_low", 5.0), "published.0.ci_low", "ci_low <= ci_high"),
+    (_set("parameters", {"k_degrad": 0.01}), "parameters", "did you mean 'k_degrade'"),
+    (_set("parameters", {"k_degrade": -1}), "parameters.k_degrade", "non-negative"),
+    (_set("parameters", {"k_degrade": 5.0}), "parameters.k_degrade", "[0.001, 0.2]"),
+    (_set("solver", {"rtol": 1e-20}), "solver.rtol", ">= 1e-13"),
 ]
 
 
@@ -299,3 +333,28 @@ def test_an_out_folder_of_other_files_is_refused_before_any_work(trial_reference
     assert _cli(trial_reference.design, "--out", out, "--chunk-size", 5) == 2
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"] and (out / "notes.txt").read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other"]  # no chunk store either
+
+
+def test_a_run_that_fails_removes_what_it_created(tmp_path, capsys, trial_reference):
+    """An override allowed out of its bounds that makes the model unphysical (more of the dose placed in the knee
+    than was given) fails at the first chunk of the cell arm: exit 2 naming the design, and neither results nor a
+    chunk store are left, so the corrected design starts clean."""
+    data = small_design(parameters={"placement_landmark": 1.5}, allow_out_of_bounds=["placement_landmark"])
+    path = write_design(data, tmp_path / "unphysical.yaml")
+    assert _cli(path, "--out", tmp_path / "out", "--chunk-size", trial_reference.chunk_size) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("mscsim: error: ") and str(path) in err and "went negative" in err
+    assert sorted(tmp_path.iterdir()) == [path]
+
+
+def test_a_corrected_design_replaces_the_chunks_of_an_interrupted_one(tmp_path, capsys, trial_reference):
+    """The chunk store of an interrupted run of another design cannot be resumed by this one: it is replaced, and
+    the user is told, instead of blocking the corrected rerun."""
+    out = tmp_path / "out"
+    runner.execute(design_from_dict(small_design(seed=7)), chunk_store(out), chunk_size=trial_reference.chunk_size,
+                   max_chunks=1)
+    assert _finished(chunk_store(out), plan_chunks(design_from_dict(small_design(seed=7)),
+                                                   trial_reference.chunk_size))
+    assert _cli(trial_reference.design, "--out", out, "--chunk-size", trial_reference.chunk_size) == 0
+    assert "earlier run of another design" in capsys.readouterr().err
+    assert_same_trial_results(out, trial_reference.out)

@@ -296,15 +296,16 @@ class Simulation:
         return Path(export_sbml(self.setup(), path))
 
     # -- running it
-    def run(self, *, progress: ProgressArg = None) -> Results:
+    def run(self, *, progress: ProgressArg = None, allow_large: bool = False) -> Results:
         """Simulate every patient and return Results (an xarray Dataset with the endpoints, plus tables,
-        bands and plots). ``progress=True`` reports each step on stderr, with its time."""
+        bands and plots). ``progress=True`` reports each step on stderr, with its time. A cohort too large to
+        hold in memory is refused unless ``allow_large``."""
         from .simulation import simulate
 
         rep = _progress(progress)
         try:
             ds = simulate(self.scenario, progress=None if rep is None else rep.count,
-                          stage=None if rep is None else rep.stage)
+                          stage=None if rep is None else rep.stage, allow_large=allow_large)
         finally:
             if rep is not None:
                 rep.close()
@@ -400,10 +401,12 @@ def load_trial(design: str | os.PathLike | Mapping, *, n_per_arm: int | None = N
 
 def trial(design: str | os.PathLike | Mapping, out: str | os.PathLike | None = None, *,
           n_per_arm: int | None = None, workers: int = 1, chunk_size: int | None = None,
-          scheduler: str | None = None, progress: ProgressArg = None) -> TrialRun:
+          scheduler: str | None = None, progress: ProgressArg = None,
+          notice: Callable[[str], None] | None = None) -> TrialRun:
     """Run a virtual trial and return its tables. ``design``: a bundled design name, a YAML path or a mapping;
     ``out``: where the files go (default: a new temporary folder); ``n_per_arm``: resize every arm for a
-    quick look; ``workers``/``scheduler``: local processes or a Dask cluster (same numbers either way)."""
+    quick look; ``workers``/``scheduler``: local processes or a Dask cluster (same numbers either way);
+    ``notice(text)``: told when an earlier, different run's chunks in ``out`` are replaced."""
     from .trials import run_trial
     from .trials.trial import read_patients
 
@@ -415,7 +418,7 @@ def trial(design: str | os.PathLike | Mapping, out: str | os.PathLike | None = N
     out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix=f"mscsim-{spec.name}-")) / "trial"
     rep = _progress(progress, "chunks")
     result = run_trial(spec, out, design_path=str(path) if path else None, workers=workers, scheduler=scheduler,
-                       chunk_size=chunk_size, progress=None if rep is None else rep.count)
+                       chunk_size=chunk_size, progress=None if rep is None else rep.count, notice=notice)
     a = result.analysis
     endpoints, patients = read_patients(result.out)
     return TrialRun(spec, result.out, a.summary, a.comparisons, a.published, a.power, a.safety, a.responders,

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import __version__
@@ -19,6 +21,13 @@ def _progress(label: str):
     from .progress import Progress
 
     return Progress(label).count
+
+
+def _say(message: str) -> None:
+    """A message on stderr on a line of its own (after an unfinished progress line, a newline first)."""
+    from .progress import say
+
+    say(message)
 
 
 def _presets(args) -> int:
@@ -35,8 +44,17 @@ def _simulate(args) -> int:
     from .display import fmt
     from .results import endpoint_lines, viable_line
 
+    from .io.outputs import check_output_dir
+    from .simulation import check_scenario
+    from .sizing import check_size
+
     sim = load(args.scenario)
-    res = sim.run(progress=True)
+    check_scenario(sim.scenario)  # every name and value, before any work
+    cost = check_size(sim.scenario, allow_large=args.allow_large)
+    check_output_dir(args.out)  # refused now, not after the run
+    if cost.patients > 1:
+        _say(f"{sim.scenario.name}: {cost.describe()}")
+    res = sim.run(progress=True, allow_large=args.allow_large)
     out = res.save(args.out, scenario_path=str(args.scenario))
     ds = res.data
     print(f"{sim.scenario.name}: {ds.sizes['patient']} patient(s), {ds.sizes['time']} time points, "
@@ -169,10 +187,11 @@ def _export_sbml(args) -> int:
 
 def _validate(args) -> int:
     from .analysis.validation import format_table, run_validation
+    from .io import strict_json
 
     results = run_validation(progress=None if args.json else _progress("targets"))
     if args.json:
-        print(json.dumps([r.as_dict() for r in results], indent=2))
+        print(strict_json.dumps([r.as_dict() for r in results], indent=2))
     else:
         print(format_table(results))
     return 0
@@ -182,12 +201,12 @@ def _coculture(args) -> int:
     from .coculture import load_coculture, run_coculture
     from .coculture.report import write_coculture
 
-    path = Path(args.preset)
-    if not path.exists():
-        from .analysis.validation import EXAMPLES
+    from .io.outputs import check_output_dir
 
-        path = EXAMPLES / f"{args.preset}.yaml" if (EXAMPLES / f"{args.preset}.yaml").exists() else path
-    result = run_coculture(load_coculture(path))
+    path = _scenario_path(args.preset)
+    spec = load_coculture(path)
+    check_output_dir(args.out)  # refused now, not after the run
+    result = run_coculture(spec)
     out = write_coculture(result, args.out, preset_path=str(path))
     print(result.table().to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     print(f"wrote {out}/coculture.csv, coculture.png, manifest.json")
@@ -203,11 +222,19 @@ def _trial(args) -> int:
         raise InputError("--workers", args.workers, "an integer >= 1 (local processes)")
     if args.chunk_size is not None and args.chunk_size < 1:
         raise InputError("--chunk-size", args.chunk_size, "an integer >= 1 (patients per chunk)")
+    from .trials.runner import check_size, simulated_per_arm
+
     design, path = load_design(args.design)
+    # on a Dask cluster the number of workers is the cluster's: no estimate, no refusal
+    seconds = 0.0 if args.scheduler else check_size(design, args.workers, allow_large=args.allow_large,
+                                                    file=str(path))
     where = f"on {args.scheduler}" if args.scheduler else f"with {args.workers} worker(s)"
-    print(f"{design.name}: {design.n_patients} patients in {len(design.arms)} arm(s), {where}", file=sys.stderr)
+    simulated = sum(simulated_per_arm(design).values())
+    pool = f" ({simulated:,} simulated, with the resampling pools)" if simulated > design.n_patients else ""
+    eta = f"; about {seconds / 60:.2g} min at the README's benchmark speed" if seconds >= 60 else ""
+    _say(f"{design.name}: {design.n_patients:,} patients in {len(design.arms)} arm(s){pool}, {where}{eta}")
     run = trial(path, args.out, workers=args.workers, scheduler=args.scheduler, chunk_size=args.chunk_size,
-                progress=True)
+                progress=True, notice=_say)
     print(trial_summary(run))
     print(f"wrote {run.out}/ (report.html, endpoints.parquet, patients.parquet, arm_summary.csv, forest.png, "
           f"timecourse.png, ...)")
@@ -254,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="run a scenario and write results.nc, summary.csv, a plot and a manifest")
     p.add_argument("scenario", help="scenario YAML file, or the name of a bundled preset")
     p.add_argument("--out", required=True, help="output folder (created; replaced if it is an earlier mscsim output)")
+    p.add_argument("--allow-large", action="store_true", help="run a cohort whose results would not fit in 2 GiB of "
+                   "memory (refused otherwise; 'mscsim trial' streams large cohorts to disk)")
     p.set_defaults(func=_simulate)
     p = sub.add_parser("parameters", help="list a scenario's parameters: value, units, bounds, between-patient and "
                        "uncertainty distributions, evidence grade and sources")
@@ -309,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", default=None, help="a Dask scheduler address (tcp://host:port): run the chunks "
                    "on that cluster instead of local processes")
     p.add_argument("--chunk-size", type=int, default=None, help="patients per chunk (default: the design's)")
+    p.add_argument("--allow-large", action="store_true", help="run a design estimated to take more than 2 hours "
+                   "(refused otherwise)")
     p.set_defaults(func=_trial)
     p = sub.add_parser("validate", help="run every bundled validation target and report observed vs simulated")
     p.add_argument("--json", action="store_true")
@@ -322,20 +353,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: stop, keep what can be resumed, say so."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; exit status 0 on success, 2 on bad input or a run whose numbers cannot be trusted (one line
+    on stderr naming the file and field), 130 on Ctrl-C and 143 on SIGTERM (partial work left resumable)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(args.func(args) or 0)
     except MscsimError as exc:
-        print(f"mscsim: error: {exc}", file=sys.stderr)
+        _say(f"mscsim: error: {' '.join(str(exc).split())}")
         return 2
-    except KeyboardInterrupt:
-        print("\nmscsim: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # the reader (head, less) went away: nothing more to say
-        sys.stderr.close()
-        return 0
+    except OSError as exc:  # the disk, not the input: a full disk, a folder without write permission
+        if isinstance(exc, BrokenPipeError):  # the reader (head, less) went away: nothing more to say
+            sys.stderr.close()
+            return 0
+        where = f"{exc.filename}: " if exc.filename else ""
+        _say(f"mscsim: error: {where}{exc.strerror or exc}")
+        return 2
+    except KeyboardInterrupt as exc:
+        detail = " ".join(str(exc).split()) or "nothing was written (outputs are written only when complete)"
+        _say(f"mscsim: interrupted; {detail}")
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

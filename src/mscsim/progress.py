@@ -9,6 +9,18 @@ import time
 from typing import TextIO
 
 
+_LINE_OPEN = [False]  # a progress line is on stderr without its newline yet (see ``say``)
+
+
+def say(message: str, stream: TextIO | None = None) -> None:
+    """A message on stderr on a line of its own: after an unfinished progress line, a newline first."""
+    stream = stream or sys.stderr
+    if _LINE_OPEN[0]:
+        print(file=stream)
+        _LINE_OPEN[0] = False
+    print(message, file=stream, flush=True)
+
+
 class Progress:
     """``count(done, total)`` for chunks; ``stage(text)`` when a step starts (the previous one is reported done
     with its time); ``close()`` ends the last step. A context manager closes itself."""
@@ -27,6 +39,7 @@ class Progress:
     def _write(self, text: str, end: str = "\n") -> None:
         with self._lock:
             print(text, end=end, file=self.stream, flush=True)
+            _LINE_OPEN[0] = not end.endswith("\n")
 
     def count(self, done: int, total: int) -> None:
         self._finish_stage()

@@ -5,6 +5,8 @@ scenario -> (parameters, product factors, dose events, patients) -> solver -> la
 
 from __future__ import annotations
 
+import difflib
+import json
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
@@ -15,18 +17,19 @@ import xarray as xr
 from . import __version__
 from .delivery.routes import DEFAULT_SITE, is_local, placement_parameter, split_dose
 from .endpoints import add_endpoints, load_endpoints
-from .errors import ConservationError, InputError
+from .errors import ConservationError, InputError, MscsimError, PositivityError
 from .io.scenario import Scenario
 from .model.cache import load_compiled
 from .model.compile import CompiledModel
 from .model.core import Model
+from .model.overrides import Override, apply_overrides, check_overrides
 from .model.parameters import ParameterSet, load_parameter_sets
 from .model.references import Reference, resolve
 from .model.units import convert
 from .patients.population import draw_parameters
 from .product.product import PotencyFactors, Product, potency_factors
 from .solvers.batched import solve_batched
-from .solvers.compiled import SS_STATUS, SolveFailure, solve_compiled, steady_state
+from .solvers.compiled import SolveFailure, solve_compiled, steady_state
 from .solvers.problem import Bolus, Infusion, Problem
 from .solvers.reference import solve_reference
 
@@ -39,6 +42,10 @@ CONSERVATION_RTOL = 1e-9
 BURN_IN_DAYS = 1000.0  # the untreated run, where a patient's chronic state is integrated rather than solved for
 BASELINE_METHODS = {0: "steady state", 1: "integrated (requested)", 2: "integrated: no steady state found",
                     3: "integrated: steady state not stable"}
+# how far below zero round-off may take a state, relative to its scale (see check_positivity): cell states are
+# integrated to 1e-13 of the dose, signal states to 1e-9 of their typical magnitude
+POSITIVITY_RTOL_CELLS = 1e-9
+POSITIVITY_RTOL_SIGNALS = 1e-6
 
 
 @lru_cache(maxsize=16)
@@ -61,6 +68,7 @@ class Setup:
     placement: float | None
     nominal: np.ndarray
     solver_citations: tuple[str, ...]
+    overrides: tuple[Override, ...] = ()
 
     @property
     def placement_fraction(self) -> float:
@@ -209,39 +217,90 @@ class Setup:
             P[:, col] = values if ref == 0 else P[:, col] * (values / ref)
         return P
 
-def resolve_setup(scenario: Scenario) -> Setup:
-    """Resolve parameters (defaults, species, site, product, what-ifs) and the model composition."""
+@dataclass(frozen=True)
+class _Inputs:
+    """Everything a scenario resolves to before its model is compiled (all names and values checked)."""
+
+    pset: ParameterSet
+    product: Product
+    factors: PotencyFactors
+    site: str
+    placement_parameter: str | None
+    placement: float | None
+    mechanisms: tuple[str, ...]
+    overrides: tuple[Override, ...]
+
+
+def check_scenario(scenario: Scenario, *, file: str | None = None) -> None:
+    """Resolve every name and value of a scenario against the model's data (parameter overrides and their bounds,
+    mechanisms, guidance, the species' body weight, a lot) without compiling or running anything: an InputError
+    naming ``file`` (default: the file the scenario was read from) on the first problem."""
+    _resolve_inputs(scenario, file or scenario.source_file)
+
+
+def _resolve_inputs(scenario: Scenario, file: str | None) -> _Inputs:
+    try:
+        return _inputs(scenario, file)
+    except InputError as exc:
+        raise exc.with_file(file) from None
+
+
+def _inputs(scenario: Scenario, file: str | None) -> _Inputs:
     reg = scenario.regimen
     site = reg.site or DEFAULT_SITE[reg.route]
     files = ["kinetics", "product", f"species_{scenario.species}", f"site_{site}"]
     if scenario.disease:
         files += ["tissue", f"disease_{scenario.disease}"]
     pset = load_parameter_sets(files)
-    product = _product(scenario)
-    factors = potency_factors(product, pset)
-    overrides = {"m_death": factors.death_multiplier, "S_target": scenario.patient.target_inflammation}
-    if scenario.disease:
-        overrides.pop("S_target")
-        overrides.update(patient_environment(scenario, pset))
-        overrides["potency"] = factors.potency
-    pset = _with_values(pset, overrides)
-    unknown = sorted(set(scenario.parameters) - set(pset.names()))
-    if unknown:
-        raise InputError("parameters", unknown, f"names of model parameters, e.g. {sorted(pset.names())[:12]} ...")
-    if scenario.parameters:
-        pset = pset.override(scenario.parameters)
+    _check_weight(scenario, pset)
     mechanisms = KINETICS + TISSUE if scenario.disease else KINETICS
     unknown_mech = sorted(set(scenario.mechanisms) - set(mechanisms))
     if unknown_mech:
-        raise InputError("mechanisms", unknown_mech, f"switches for the model's mechanisms: {list(mechanisms)}")
-    model = compiled(mechanisms, tuple(sorted(scenario.mechanisms.items())))
+        close = difflib.get_close_matches(unknown_mech[0], mechanisms, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise InputError("mechanisms", unknown_mech[0], f"{hint}switches for the model's mechanisms: {list(mechanisms)}")
+    product = _product(scenario)
+    factors = potency_factors(product, pset)
+    derived = {"m_death": factors.death_multiplier, "S_target": scenario.patient.target_inflammation}
+    if scenario.disease:
+        derived.pop("S_target")
+        derived.update(patient_environment(scenario, pset))
+        derived["potency"] = factors.potency
+    pset = _with_values(pset, derived)
+    overrides = check_overrides(pset, scenario.parameters, scenario.allow_out_of_bounds, file=file)
+    pset = apply_overrides(pset, overrides)
     placement_name = placement = None
     if is_local(reg.route):
         placement_name = placement_parameter(site, reg.guidance, reg.approach, pset)
         placement = pset[placement_name].value
+    return _Inputs(pset, product, factors, site, placement_name, placement, mechanisms, overrides)
+
+
+def _check_weight(scenario: Scenario, pset: ParameterSet) -> None:
+    """The patient's weight within the species' plausible range (the bounds of body_weight in its data file)."""
+    w = scenario.patient.weight_kg
+    par = pset["body_weight"]
+    if w is None or par.bounds is None:
+        return
+    w_kg = convert(w, "kg", par.units)
+    if not par.bounds[0] <= w_kg <= par.bounds[1]:
+        raise InputError("patient.weight_kg", w, f"a {scenario.species} body weight within [{par.bounds[0]:g}, "
+                         f"{par.bounds[1]:g}] {par.units} (body_weight bounds in {par.origin})")
+
+
+def resolve_setup(scenario: Scenario, *, file: str | None = None) -> Setup:
+    """Resolve parameters (defaults, species, site, product, what-ifs) and the model composition. Every name and
+    value is checked (``check_scenario``) before the model is compiled; errors name ``file`` (default: the file
+    the scenario was read from)."""
+    return _compile_setup(scenario, _resolve_inputs(scenario, file or scenario.source_file))
+
+
+def _compile_setup(scenario: Scenario, inputs: _Inputs) -> Setup:
+    model = compiled(inputs.mechanisms, tuple(sorted(scenario.mechanisms.items())))
     solver_keys = ("hairer1996",) if scenario.solver.kind in ("batched", "jax") else ()
-    return Setup(scenario, model, pset, product, factors, site, placement_name, placement,
-                 model.parameter_vector(pset), solver_keys)
+    return Setup(scenario, model, inputs.pset, inputs.product, inputs.factors, inputs.site,
+                 inputs.placement_parameter, inputs.placement, model.parameter_vector(inputs.pset), solver_keys,
+                 inputs.overrides)
 
 
 COVARIATES = ("weight_kg", "age_years", "smoker", "vascular_disease", "nutrition", "baseline_inflammation",
@@ -324,10 +383,11 @@ def output_times(scenario: Scenario) -> np.ndarray:
     return t[t <= end]
 
 
-def solve(setup: Setup, problem: Problem) -> np.ndarray:
-    """Run the scenario's solver on a problem and check the cell mass balance. With the compiled engine, a patient
-    whose solve fails does not stop the others: :class:`SolveFailure` is raised after the whole batch, carrying the
-    other patients' (checked) results and each patient's status."""
+def solve(setup: Setup, problem: Problem, *, first_patient: int = 0) -> np.ndarray:
+    """Run the scenario's solver on a problem and check the result: finite, no state negative beyond round-off,
+    and the cell mass balance. With the compiled engine, a patient whose solve fails does not stop the others:
+    :class:`SolveFailure` is raised after the whole batch, carrying the other patients' (checked) results and each
+    patient's status."""
     sc = setup.scenario.solver
     if sc.kind == "reference":
         states = solve_reference(problem)
@@ -344,10 +404,47 @@ def solve(setup: Setup, problem: Problem) -> np.ndarray:
         try:
             states = solve_compiled(problem, rtol=sc.rtol, max_steps=sc.max_steps)
         except SolveFailure as failure:
+            ok = np.asarray(failure.status) == 0
+            check_positivity(problem, failure.states, first_patient=first_patient, patients=ok)
             check_conservation(problem, failure.states)
             raise
+    check_positivity(problem, states, first_patient=first_patient)
     check_conservation(problem, states)
     return states
+
+
+def check_positivity(problem: Problem, states: np.ndarray, *, first_patient: int = 0,
+                     patients: np.ndarray | None = None) -> None:
+    """Every state finite, and none below zero by more than round-off: cell states by more than
+    POSITIVITY_RTOL_CELLS of the patient's administered cells (at least one cell), signal states by more than
+    POSITIVITY_RTOL_SIGNALS of their typical magnitude. A negative count of cells or a negative concentration
+    means the inputs or the numerics failed; its results are not written. ``patients``: a mask of the patients to
+    check (those whose solve succeeded; a failed one is NaN and reported as failed)."""
+    model = problem.model
+    if patients is not None:
+        idx = np.flatnonzero(patients)
+        states = states[idx]
+    else:
+        idx = np.arange(states.shape[0])
+    bad = ~np.isfinite(states)
+    if bad.any():
+        p, t, k = (int(i[0]) for i in np.nonzero(bad))
+        raise PositivityError(f"the solver returned a non-finite value ({states[p, t, k]}) for state "
+                              f"'{model.state_names[k]}' of patient {first_patient + int(idx[p])} at "
+                              f"{problem.t_eval[t]:g} h; "
+                              "the parameters may be outside what the model can integrate")
+    rtol = np.where(model.cell_mask, POSITIVITY_RTOL_CELLS, POSITIVITY_RTOL_SIGNALS)
+    scale = np.broadcast_to(problem.state_scale(), (problem.n_patients, model.n_states))[idx]
+    floor = -rtol[None, :] * scale  # (B, n)
+    below = states < floor[:, None, :]
+    if below.any():
+        p, t, k = (int(i[0]) for i in np.nonzero(below))
+        name = model.state_names[k]
+        what = "cells" if model.cell_mask[k] else model.state_units[k]
+        raise PositivityError(f"state '{name}' went negative: {states[p, t, k]:.4g} {what} for patient "
+                              f"{first_patient + int(idx[p])} at {problem.t_eval[t]:g} h (round-off allows "
+                              f"{floor[p, k]:.3g}); a parameter value (an override outside its bounds?) makes the "
+                              "model unphysical")
 
 
 def check_conservation(problem: Problem, states: np.ndarray) -> None:
@@ -382,11 +479,11 @@ def simulate_chunk(setup: Setup, start: int, count: int, covariates: pd.DataFram
     prob = setup.problem(start, count, covariates)
     doses = len(sc.regimen.times_days)
     say(f"treated course ({sc.duration_days:g} d, {doses} dose{'s' if doses > 1 else ''})")
-    states, status = solve_keeping_others(setup, prob)
+    states, status = solve_keeping_others(setup, prob, first_patient=start)
     untreated_states = None
     if setup.has_tissue:  # the same patients untreated, from the same baseline: what the treatment changed
         say(f"untreated comparator ({sc.duration_days:g} d)")
-        untreated_states, status_u = solve_keeping_others(setup, untreated(prob))
+        untreated_states, status_u = solve_keeping_others(setup, untreated(prob), first_patient=start)
         status = np.maximum(status, status_u)
     ds = label_chunk(setup, prob, states, untreated_states, start=start, doses=setup.patient_doses(count, covariates))
     add_run_status(ds, status, prob.baseline_method)
@@ -408,11 +505,12 @@ def label_chunk(setup: Setup, prob: Problem, states: np.ndarray, untreated_state
     return ds
 
 
-def solve_keeping_others(setup: Setup, problem: Problem) -> tuple[np.ndarray, np.ndarray]:
+def solve_keeping_others(setup: Setup, problem: Problem, *, first_patient: int = 0
+                         ) -> tuple[np.ndarray, np.ndarray]:
     """(states, status): ``solve``, but a patient whose solve failed is kept as NaN with its status (non-zero, see
     ``mscsim.solvers.compiled.STATUS``) instead of failing the whole batch."""
     try:
-        return solve(setup, problem), np.zeros(problem.n_patients, dtype=np.int64)
+        return solve(setup, problem, first_patient=first_patient), np.zeros(problem.n_patients, dtype=np.int64)
     except SolveFailure as failure:
         return failure.states, failure.status
 
@@ -434,20 +532,32 @@ def add_run_status(ds: xr.Dataset, status: np.ndarray, baseline_method: np.ndarr
                                   "flag_meanings": " | ".join(BASELINE_METHODS.values())})
 
 
-def simulate(scenario: Scenario, *, progress=None, stage=None) -> xr.Dataset:
+def simulate(scenario: Scenario, *, progress=None, stage=None, allow_large: bool = False) -> xr.Dataset:
     """Simulate every patient of the scenario (in chunks) and return labelled results. ``progress(done, total)``
     is called after each chunk; ``stage(text)`` as each step of a chunk starts. ``scenario`` may also be a
-    preset name or a scenario file's path."""
+    preset name or a scenario file's path. A run whose numbers cannot be trusted (a negative or non-finite state,
+    a broken mass balance) raises an MscsimError that names the scenario; a cohort too large to hold in memory is
+    refused unless ``allow_large`` (see ``mscsim.sizing.check_size``)."""
     if not isinstance(scenario, Scenario):
         from .api import load
 
         scenario = load(scenario).scenario
-    setup = resolve_setup(scenario)
+    from .sizing import check_size
+
+    inputs = _resolve_inputs(scenario, scenario.source_file)  # every name and value, before any work
+    check_size(scenario, allow_large=allow_large)
+    setup = _compile_setup(scenario, inputs)
     n = scenario.population.size
     chunk = scenario.solver.chunk_size
     parts = []
     for start in range(0, n, chunk):
-        parts.append(simulate_chunk(setup, start, min(chunk, n - start), stage=stage))
+        try:
+            parts.append(simulate_chunk(setup, start, min(chunk, n - start), stage=stage))
+        except (InputError, KeyboardInterrupt):
+            raise
+        except MscsimError as exc:
+            where = scenario.source_file or f"scenario '{scenario.name}'"
+            raise type(exc)(f"{where}: {exc}") from None
         if progress is not None:
             progress(min(start + chunk, n), n)
     if len(parts) == 1:
@@ -498,6 +608,7 @@ def to_dataset(setup: Setup, t: np.ndarray, states: np.ndarray, administered: np
         "death_multiplier": f.death_multiplier,
         "mechanisms_enabled": ",".join(sorted(model.model.enabled)),
         "citations": ",".join(setup.citation_keys()),
+        "parameter_overrides": json.dumps([o.record() for o in setup.overrides]),
         "disclaimer": "Research tool output, not medical advice.",
     })
     return ds

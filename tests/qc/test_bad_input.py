@@ -123,11 +123,14 @@ def test_channel_without_any_control_or_threshold(lot_path):
         load_lot(lot_path)
 
 
-def test_too_few_events_after_gating(tmp_path):
+def test_B01_too_few_events_after_gating_is_not_released_with_the_reason(tmp_path):
     path = write_lot(tmp_path / "lot")
     edit_lot(path, lambda r: r["flow"].update({"gates": {"fsc_min": 2.5e5}}))
-    with pytest.raises(InputError, match="events after gating"):
-        evaluate_lot(load_lot(path))
+    result = evaluate_lot(load_lot(path))
+    assert not result.released
+    assert all(c.status in ("untrusted", "informative") for c in result.criteria if c.measure == "marker")
+    assert any(c.status == "untrusted" for c in result.criteria)
+    assert any("events after gating" in f and "cannot be trusted" in f for f in result.failed)
 
 
 def test_unknown_spec_lists_the_presets(lot_path, tmp_path):
@@ -156,3 +159,12 @@ def test_lot_file_that_is_not_yaml(tmp_path):
     with pytest.raises(InputError, match="valid YAML") as err:
         load_lot(bad)
     assert str(bad) in str(err.value)
+
+
+def test_non_finite_spec_limit_names_the_criterion_not_the_merged_index(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("extends: clinical-release\ncriteria:\n  - {id: viability, limit: .nan}\n")
+    with pytest.raises(InputError) as err:
+        load_spec(spec)
+    text = str(err.value)
+    assert str(spec.resolve()) in text and "criteria[id=viability].limit" in text and "finite" in text

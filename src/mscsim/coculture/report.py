@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -12,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .. import __version__  # noqa: E402
+from ..io import strict_json  # noqa: E402
 from ..io.outputs import atomic_output_dir  # noqa: E402
 from ..model.references import bibliography  # noqa: E402
 from .spec import parse_ratio  # noqa: E402
@@ -99,5 +99,5 @@ def write_coculture(result: CocultureResult, out: str | Path, *, preset_path: st
         result.table().to_csv(tmp / "coculture.csv", index=False)
         coculture_figure(result, tmp / "coculture.png")
         files = ["coculture.csv", "coculture.png", "manifest.json"]
-        (tmp / "manifest.json").write_text(json.dumps(manifest(result, preset_path, files), indent=2))
+        (tmp / "manifest.json").write_text(strict_json.dumps(manifest(result, preset_path, files), indent=2))
     return out

@@ -15,12 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import InputError
 from ..io._validation import input_error, read_yaml
+from ..model.overrides import ParameterValue
 
 RATIO_HELP = "MSC:responder ratios written 'A:B' with positive numbers, e.g. '1:10'"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class WellSpec(_Strict):
@@ -49,7 +50,9 @@ class CocultureSpec(_Strict):
     thymidine_pulse_hours: float | None = Field(default=None, gt=0, le=72, description=(
         "for a 3H-thymidine-type readout: proliferation in the last hours of the culture"))
     prelicensing: PrelicensingSpec | None = None
-    parameters: dict[str, float] = Field(default_factory=dict)
+    parameters: dict[str, ParameterValue] = Field(default_factory=dict, description="overrides of the well's "
+                                                  "parameters: a number in its documented units, or {value, units}")
+    allow_out_of_bounds: list[str] = Field(default_factory=list)
     sources: list[str] = Field(default_factory=list, description="citation keys of the assay design")
 
     @field_validator("ratios")
@@ -82,8 +85,10 @@ def parse_ratio(text: str) -> float:
         a, b = (float(p) for p in parts)
     except ValueError:
         raise ValueError(f"{text!r} is not a ratio; give {RATIO_HELP}") from None
-    if not (a > 0 and b > 0):
-        raise ValueError(f"{text!r}: both sides of a ratio must be > 0 ({RATIO_HELP})")
+    if not (0 < a < 1e12 and 0 < b < 1e12):
+        raise ValueError(f"{text!r}: both sides of a ratio must be finite numbers > 0 ({RATIO_HELP})")
+    if not 1e-6 <= a / b <= 1e3:
+        raise ValueError(f"{text!r}: MSC:responder ratios from 1:1000000 to 1000:1")
     return a / b
 
 
@@ -104,4 +109,8 @@ def load_coculture(path: str | Path) -> CocultureSpec:
         raise InputError("PRESET", str(path), "a path to an existing co-culture preset YAML file, or the name of "
                          "a bundled one (e.g. coculture_pbmc)")
     data = read_yaml(path)
-    return coculture_from_dict(data, file=str(path))
+    spec = coculture_from_dict(data, file=str(path))
+    from .well import well_parameters
+
+    well_parameters(spec, file=str(path))  # parameter names, units and bounds checked now, not mid-run
+    return spec

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..errors import DataError, InputError
 from ..model.compile import CompiledModel
+from ..model.overrides import apply_overrides, check_overrides
 from ..model.parameters import ParameterSet, load_parameter_sets
 from ..model.units import convert
 from ..simulation import compiled
@@ -56,13 +57,12 @@ def well_model() -> CompiledModel:
     return model
 
 
-def well_parameters(spec: CocultureSpec) -> ParameterSet:
-    """Tissue defaults, the culture-well context, then the preset's own values (recorded as overrides)."""
+def well_parameters(spec: CocultureSpec, *, file: str | None = None) -> ParameterSet:
+    """Tissue defaults, the culture-well context, then the preset's own values (recorded as overrides), each
+    checked like a scenario's (names, units, bounds)."""
     pset = load_parameter_sets(list(WELL_PARAMETER_FILES))
-    unknown = sorted(set(spec.parameters) - set(pset.names()))
-    if unknown:
-        raise InputError("parameters", unknown, f"names of model parameters, e.g. {sorted(pset.names())[:10]} ...")
-    return pset.override(spec.parameters, source="scenario_override") if spec.parameters else pset
+    checked = check_overrides(pset, spec.parameters, spec.allow_out_of_bounds, file=file)
+    return apply_overrides(pset, checked)
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,8 @@ def manifest(ds: xr.Dataset, scenario_path: str | None, files: list[str]) -> dic
         "seed": int(ds.attrs["seed"]),
         "patients": int(ds.sizes["patient"]),
         "mechanisms_enabled": ds.attrs["mechanisms_enabled"].split(","),
+        "parameter_overrides": json.loads(ds.attrs.get("parameter_overrides", "[]")),
+        "allow_out_of_bounds": json.loads(ds.attrs["scenario"]).get("allow_out_of_bounds", []),
         "citations": ds.attrs["citations"].split(","),
         "files": files,
         "disclaimer": ds.attrs["disclaimer"],
@@ -127,5 +129,5 @@ def write_results(ds: xr.Dataset, out: str | Path, *, scenario_path: str | None 
 
             plt.close(fig)
         files.append("manifest.json")
-        (tmp / "manifest.json").write_text(json.dumps(manifest(ds, scenario_path, files), indent=2))
+        (tmp / "manifest.json").write_text(json.dumps(manifest(ds, scenario_path, files), indent=2, allow_nan=False))
     return out

@@ -10,6 +10,7 @@ chronic state (mscsim's burn-in), as mscsim's own runs do.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, replace
 from html import escape
@@ -45,10 +46,14 @@ def export_sbml(setup: Setup, path: str | Path) -> Path:
     """Write the scenario's model as a validated SBML L3V2 file; returns the path written."""
     text = sbml_document(setup)
     path = Path(path)
-    try:
-        path.write_text(text, encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.partial")
+    try:  # written whole or not at all
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
     except OSError as exc:
         raise MscsimError(f"cannot write SBML to {path}: {exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -10,17 +10,26 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from ..delivery.routes import Guidance, Route, Site, is_local
 from ..errors import InputError
-from ._validation import input_error, read_yaml
+from ..model.overrides import ParameterValue
+from ._validation import FieldProblem, input_error, read_yaml
 
 Species = Literal["human", "mouse", "rat"]
 
 
+MIN_RTOL = 1e-13  # float64 carries ~16 digits: a tighter relative tolerance cannot be met, only chased
+MIN_DURATION_DAYS = 1.0 / 1440.0  # one minute: the first output after a dose
+# Events (doses, the ends of infusions, the end of the run) closer than a second are not separate events: the solvers
+# would integrate a stretch shorter than a step can resolve (a dose at 5e-324 d made the batched solver shrink its
+# step to nothing); give such doses as one time instead.
+MIN_EVENT_GAP_HOURS = 1.0 / 3600.0
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 Disease = Literal["knee_osteoarthritis", "acute_gvhd", "perianal_fistula"]
@@ -45,9 +54,9 @@ class ProductSpec(_Strict):
 class DoseSpec(_Strict):
     """One dose: a cell count, cells per kg of body weight, or (vesicle products) a particle count."""
 
-    cells: float | None = Field(default=None, gt=0, le=1e12)
+    cells: float | None = Field(default=None, ge=1, le=1e12)
     cells_per_kg: float | None = Field(default=None, gt=0, le=1e10)
-    particles: float | None = Field(default=None, gt=0, le=1e16)
+    particles: float | None = Field(default=None, ge=1, le=1e16)
 
     @model_validator(mode="after")
     def _one_of(self):
@@ -67,6 +76,13 @@ class RegimenSpec(_Strict):
     times_days: list[float] = Field(default_factory=lambda: [0.0])
     infusion_minutes: float = Field(default=0.0, ge=0, le=24 * 60)
 
+    @field_validator("infusion_minutes")
+    @classmethod
+    def _infusion(cls, v):
+        if 0 < v < MIN_EVENT_GAP_HOURS * 60:
+            raise ValueError("0 (a bolus) or an infusion of at least one second")
+        return v
+
     @field_validator("times_days")
     @classmethod
     def _times(cls, v):
@@ -74,8 +90,12 @@ class RegimenSpec(_Strict):
             raise ValueError("at least one dose time is needed")
         if any(t < 0 for t in v):
             raise ValueError("dose times must be >= 0 days")
-        if list(v) != sorted(v):
-            raise ValueError("dose times must be in increasing order")
+        if len(v) > 1000:
+            raise ValueError("at most 1000 dose times")
+        unsorted = next((i for i in range(1, len(v)) if v[i] < v[i - 1]), None)
+        if unsorted is not None:
+            raise ValueError(f"dose times must be in increasing order (they are not sorted for you): "
+                             f"{v[unsorted - 1]:g} comes before {v[unsorted]:g}")
         return v
 
     @model_validator(mode="after")
@@ -93,7 +113,8 @@ class PatientSpec(_Strict):
     Without a ``disease``, ``target_inflammation`` is the chemokine signal S_target the kinetics use. With a
     disease the tissue model makes that signal itself, and ``baseline_inflammation`` scales the disease's drive."""
 
-    weight_kg: float | None = Field(default=None, gt=0, le=400)
+    weight_kg: float | None = Field(default=None, ge=0.005, le=400, description="body weight; the species' own "
+                                    "plausible range (body_weight bounds in its data file) is checked too")
     target_inflammation: float = Field(default=0.0, ge=0, le=100,
                                        description="S_target: 0 quiet, 1 the inflamed reference")
     age_years: float | None = Field(default=None, ge=0, le=120)
@@ -120,8 +141,18 @@ class OutputSpec(_Strict):
     @field_validator("times_hours")
     @classmethod
     def _times(cls, v):
-        if v is not None and (not v or any(t < 0 for t in v)):
+        if v is None:
+            return v
+        if not v or any(t < 0 for t in v):
             raise ValueError("times_hours must be a non-empty list of times >= 0")
+        if len(v) > 100_000:
+            raise ValueError("at most 100,000 output times")
+        if max(v) <= 0:
+            raise ValueError("at least one output time after 0 h (a time course needs more than its start)")
+        unsorted = next((i for i in range(1, len(v)) if v[i] <= v[i - 1]), None)
+        if unsorted is not None:
+            raise ValueError(f"output times must be in increasing order without repeats (they are not sorted for "
+                             f"you): {v[unsorted - 1]:g} comes before {v[unsorted]:g}")
         return v
 
 
@@ -133,10 +164,22 @@ class SolverSpec(_Strict):
     steps a patient may take between two events before its solve is reported as failed (the others go on)."""
 
     kind: Literal["batched", "numpy", "reference", "jax"] = "batched"
-    rtol: float = Field(default=1e-8, gt=0, lt=1e-2)
+    rtol: float = Field(default=1e-8, lt=1e-2, description=f"relative tolerance, {MIN_RTOL:g} to 1e-2")
     baseline: Literal["steady_state", "integration"] = "steady_state"
     max_steps: int = Field(default=200_000, ge=100, le=10_000_000)  # attempted steps per patient and segment
     chunk_size: int = Field(default=5000, ge=1, le=1_000_000)
+
+    @field_validator("rtol")
+    @classmethod
+    def _rtol(cls, v):
+        return check_rtol(v)
+
+
+def check_rtol(v: float) -> float:
+    """A relative tolerance float64 arithmetic can meet (scenarios and trial designs alike)."""
+    if not v >= MIN_RTOL:
+        raise ValueError(f"a relative tolerance >= {MIN_RTOL:g} (float64 arithmetic cannot meet a tighter one)")
+    return v
 
 
 class Scenario(_Strict):
@@ -149,19 +192,52 @@ class Scenario(_Strict):
     patient: PatientSpec = PatientSpec()
     product: ProductSpec = ProductSpec()
     regimen: RegimenSpec
-    duration_days: float = Field(gt=0, le=3650)
+    duration_days: float = Field(le=3650)
     mechanisms: dict[str, bool] = Field(default_factory=dict)
-    parameters: dict[str, float] = Field(default_factory=dict)
+    parameters: dict[str, ParameterValue] = Field(default_factory=dict, description="what-if overrides: a number "
+                                                  "in the parameter's documented units, or {value, units}")
+    allow_out_of_bounds: list[str] = Field(default_factory=list, description="overridden parameters that may lie "
+                                           "outside their documented bounds (recorded in every output)")
     population: PopulationSpec = PopulationSpec()
     outputs: OutputSpec = OutputSpec()
     solver: SolverSpec = SolverSpec()
     seed: int = Field(default=20261122, ge=0, lt=2**63)
+    _source_file: str | None = PrivateAttr(default=None)
+
+    @field_validator("duration_days")
+    @classmethod
+    def _duration(cls, v):
+        if not v >= MIN_DURATION_DAYS:
+            raise ValueError(f"a duration of at least one minute ({MIN_DURATION_DAYS:.6g} d)")
+        return v
+
+    @property
+    def source_file(self) -> str | None:
+        """The file the scenario was read from (named in errors found later, when it is resolved)."""
+        return self._source_file
 
     @model_validator(mode="after")
     def _doses_in_window(self):
         late = [t for t in self.regimen.times_days if t > self.duration_days]
         if late:
             raise ValueError(f"dose times {late} fall after duration_days={self.duration_days}")
+        end = self.duration_days * 24.0
+        cuts = {0.0, end}
+        for t in self.regimen.times_days:
+            cuts.add(t * 24.0)
+            if self.regimen.infusion_minutes:
+                cuts.add(min(end, t * 24.0 + self.regimen.infusion_minutes / 60.0))
+        cuts = sorted(cuts)
+        close = next(((a, b) for a, b in zip(cuts, cuts[1:]) if b - a < MIN_EVENT_GAP_HOURS), None)
+        if close is not None:
+            raise FieldProblem("regimen.times_days", list(self.regimen.times_days),
+                           f"doses, infusion ends and the end of the run at least one second apart (events at "
+                           f"{close[0]:.9g} h and {close[1]:.9g} h are closer; give near-simultaneous doses as "
+                           "one time)")
+        times = self.outputs.times_hours
+        if times is not None and times[-1] > self.duration_days * 24.0:
+            raise ValueError(f"outputs.times_hours reach {times[-1]:g} h, after the end of the run "
+                             f"(duration_days={self.duration_days:g}, {self.duration_days * 24.0:g} h)")
         return self
 
     @model_validator(mode="after")
@@ -207,6 +283,7 @@ def scenario_from_dict(data: dict, *, file: str | None = None, base_dir: Path | 
     if sc.product.lot and base_dir is not None and not Path(sc.product.lot).is_absolute():
         sc = sc.model_copy(update={"product": sc.product.model_copy(
             update={"lot": str((base_dir / sc.product.lot).resolve())})})
+    sc._source_file = file
     return sc
 
 

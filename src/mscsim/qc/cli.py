@@ -39,18 +39,22 @@ def run(args: argparse.Namespace) -> int:
     from .report import render_html
     from .results import format_table, result_dict
 
+    from ..io.outputs import check_output_dir
+
     lot_path = Path(args.lot)
-    result = evaluate_lot(load_lot(lot_path), args.spec)
+    lot = load_lot(lot_path)
+    check_output_dir(args.out)  # refused now, not after the analysis
+    result = evaluate_lot(lot, args.spec)
     data = result_dict(result, lot_file=str(lot_path))
     page = render_html(result, data)
     with atomic_output_dir(args.out) as tmp:
         (tmp / "qc_report.html").write_text(page, encoding="utf-8")
-        (tmp / "qc_results.json").write_text(json.dumps(data, indent=2), encoding="utf-8")
+        (tmp / "qc_results.json").write_text(json.dumps(data, indent=2, allow_nan=False), encoding="utf-8")
         manifest = {"mscsim_version": data["mscsim_version"], "command": "qc", "lot_file": data["lot_file"],
                     "spec": data["spec"]["name"], "released": data["released"], "files": list(REPORT_FILES)}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, allow_nan=False), encoding="utf-8")
     if args.json:
-        print(json.dumps(data, indent=2))
+        print(json.dumps(data, indent=2, allow_nan=False))
     else:
         print(format_table(result))
         print(f"wrote {args.out}/qc_report.html, qc_results.json")

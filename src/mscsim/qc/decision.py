@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ..errors import InputError
 from .flow import FlowResult, analyze_flow
 from .lot import Lot
 from .settings import flow_settings
 from .spec import Criterion, Spec, load_spec
 
-Status = Literal["pass", "fail", "not_tested", "informative"]
+Status = Literal["pass", "fail", "not_tested", "untrusted", "informative"]
+BLOCKING = ("fail", "not_tested", "untrusted")
 _UNIT_WORDS = {"%": "percentage points"}
 
 
@@ -26,6 +28,7 @@ class Measured:
 
     value: float | str | None
     detail: str
+    untrusted: bool = False  # the data behind the value cannot support it (the reason is in ``detail``)
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ class CriterionResult:
     def describe(self) -> str:
         """One line for a reader: measured vs limit, by how much it misses, and the limit's source keys."""
         src = ", ".join(self.source)
+        if self.status == "untrusted":
+            return f"{self.label}: analysis cannot be trusted ({self.detail}); required: {self.limit} [{src}]"
         if self.measured is None:
             return f"{self.label}: not tested ({self.detail}); required: {self.limit} [{src}]"
         if isinstance(self.measured, str):
@@ -84,13 +89,20 @@ class QCResult:
     flow: FlowResult | None
 
     @property
+    def problems(self) -> list[str]:
+        """Why parts of the flow analysis cannot be trusted (each blocks release, whatever the criteria say)."""
+        return [f"flow tube {t.name}: analysis cannot be trusted: {t.problem}"
+                for t in (self.flow.tubes if self.flow is not None else ()) if t.problem]
+
+    @property
     def released(self) -> bool:
-        return all(c.status in ("pass", "informative") for c in self.criteria)
+        """Released only when every release criterion passed and the analysis behind them can be trusted."""
+        return all(c.status in ("pass", "informative") for c in self.criteria) and not self.problems
 
     @property
     def failed(self) -> list[str]:
-        """Human-readable descriptions of the criteria that block release (failed or not tested)."""
-        return [c.describe() for c in self.criteria if c.status in ("fail", "not_tested")]
+        """Human-readable reasons the lot is not released: blocking criteria, then untrusted analyses."""
+        return [c.describe() for c in self.criteria if c.status in BLOCKING] + self.problems
 
     @property
     def lot_id(self) -> str:
@@ -114,6 +126,9 @@ def _marker(c: Criterion, flow: FlowResult | None) -> Measured:
         hits = flow.measurements(m)
         if not hits:
             parts.append(f"{m} not measured")
+        broken = [t for t in flow.tubes if t.problem and any(m in ch.markers for ch in t.channels)]
+        if broken:
+            return Measured(None, f"{m} in tube {broken[0].name}: {broken[0].problem}", untrusted=True)
         for h in hits:
             found.append(h.percent_positive)
             where = f"{m} {h.percent_positive:.1f}% in tube {h.tube} {h.channel} vs {h.threshold_source}"
@@ -171,10 +186,12 @@ def judge(c: Criterion, lot: Lot, flow: FlowResult | None) -> CriterionResult:
             shortfall = abs(float(m.value) - float(c.limit))
     if c.informative:
         status: Status = "informative"
+        if m.untrusted:
+            m = Measured(None, f"analysis cannot be trusted: {m.detail}")
         detail = m.detail + ("" if ok is None else "; within the limit" if ok else "; outside the limit")
         detail += " (informative: not a release criterion)"
     else:
-        status = "not_tested" if ok is None else "pass" if ok else "fail"
+        status = "untrusted" if m.untrusted else "not_tested" if ok is None else "pass" if ok else "fail"
         detail = m.detail
     return CriterionResult(id=c.id, label=c.title, measure=c.measure, status=status, measured=m.value,
                            unit=c.unit, limit=c.limit_text(), source=c.source, detail=detail, shortfall=shortfall)
@@ -188,7 +205,12 @@ def resolve_spec(lot: Lot, spec: Spec | str | Path | None) -> Spec:
         return load_spec(spec)
     if lot.spec:
         near = lot.file.parent / lot.spec if lot.file else None
-        return load_spec(near if near is not None and near.is_file() else lot.spec)
+        try:
+            return load_spec(near if near is not None and near.is_file() else lot.spec)
+        except InputError as exc:  # the lot names the spec: say so
+            if exc.file:
+                raise
+            raise InputError("spec", lot.spec, exc.allowed, file=str(lot.file) if lot.file else None) from None
     return load_spec(flow_settings().default_spec)
 
 

@@ -10,8 +10,8 @@ import numpy as np
 
 from ..errors import InputError
 from .fcs import FcsData, Spillover, compensate, read_fcs
-from .gating import (ScatterGate, SingletGate, ViabilityGate, control_threshold, percent_positive, scatter_gate,
-                     singlet_gate, viability_gate)
+from .gating import (ScatterGate, SingletGate, Untrusted, ViabilityGate, control_threshold, percent_positive,
+                     scatter_gate, singlet_gate, viability_gate)
 from .lot import Compensation, Flow, Tube
 from .settings import FlowSettings, Vocabulary, flow_settings, vocabulary
 
@@ -35,13 +35,14 @@ class Gated:
 
 @dataclass(frozen=True)
 class ChannelResult:
-    """% positive in one channel of one tube, and the threshold with where it came from."""
+    """% positive in one channel of one tube, and the threshold with where it came from (None, None when the
+    tube's analysis cannot be trusted)."""
 
     tube: str
     channel: str
     markers: tuple[str, ...]
-    percent_positive: float
-    threshold: float
+    percent_positive: float | None
+    threshold: float | None
     threshold_source: str
     control_file: Path | None
     control_events: int | None
@@ -58,13 +59,14 @@ class ChannelResult:
 class TubeResult:
     name: str
     file: Path
-    gated: Gated
+    gated: Gated | None
     channels: tuple[ChannelResult, ...]
+    problem: str | None = None  # why the tube's analysis cannot be trusted (the lot is then not released)
 
     @property
     def viable_fraction(self) -> float | None:
         """Dye-negative share of singlets, when the tube has a viability dye."""
-        if self.gated.viability is None:
+        if self.gated is None or self.gated.viability is None:
             return None
         n = int(self.gated.in_singlet.sum())
         return float(self.gated.in_viable.sum()) / n if n else None
@@ -122,7 +124,9 @@ def _spillover(flow: Flow, data: FcsData) -> tuple[Spillover | None, str | None]
         return Spillover(tuple(c.channels), np.array(c.matrix, dtype=float), "lot record"), "lot record"
     spill = data.spillover()
     if spill is None:
-        return None, None
+        raise InputError("flow.compensation", "file", f"a spillover matrix in the file ($SPILLOVER, SPILL or $COMP), "
+                         f"but {data.path.name} has none: give the matrix in the lot (flow.compensation: {{channels, "
+                         "matrix}) or write 'compensation: none' if the panel needs none", file=str(data.path))
     return spill, f"{data.path.name} ${spill.keyword.upper()}"
 
 
@@ -162,13 +166,27 @@ def _num(text: str) -> float | str:
 def _enough(g: Gated, settings: FlowSettings, what: str) -> None:
     n = int(g.in_viable.sum())
     if n < settings.min_gated_events:
-        raise InputError(what, f"{n} events after gating", f"at least {settings.min_gated_events} events after "
-                         f"the scatter, singlet and viability gates (counts: {g.counts()})", file=str(g.data.path))
+        raise Untrusted(f"{what} ({g.data.path.name}): {n} events after gating, fewer than the "
+                        f"{settings.min_gated_events} a threshold needs (counts: {g.counts()})")
+
+
+MIN_DISTINCT_VALUES = 5  # fewer distinct values in a channel than this is a constant or saturated signal, not data
+
+
+def _varied(data: FcsData, channels, what: str) -> None:
+    """Each channel the analysis reads must vary across the events: a channel whose events (nearly) all hold the
+    same value cannot be gated or thresholded."""
+    for ch in dict.fromkeys(c for c in channels if c is not None):
+        distinct = np.unique(data.column(ch)).size
+        if distinct < MIN_DISTINCT_VALUES:
+            raise Untrusted(f"{what} ({data.path.name}): channel {ch} holds only {distinct} distinct value(s) over "
+                            f"{data.n_events} events (constant or saturated data)")
 
 
 def analyze_tube(tube: Tube, index: int, flow: Flow, settings: FlowSettings, vocab: Vocabulary,
                  cache: dict[Path, FcsData]) -> TubeResult:
-    """Gate one tube and each of its controls, set each channel's threshold and count the positives."""
+    """Gate one tube and each of its controls, set each channel's threshold and count the positives. Data that
+    cannot support that (too few events, constant channels) gives a TubeResult with the ``problem`` named."""
     def read(path: Path) -> FcsData:
         if path not in cache:
             cache[path] = read_fcs(path)
@@ -181,30 +199,51 @@ def analyze_tube(tube: Tube, index: int, flow: Flow, settings: FlowSettings, voc
             raise InputError(f"flow.tubes[{index}].panel", ch, f"a channel of {raw.path.name}; its channels are "
                              f"{list(raw.channels)} (labels {list(raw.labels)})", file=str(raw.path))
     spill, origin = _spillover(flow, raw)
-    gated = gate_file(compensate(raw, spill, origin), flow, tube.viability_channel, settings, vocab)
-    _enough(gated, settings, f"flow.tubes[{index}] ({name})")
-    controls: dict[Path, Gated] = {}
-    results = []
-    for ch in tube.panel:
-        markers = [vocab.canonical_marker(m) for m in tube.markers_of(ch)]
-        stained = gated.data.column(ch)[gated.in_viable]
-        path = tube.controls.get(ch, tube.control) if ch not in tube.thresholds else None
-        if path is None:
-            threshold, source, ctrl_vals = float(tube.thresholds[ch]), "lot record", None
-        else:
-            check_control(raw, read(path), ch, markers, vocab)
-            if path not in controls:
-                cg = gate_file(compensate(read(path), spill, origin), flow, tube.viability_channel, settings, vocab)
-                _enough(cg, settings, f"flow.tubes[{index}] control")
-                controls[path] = cg
-            ctrl_vals = controls[path].data.column(ch)[controls[path].in_viable]
-            threshold = control_threshold(ctrl_vals, settings.control_fraction_above)
-            source = f"{tube.control_type} control"
-        results.append(ChannelResult(
-            tube=name, channel=ch, markers=tuple(markers), percent_positive=percent_positive(stained, threshold),
-            threshold=threshold, threshold_source=source, control_file=path,
-            control_events=None if ctrl_vals is None else int(ctrl_vals.size),
-            stained_values=stained, control_values=ctrl_vals))
+    controls_of = {ch: tube.controls.get(ch, tube.control) for ch in tube.panel if ch not in tube.thresholds}
+    for ch, path in controls_of.items():  # every control read and matched before any analysis
+        check_control(raw, read(path), ch, [vocab.canonical_marker(m) for m in tube.markers_of(ch)], vocab)
+    gated = None
+    try:
+        gated = gate_file(compensate(raw, spill, origin), flow, tube.viability_channel, settings, vocab)
+        _varied(gated.data, [gated.scatter.fsc, gated.scatter.ssc, *gated.singlet.channels, *tube.panel,
+                             tube.viability_channel], f"flow.tubes[{index}] ({name})")
+        _enough(gated, settings, f"flow.tubes[{index}] ({name})")
+        controls: dict[Path, Gated] = {}
+        results = []
+        for ch in tube.panel:
+            markers = [vocab.canonical_marker(m) for m in tube.markers_of(ch)]
+            stained = gated.data.column(ch)[gated.in_viable]
+            path = controls_of.get(ch)
+            if path is None:
+                threshold, source, ctrl_vals = float(tube.thresholds[ch]), "lot record", None
+            else:
+                if path not in controls:
+                    cg = gate_file(compensate(read(path), spill, origin), flow, tube.viability_channel, settings,
+                                   vocab)
+                    _varied(cg.data, [cg.scatter.fsc, cg.scatter.ssc, *tube.panel],
+                            f"flow.tubes[{index}] control")
+                    _enough(cg, settings, f"flow.tubes[{index}] control")
+                    controls[path] = cg
+                ctrl_vals = controls[path].data.column(ch)[controls[path].in_viable]
+                threshold = control_threshold(ctrl_vals, settings.control_fraction_above)
+                source = f"{tube.control_type} control"
+            pct = percent_positive(stained, threshold)
+            if not (np.isfinite(threshold) and np.isfinite(pct)):
+                raise Untrusted(f"flow.tubes[{index}] ({name}): channel {ch} gives threshold {threshold} and "
+                                f"{pct}% positive")
+            results.append(ChannelResult(
+                tube=name, channel=ch, markers=tuple(markers), percent_positive=pct,
+                threshold=threshold, threshold_source=source, control_file=path,
+                control_events=None if ctrl_vals is None else int(ctrl_vals.size),
+                stained_values=stained, control_values=ctrl_vals))
+    except Untrusted as exc:
+        empty = np.empty(0)
+        results = [ChannelResult(tube=name, channel=ch, markers=tuple(vocab.canonical_marker(m)
+                                                                      for m in tube.markers_of(ch)),
+                                 percent_positive=None, threshold=None, threshold_source="(not set)",
+                                 control_file=controls_of.get(ch), control_events=None, stained_values=empty,
+                                 control_values=None) for ch in tube.panel]
+        return TubeResult(name=name, file=tube.file, gated=gated, channels=tuple(results), problem=str(exc))
     return TubeResult(name=name, file=tube.file, gated=gated, channels=tuple(results))
 
 

@@ -10,12 +10,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
 from .fcs import FcsData, asinh_transform, inverse_asinh
 from .lot import Gates
 from .settings import FlowSettings
 
 ROBUST_SD_PER_MAD = 1.4826  # MAD of a normal distribution times this is its standard deviation
+
+
+class Untrusted(Exception):
+    """The data of a tube cannot support the analysis (too few events, constant values, no usable gate): its
+    markers are reported as untrusted and the lot is not released, with this reason."""
 
 
 @dataclass(frozen=True)
@@ -143,8 +147,8 @@ def singlet_gate(data: FcsData, keep: np.ndarray, area: str, height: str | None,
     v = gate.values(data)[keep]
     v = v[np.isfinite(v)]
     if v.size == 0:
-        raise InputError("singlet gate", gate.channels, "events with a positive FSC height inside the scatter gate",
-                         file=str(data.path))
+        raise Untrusted(f"singlet gate ({data.path.name}): no event inside the scatter gate has a positive "
+                        f"{'/'.join(gate.channels)}")
     med = float(np.median(v))
     sd = ROBUST_SD_PER_MAD * float(np.median(np.abs(v - med)))
     low = explicit.singlet_min if explicit.singlet_min is not None else med - settings.singlet_k_mad * sd

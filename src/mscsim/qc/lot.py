@@ -10,11 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import yaml
+import numpy as np
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
 from ..errors import InputError
+from .fcs import Spillover, check_spillover
 
 Source = Literal["bone_marrow", "adipose", "umbilical_cord"]
 CryoState = Literal["fresh", "thawed", "recovered"]
@@ -38,7 +39,7 @@ RESULT_VOCABULARY: dict[str, tuple[str, ...]] = {
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _as_result(value: Any) -> Any:
@@ -189,8 +190,8 @@ class Endotoxin(_Record):
 class Potency(_Record):
     """Potency assays where given: % inhibition of T-cell proliferation, IDO induction after IFN-gamma."""
 
-    t_cell_suppression_pct: float | None = Field(default=None, ge=-100, le=100)
-    ido_fold_induction: float | None = Field(default=None, ge=0)
+    t_cell_suppression_pct: float | None = Field(default=None, ge=0, le=100, description="% inhibition, 0-100")
+    ido_fold_induction: float | None = Field(default=None, gt=0)
     assay: str | None = None
 
 
@@ -284,6 +285,11 @@ class Compensation(_Record):
         n = len(self.channels)
         if len(self.matrix) != n or any(len(r) != n for r in self.matrix):
             raise ValueError(f"matrix must be {n} x {n} to match channels {self.channels}")
+        try:
+            check_spillover(Spillover(tuple(self.channels), np.array(self.matrix, dtype=float), "lot record"),
+                            "matrix", "")
+        except InputError as exc:
+            raise ValueError(f"{exc.allowed} (got {exc.value})") from None
         return self
 
 
@@ -340,8 +346,17 @@ _HINTS = {
 }
 
 
+def _is_tag(part) -> bool:
+    """A union member's tag in a pydantic error location (``literal['file','none']``, ``function-after[...]``)."""
+    return isinstance(part, str) and ("[" in part or part[:1].isupper())
+
+
 def _input_error(exc: ValidationError, file: Path) -> InputError:
     errors = exc.errors()
+    # a union (compensation: 'file' | 'none' | a matrix) reports every member; a mapping meant the matrix
+    meant = [e for e in errors if not (e["type"] == "literal_error" and isinstance(e.get("input"), dict))]
+    errors = meant or errors
+    errors = [{**e, "loc": tuple(p for p in e["loc"] if not _is_tag(p))} for e in errors]
     first = errors[0]
     where = ".".join(str(p) for p in first["loc"]) or "(lot)"
     top = str(first["loc"][0]) if first["loc"] else ""
@@ -373,11 +388,9 @@ def load_lot(path: str | Path) -> Lot:
     path = Path(path)
     if not path.is_file():
         raise InputError("lot", str(path), "an existing lot YAML file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise InputError("(file)", str(path), f"valid YAML ({exc})".replace("\n", " "), file=str(path)) from None
-    return lot_from_dict(data, base=path.parent, file=path)
+    from ..io._validation import read_yaml
+
+    return lot_from_dict(read_yaml(path), base=path.parent, file=path)
 
 
 def lot_product_fields(lot: Lot) -> dict:

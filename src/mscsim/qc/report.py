@@ -17,7 +17,8 @@ from .flow import ChannelResult, TubeResult
 from .settings import flow_settings
 
 MAX_PLOTTED_EVENTS = 20000  # scatter plots thin the events evenly above this (display only)
-_STATUS_COLOURS = {"pass": "#1a7f37", "fail": "#cf222e", "not_tested": "#9a6700", "informative": "#57606a"}
+_STATUS_COLOURS = {"pass": "#1a7f37", "fail": "#cf222e", "not_tested": "#9a6700", "untrusted": "#cf222e",
+                   "informative": "#57606a"}
 
 
 def _png(fig: Figure) -> str:
@@ -121,17 +122,25 @@ def render_html(result: QCResult, data: dict) -> str:
     live: dict[str, object] = {}
     if result.flow is not None:
         for t, td in zip(result.flow.tubes, data["flow"]["tubes"]):
+            problem = (f"<p class='bad'>Analysis cannot be trusted: {e(t.problem)}. The lot is not released on "
+                       "this tube.</p>") if t.problem else ""
+            if t.gated is None:
+                flow_html += f"<h3>Tube {e(t.name)}</h3><p class='small'>{e(str(t.file))}</p>{problem}"
+                continue
             counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in td["counts"].items())
             comp = td["compensation"] or "none (no spillover matrix applied)"
             warn = "".join(f"<p class='warn'>{e(w)}</p>" for w in td["warnings"])
-            markers = "".join(_img(marker_figure(c), f"{c.channel} histogram") for c in t.channels)
+            markers = "".join(_img(marker_figure(c), f"{c.channel} histogram") for c in t.channels
+                              if c.percent_positive is not None and c.stained_values.size)
             from ..report.interactive import qc_marker
 
             for c in t.channels:
+                if c.percent_positive is None or not c.stained_values.size:
+                    continue
                 live[f"{'/'.join(c.markers)} ({c.tube}) against its {c.threshold_source}"] = \
                     qc_marker(c, flow_settings().asinh_cofactor)
             flow_html += (f"<h3>Tube {e(t.name)}</h3><p class='small'>{e(str(t.file))} (FCS {e(td['fcs_version'])}); "
-                          f"compensation: {e(comp)}; {e(counts)}</p>{warn}"
+                          f"compensation: {e(comp)}; {e(counts)}</p>{problem}{warn}"
                           f"{_img(gate_figure(t), 'gates')}<div>{markers}</div>")
     else:
         flow_html = "<p>No flow cytometry in the lot record.</p>"
@@ -146,7 +155,8 @@ def render_html(result: QCResult, data: dict) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>QC report {e(lot.lot_id)}</title>
 <style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#1f2328}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #d0d7de;padding:4px 8px;text-align:left;
-vertical-align:top}}.small{{font-size:85%;color:#57606a}}.warn{{color:#9a6700}}img{{max-width:100%}}
+vertical-align:top}}.small{{font-size:85%;color:#57606a}}.warn{{color:#9a6700}}.bad{{color:#cf222e;font-weight:bold}}
+img{{max-width:100%}}
 .grid{{display:flex;flex-wrap:wrap;gap:8px}}figure.interactive{{margin:0}}figcaption{{font-size:80%;color:#57606a}}</style></head>
 <body><h1>QC report: lot {e(lot.lot_id)}</h1>
 <p>Source {e(lot.source)}; cryo state {e(lot.cryo_state)}; specification <b>{e(result.spec.name)}</b>

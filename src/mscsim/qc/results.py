@@ -9,6 +9,7 @@ import numpy as np
 from .decision import QCResult
 from .flow import TubeResult
 from .lot import lot_product_fields
+from ..io.strict_json import strict
 
 DISCLAIMER = ("mscsim is a research tool, never medical advice; a release decision here does not replace the "
               "lot's approved release procedure.")
@@ -29,7 +30,7 @@ def mscsim_version() -> str:
             return "unknown"
 
 
-def _num(x: float) -> float | None:
+def _num(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
@@ -38,30 +39,32 @@ def tube_dict(t: TubeResult) -> dict:
     return {
         "name": t.name,
         "file": str(t.file),
-        "fcs_version": g.data.version,
-        "compensation": g.data.compensated_with,
-        "counts": g.counts(),
+        "fcs_version": None if g is None else g.data.version,
+        "compensation": None if g is None else g.data.compensated_with,
+        "counts": None if g is None else g.counts(),
         "viable_fraction_of_singlets": t.viable_fraction,
-        "gates": {
+        "problem": t.problem,
+        "gates": None if g is None else {
             "scatter": {"fsc": g.scatter.fsc, "ssc": g.scatter.ssc, "fsc_min": _num(g.scatter.fsc_min),
                         "fsc_max": _num(g.scatter.fsc_max), "ssc_min": _num(g.scatter.ssc_min),
                         "ssc_max": _num(g.scatter.ssc_max), "automatic": g.scatter.automatic},
             "singlet": {"kind": g.singlet.kind, "channels": list(g.singlet.channels), "low": _num(g.singlet.low),
                         "high": _num(g.singlet.high), "automatic": g.singlet.automatic},
             "viability": None if g.viability is None else {
-                "channel": g.viability.channel, "threshold": g.viability.threshold,
+                "channel": g.viability.channel, "threshold": _num(g.viability.threshold),
                 "automatic": g.viability.automatic},
         },
         "channels": [{
-            "channel": c.channel, "markers": list(c.markers), "label": g.data.label(c.channel),
-            "percent_positive": c.percent_positive, "threshold": c.threshold,
+            "channel": c.channel, "markers": list(c.markers), "label": None if g is None else g.data.label(c.channel),
+            "percent_positive": _num(c.percent_positive), "threshold": _num(c.threshold),
             "threshold_source": c.threshold_source,
             "control_file": None if c.control_file is None else str(c.control_file),
             "control_events": c.control_events,
-            "control_percent_above": None if c.control_values is None else
+            "control_percent_above": None if c.control_values is None or c.threshold is None
+            or not c.control_values.size else
             100.0 * float(np.count_nonzero(c.control_values > c.threshold)) / c.control_values.size,
         } for c in t.channels],
-        "warnings": list(g.data.warnings),
+        "warnings": [] if g is None else list(g.data.warnings),
     }
 
 
@@ -71,7 +74,7 @@ def result_dict(result: QCResult, lot_file: str | None = None) -> dict:
 
     bib = bibliography()
     keys = list(dict.fromkeys(k for c in result.criteria for k in c.source))
-    return {
+    return strict({
         "mscsim_version": mscsim_version(),
         "lot_file": lot_file or (str(result.lot.file) if result.lot.file else None),
         "lot_id": result.lot_id,
@@ -84,8 +87,9 @@ def result_dict(result: QCResult, lot_file: str | None = None) -> dict:
         "lot": result.lot.model_dump(mode="json"),
         "flow": None if result.flow is None else {"tubes": [tube_dict(t) for t in result.flow.tubes]},
         "citations": {k: (bib[k].formatted() if k in bib else k) for k in keys},
+        "analysis_problems": result.problems,
         "disclaimer": DISCLAIMER,
-    }
+    })
 
 
 def format_table(result: QCResult) -> str:
@@ -103,6 +107,7 @@ def format_table(result: QCResult) -> str:
     if result.released:
         out.append("Decision: RELEASED (every release criterion passed)")
     else:
-        out.append(f"Decision: NOT RELEASED ({len(result.failed)} criteria failed or not tested)")
+        out.append(f"Decision: NOT RELEASED ({len(result.failed)} reason(s): criteria failed, not tested or not "
+                   "trustworthy)")
         out += [f"  - {f}" for f in result.failed]
     return "\n".join(out)

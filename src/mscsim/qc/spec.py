@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import DataError, InputError
@@ -35,7 +34,7 @@ MEASURES = (*NUMERIC_UNITS, *RESULT_VOCABULARY)
 class Criterion(BaseModel):
     """One release criterion: what is measured, the limit or accepted results, and its source."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     id: str
     label: str | None = None
@@ -105,11 +104,9 @@ def presets() -> list[str]:
 
 
 def _read(path: Path) -> dict:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        problem = f"a readable YAML spec ({exc})".replace("\n", " ")
-        raise InputError("(file)", str(path), problem, file=str(path)) from None
+    from ..io._validation import read_yaml
+
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise InputError("(spec)", type(raw).__name__, "a mapping with name and criteria", file=str(path))
     return raw
@@ -162,9 +159,15 @@ def load_spec(name_or_path: str | Path) -> Spec:
         return Spec.model_validate({**body, "criteria": criteria, "file": str(path)})
     except ValidationError as exc:
         e = exc.errors()[0]
-        where = ".".join(str(p) for p in e["loc"]) or "(spec)"
-        raise InputError(where, e.get("input") if e["type"] != "missing" else "(missing)",
-                         e["msg"].removeprefix("Value error, "), file=str(path)) from None
+        loc = list(e["loc"])
+        if len(loc) > 1 and loc[0] == "criteria" and isinstance(loc[1], int) and loc[1] < len(criteria):
+            loc[1] = f"[id={criteria[loc[1]]['id']}]"  # the merged list's index is not the file's: name the id
+        where = ".".join(str(p) for p in loc).replace(".[", "[") or "(spec)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "finite_number":
+            msg = "a finite number (not NaN or infinity)"
+        raise InputError(where, e.get("input") if e["type"] != "missing" else "(missing)", msg,
+                         file=str(path)) from None
 
 
 def check_citations(spec: Spec) -> None:

@@ -128,3 +128,50 @@ def write_lot_tubes(folder: str | Path, prefix: str, fractions: dict[str, float]
         tubes.append({"name": tube, "file": f"{prefix}_{tube}.fcs", "control": f"{prefix}_{tube}_isotype.fcs",
                       "control_type": "isotype", "viability_channel": VIABILITY_CHANNEL, "panel": dict(panel)})
     return {"tubes": tubes}
+
+
+def rewrite_fcs(source: str | Path, target: str | Path, keywords: dict[str, str | None] | None = None,
+                data: bytes | None = None) -> Path:
+    """Copy an FCS file with some TEXT keywords replaced (``None`` removes one; names without '$', any case) and
+    optionally another DATA segment, the offsets in the HEADER and TEXT recomputed so the file stays well formed.
+
+    For tests of how the QC treats a header that disagrees with its data (a hand-written FCS writer, because
+    FlowIO's ``create_fcs`` sets $TOT, $PAR, $DATATYPE ... itself, which are exactly what such tests change)."""
+    raw = Path(source).read_bytes()
+    t0, t1, d0, d1 = (int(raw[a:a + 8]) for a in (10, 18, 26, 34))
+    text = raw[t0:t1 + 1].decode("latin-1")
+    delim = text[0]
+    parts = text[1:].split(delim)
+    if parts and parts[-1] == "":
+        parts = parts[:-1]
+    pairs = dict(zip(parts[0::2], parts[1::2]))
+    by_lower = {k.lstrip("$").lower(): k for k in pairs}
+    for key, value in (keywords or {}).items():
+        name = by_lower.get(key.lower(), ("$" + key.upper()) if raw[3:6] != b"2.0" or key.lower() in _FCS2_REQUIRED
+                            else key)
+        if value is None:
+            pairs.pop(name, None)
+        else:
+            pairs[name] = str(value)
+    body = raw[d0:d1 + 1] if data is None else data
+    for k in ("begindata", "enddata", "beginstext", "endstext", "beginanalysis", "endanalysis"):
+        pairs.setdefault(by_lower.get(k, "$" + k.upper()), "0")
+    # offsets are written as fixed-width numbers so the TEXT length does not depend on them
+    start = 58
+    names = {k.lstrip("$").lower(): k for k in pairs}
+
+    def serialise(begin: int, end: int) -> bytes:
+        pairs[names["begindata"]] = f"{begin:020d}"
+        pairs[names["enddata"]] = f"{end:020d}"
+        return (delim + delim.join(f"{k}{delim}{v}" for k, v in pairs.items()) + delim).encode("latin-1")
+
+    size = len(serialise(0, 0))
+    d_start = start + size
+    d_end = d_start + len(body) - 1
+    text_bytes = serialise(d_start, d_end)
+    header = raw[:10] + b"".join(f"{v:>8d}".encode() for v in (start, start + size - 1, d_start, d_end, 0, 0))
+    Path(target).write_bytes(header + text_bytes + body)
+    return Path(target)
+
+
+_FCS2_REQUIRED = {"tot", "par", "datatype", "byteord", "mode", "nextdata"}

@@ -19,7 +19,9 @@ from ..delivery.routes import Route, is_local
 from ..endpoints import load_endpoints
 from ..errors import InputError
 from ..io._validation import input_error, read_yaml
-from ..io.scenario import Disease, PatientSpec, ProductSpec, RegimenSpec, Scenario, scenario_from_dict
+from ..io.scenario import (Disease, PatientSpec, ProductSpec, RegimenSpec, Scenario, check_rtol,
+                           scenario_from_dict)
+from ..model.overrides import ParameterValue
 from ..model.parameters import DATA_DIR
 from .cohort import CohortSpec, load_cohort
 
@@ -38,7 +40,7 @@ class _FieldProblem(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ArmSpec(_Strict):
@@ -49,7 +51,7 @@ class ArmSpec(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=40)
     label: str = ""
-    n: int = Field(ge=1, le=10_000_000)
+    n: int = Field(ge=2, le=10_000_000, description="patients in the arm (at least 2: a spread needs two)")
     control: bool = False
     comparator: Comparator = "none"
     product: ProductSpec | None = None
@@ -134,11 +136,29 @@ class PublishedSpec(_Strict):
     source: list[str] = Field(min_length=1)
     note: str = ""
 
+    @model_validator(mode="after")
+    def _ranges(self):
+        if self.ci_low is not None and self.ci_high is not None and self.ci_low > self.ci_high:
+            raise _FieldProblem("ci_low", [self.ci_low, self.ci_high], "a confidence interval with ci_low <= ci_high")
+        low, high = {"rate": (0.0, 1.0), "difference_rate": (-1.0, 1.0)}.get(self.statistic, (None, None))
+        if low is not None:
+            for name in ("value", "ci_low", "ci_high"):
+                v = getattr(self, name)
+                if v is not None and not low <= v <= high:
+                    raise _FieldProblem(name, v, f"a {self.statistic.replace('_', ' ')} within [{low:g}, {high:g}] "
+                                        "(a proportion, not a percent)")
+        return self
+
 
 class SolverOptions(_Strict):
-    rtol: float = Field(default=1e-6, gt=0, lt=1e-2, description="trial endpoints need far less than the "
-                                                                    "1e-8 of single-patient runs")
+    rtol: float = Field(default=1e-6, lt=1e-2, description="trial endpoints need far less than the 1e-8 of "
+                                                            "single-patient runs")
     chunk_size: int = Field(default=256, ge=1, le=100_000)
+
+    @field_validator("rtol")
+    @classmethod
+    def _rtol(cls, v):
+        return check_rtol(v)
 
 
 class DesignSpec(_Strict):
@@ -160,7 +180,10 @@ class DesignSpec(_Strict):
     published: list[PublishedSpec] = Field(default_factory=list)
     prediction: PredictionSpec | None = Field(default=None, description="repeat the trial in silico for the "
                                               "published comparison (default: one trial of the published size)")
-    parameters: dict[str, float] = Field(default_factory=dict, description="what-if overrides of model parameters")
+    parameters: dict[str, ParameterValue] = Field(default_factory=dict, description="what-if overrides of model "
+                                                  "parameters: a number in its documented units, or {value, units}")
+    allow_out_of_bounds: list[str] = Field(default_factory=list, description="overridden parameters that may lie "
+                                           "outside their documented bounds (recorded in the manifest)")
     solver: SolverOptions = SolverOptions()
 
     @field_validator("visits_days")
@@ -235,7 +258,8 @@ def arm_scenario(design: DesignSpec, arm: ArmSpec) -> Scenario:
         "product": (arm.product or ProductSpec()).model_dump(),
         "regimen": regimen.model_dump(),
         "duration_days": design.duration_days,
-        "parameters": dict(design.parameters),
+        "parameters": {k: v.model_dump() for k, v in design.parameters.items()},
+        "allow_out_of_bounds": list(design.allow_out_of_bounds),
         "population": {"size": arm.n, "variability": True},
         "outputs": {"times_hours": [d * 24.0 for d in design.visits_days]},
         "solver": {"kind": "batched", "rtol": design.solver.rtol, "chunk_size": design.solver.chunk_size},
@@ -261,21 +285,33 @@ def design_from_dict(data: dict, *, file: str | None = None) -> DesignSpec:
     try:
         design = DesignSpec.model_validate(data)
     except ValidationError as exc:
-        problem = next((e["ctx"]["error"] for e in exc.errors()
-                        if isinstance((e.get("ctx") or {}).get("error"), _FieldProblem)), None)
-        if problem is not None:  # a cross-field check: name the field, not the whole design
-            raise InputError(problem.where, problem.value, problem.allowed, file=file) from None
+        found = next((e for e in exc.errors() if isinstance((e.get("ctx") or {}).get("error"), _FieldProblem)), None)
+        if found is not None:  # a cross-field check: name the field, not the whole design (or the whole item)
+            problem = found["ctx"]["error"]
+            where = ".".join([*(str(x) for x in found["loc"]), problem.where])
+            raise InputError(where, problem.value, problem.allowed, file=file) from None
         raise input_error(exc, file, DesignSpec) from None
     _check_endpoints(design, file)
     try:
         design.cohort
     except InputError as exc:
+        if exc.file and exc.file != file:  # a problem inside the cohort's own file: name that file and field
+            raise InputError(exc.where, exc.value, f"{exc.allowed} (the cohort named by 'population' in "
+                             f"{file or 'the design'})", file=exc.file) from None
         raise InputError(f"population ({exc.where})", exc.value, exc.allowed, file=file) from None
-    for arm in design.arms:
+    from ..simulation import check_scenario
+
+    for i, arm in enumerate(design.arms):
         try:
-            arm_scenario(design, arm)
+            scenario = arm_scenario(design, arm)
         except InputError as exc:
-            raise InputError(f"arms.{arm.name} ({exc.where})", exc.value, exc.allowed, file=file) from None
+            raise InputError(f"arms.{i} ({arm.name}: {exc.where})", exc.value, exc.allowed, file=file) from None
+        try:  # every name resolved against the model's data (overrides, guidance, ...) before anything runs
+            check_scenario(scenario, file=file)
+        except InputError as exc:
+            where = exc.where if exc.where.split(".")[0] in ("parameters", "allow_out_of_bounds") else \
+                f"arms.{i} ({arm.name}: {exc.where})"
+            raise InputError(where, exc.value, exc.allowed, file=file) from None
     return design
 
 
@@ -290,6 +326,10 @@ def load_design(path_or_name: str | Path) -> tuple[DesignSpec, Path]:
                              f"design: {names}")
         path = bundled
     data = read_yaml(path)
+    pop = data.get("population") if isinstance(data, dict) else None
+    if isinstance(pop, str) and pop.endswith((".yaml", ".yml")) and not Path(pop).is_absolute() \
+            and (path.parent / pop).exists():  # a cohort file beside the design, as a lot's FCS files are
+        data = {**data, "population": str((path.parent / pop).resolve())}
     return design_from_dict(data, file=str(path)), path
 
 

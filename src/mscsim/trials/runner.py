@@ -10,10 +10,12 @@ Dask cluster (``scheduler``).
 
 from __future__ import annotations
 
+import copyreg
 import json
 import os
-from dataclasses import dataclass
-from functools import lru_cache
+import shutil
+import signal
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -24,6 +26,7 @@ from .. import __version__
 from ..delivery.routes import is_local
 from ..endpoints import endpoint_values, load_endpoints, stage_response
 from ..errors import InputError, MscsimError
+from ..model.compile import CompiledModel
 from ..simulation import Setup, resolve_setup, solve, untreated
 from .cohort import draw_cohort, to_model_covariates
 from .design import ArmSpec, DesignSpec, arm_scenario
@@ -32,6 +35,10 @@ from .safety import ExposureContext, adverse_events
 
 CHUNK_DIR = "chunks"
 RUN_FILE = "run.json"
+
+
+class WorkerLost(MscsimError):
+    """A worker process died (killed, out of memory): not the design's fault, so the finished chunks are kept."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,30 @@ def simulated_per_arm(design: DesignSpec) -> dict[str, int]:
     return {a.name: max(a.n, pool) for a in design.arms}
 
 
+# The README's 100,000-patient benchmark: about 160 patients/s per worker on the 2-vCPU development machine. Only
+# for the estimate a user sees before a run, and for refusing a run far beyond what was asked of ``mscsim trial``.
+PATIENTS_PER_S_PER_WORKER = 150.0
+MAX_ESTIMATED_SECONDS = 2 * 3600.0
+
+
+def estimate_seconds(design: DesignSpec, workers: int = 1) -> float:
+    """Wall time of a run at the benchmark's speed (a rough guide: machines and designs differ)."""
+    return sum(simulated_per_arm(design).values()) / (PATIENTS_PER_S_PER_WORKER * max(1, workers))
+
+
+def check_size(design: DesignSpec, workers: int = 1, *, allow_large: bool = False, file: str | None = None) -> float:
+    """Refuse a design estimated to run longer than MAX_ESTIMATED_SECONDS unless ``allow_large``; returns the
+    estimate in seconds."""
+    seconds = estimate_seconds(design, workers)
+    if seconds > MAX_ESTIMATED_SECONDS and not allow_large:
+        n = sum(simulated_per_arm(design).values())
+        raise InputError("arms.n", n, f"a trial estimated to run within {MAX_ESTIMATED_SECONDS / 3600:g} h: "
+                         f"{n:,} simulated patients (arms and resampling pools) would take about "
+                         f"{seconds / 3600:.2g} h with {workers} worker(s) at the README's benchmark speed; add "
+                         "workers or a Dask cluster, or pass --allow-large to run it anyway", file=file)
+    return seconds
+
+
 def arm_offsets(design: DesignSpec) -> dict[str, int]:
     """First global patient id of each arm (arms hold consecutive ids, in the order listed)."""
     out, k = {}, 0
@@ -69,12 +100,49 @@ def plan_chunks(design: DesignSpec, chunk_size: int | None = None) -> list[Chunk
             for arm in counts for s in range(0, counts[arm], size)]
 
 
-@lru_cache(maxsize=32)
-def _setup(design_json: str, arm_name: str) -> tuple[DesignSpec, ArmSpec, Setup]:
-    """The resolved scenario of one arm (compiled model, parameters), once per process."""
-    design = DesignSpec.model_validate_json(design_json)
+# The resolved scenario of each arm (compiled model, parameters), once per process, keyed by the design's digest:
+# the parent resolves them before the first chunk and hands them to its workers (see ``_map``).
+_SETUPS: dict[tuple[str, str], Setup] = {}
+
+
+def _setup(design: DesignSpec, arm_name: str) -> tuple[DesignSpec, ArmSpec, Setup]:
+    """The resolved scenario of one arm, from this process's cache or resolved (and compiled) now."""
     arm = next(a for a in design.arms if a.name == arm_name)
-    return design, arm, resolve_setup(arm_scenario(design, arm))
+    key = (design.digest(), arm_name)
+    if key not in _SETUPS:
+        _SETUPS[key] = resolve_setup(arm_scenario(design, arm))
+    return design, arm, _SETUPS[key]
+
+
+_COMPUTED = [0]  # chunks this process has computed
+
+
+def chunks_computed() -> int:
+    """How many chunks this process has computed (which process ran the work, for a cluster's tests)."""
+    return _COMPUTED[0]
+
+
+def resolve_arms(design: DesignSpec) -> dict[str, Setup]:
+    """Every arm's setup (the model compiled once per composition); names and values were checked when the design
+    was loaded, so this is where the work starts."""
+    return {a.name: _setup(design, a.name)[2] for a in design.arms}
+
+
+def _reduce_compiled(model: CompiledModel):
+    """Pickle a compiled model by its fields: its generated functions are rebuilt from ``source`` on arrival."""
+    return CompiledModel, tuple(getattr(model, f.name) for f in fields(model))
+
+
+# a worker process gets each arm's compiled model with its chunks instead of compiling it again (tens of seconds
+# for the tissue model); the exec'd functions a CompiledModel caches cannot be pickled, its fields can
+copyreg.pickle(CompiledModel, _reduce_compiled)
+
+
+def _install(digest: str, setups: dict[str, Setup]) -> None:
+    """Worker initialiser: the parent's resolved arms, and Ctrl-C left to the parent (which stops the pool)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for arm, setup in setups.items():
+        _SETUPS[(digest, arm)] = setup
 
 
 def _output_days(setup: Setup) -> np.ndarray:
@@ -83,15 +151,20 @@ def _output_days(setup: Setup) -> np.ndarray:
     return output_times(setup.scenario) / 24.0
 
 
-def run_chunk(design_json: str, chunk: Chunk) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Simulate one chunk: (observed endpoints, long; one row per patient with covariates, AEs, dropout)."""
-    design, arm, setup = _setup(design_json, chunk.arm)
+def run_chunk(design: DesignSpec, chunk: Chunk) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Simulate one chunk: (observed endpoints, long; one row per patient with covariates, AEs, dropout). The design
+    arrives as the validated object (pickled to a worker), never through a lossy text round trip."""
+    design, arm, setup = _setup(design, chunk.arm)
+    _COMPUTED[0] += 1
     ids = np.arange(chunk.start, chunk.start + chunk.count)
     cohort = draw_cohort(design.cohort, design.seed, chunk.start, chunk.count)
     prob = setup.problem(chunk.start, chunk.count, to_model_covariates(cohort).reset_index(drop=True))
     if not arm.has_cells:
         prob = untreated(prob)
-    states = solve(setup, prob)
+    try:
+        states = solve(setup, prob, first_patient=chunk.start)
+    except MscsimError as exc:
+        raise MscsimError(f"arm '{arm.name}', patients {chunk.start}-{chunk.start + chunk.count - 1}: {exc}") from None
     model = setup.model
     names = model.state_names
     days = _output_days(setup)
@@ -141,8 +214,12 @@ def load_endpoint_codes() -> dict[str, int]:
 
 def _write_atomic(df: pd.DataFrame, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:  # an interruption or a full disk leaves no partial file
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _chunk_paths(out: Path, chunk: Chunk) -> tuple[Path, Path]:
@@ -161,75 +238,132 @@ def _store(out: Path, chunk: Chunk, result: tuple[pd.DataFrame, pd.DataFrame]) -
     _write_atomic(long, ep)
 
 
-def _check_run_file(out: Path, design: DesignSpec, chunk_size: int) -> None:
-    """Refuse to resume into a folder that holds another design's (or another chunking's) chunks."""
+def _check_run_file(out: Path, design: DesignSpec, chunk_size: int, notice: Callable[[str], None] | None = None
+                    ) -> None:
+    """Make ``out`` this run's chunk store. An interrupted run of the same design resumes from it; one of another
+    design or mscsim version (a corrected design, say) is replaced, with a notice; a different chunk size is
+    refused, since a rerun with the earlier size resumes."""
     run_file = out / RUN_FILE
     record = {"design_digest": design.digest(), "name": design.name, "seed": design.seed,
               "chunk_size": chunk_size, "mscsim_version": __version__}
     if run_file.exists():
-        old = json.loads(run_file.read_text())
-        for key in ("design_digest", "chunk_size", "mscsim_version"):
-            if old.get(key) != record[key]:
-                raise InputError("--out", str(out), f"a new folder, or the folder of an interrupted run of the same "
-                                 f"design, chunk size and mscsim version (its {key} is {old.get(key)!r}, "
-                                 f"this run's is {record[key]!r}); remove it to start afresh")
-    else:
+        try:
+            old = json.loads(run_file.read_text())
+        except (OSError, ValueError):
+            old = {}
+        changed = [k for k in ("design_digest", "mscsim_version") if old.get(k) != record[k]]
+        if changed:
+            kept = len(list((out / CHUNK_DIR).glob("*.endpoints.parquet")))
+            what = "another design" if "design_digest" in changed else f"mscsim {old.get('mscsim_version')}"
+            if notice:
+                notice(f"{out} held {kept} finished chunk(s) of an earlier run of {what} "
+                       f"({old.get('name', '?')}); they cannot be resumed by this design and were removed")
+            shutil.rmtree(out)
+        elif old.get("chunk_size") != chunk_size:
+            raise InputError("--chunk-size", chunk_size, f"the chunk size of the interrupted run kept in {out} "
+                             f"({old.get('chunk_size')}), to resume it; or remove {out} to start afresh")
+    if not run_file.exists():
         out.mkdir(parents=True, exist_ok=True)
         (out / CHUNK_DIR).mkdir(exist_ok=True)
-        run_file.write_text(json.dumps(record, indent=2))
+        tmp = out / f".{RUN_FILE}.tmp{os.getpid()}"
+        tmp.write_text(json.dumps(record, indent=2))
+        os.replace(tmp, run_file)
     (out / CHUNK_DIR).mkdir(exist_ok=True)
 
 
 def execute(design: DesignSpec, out: str | Path, *, workers: int = 1, scheduler: str | None = None,
             chunk_size: int | None = None, progress: Callable[[int, int], None] | None = None,
-            max_chunks: int | None = None) -> list[Chunk]:
+            max_chunks: int | None = None, notice: Callable[[str], None] | None = None) -> list[Chunk]:
     """Run every chunk of the design not already stored in ``out``; returns the full chunk plan.
 
+    Every arm is resolved (names, values, the compiled model) before the chunk store is touched. A run that fails
+    removes the store if it created it (a failure is deterministic: rerunning the same design would fail again);
+    an interrupted one (Ctrl-C, SIGTERM) keeps its finished chunks, so the same command resumes.
     ``max_chunks`` stops after that many new chunks (a deliberate interruption, used to test resuming)."""
     out = Path(out)
     size = chunk_size or design.solver.chunk_size
     chunks = plan_chunks(design, size)
-    _check_run_file(out, design, size)
+    setups = resolve_arms(design)
+    created = not out.exists()
+    _check_run_file(out, design, size, notice)
+    created = created or not any((out / CHUNK_DIR).iterdir())
     pending = [c for c in chunks if not _is_done(out, c)]
     if max_chunks is not None:
         pending = pending[:max_chunks]
     done = len(chunks) - len([c for c in chunks if not _is_done(out, c)])
-    payload = design.model_dump_json()
     if progress:
         progress(done, len(chunks))
-    for chunk, result in _map(payload, pending, workers, scheduler):
-        _store(out, chunk, result)
-        done += 1
-        if progress:
-            progress(done, len(chunks))
+    results = _map(design, setups, pending, workers, scheduler)
+    try:
+        for chunk, result in results:
+            _store(out, chunk, result)
+            done += 1
+            if progress:
+                progress(done, len(chunks))
+    except (KeyboardInterrupt, WorkerLost) as exc:
+        kept = sum(_is_done(out, c) for c in chunks)
+        raise type(exc)(f"{exc}{'; ' if str(exc) else ''}{kept} of {len(chunks)} chunk(s) are kept in {out}; run "
+                        "the same command again to resume") from None
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        results.close()
     return chunks
 
 
-def _map(payload: str, chunks: list[Chunk], workers: int, scheduler: str | None
+def _map(design: DesignSpec, setups: dict[str, Setup], chunks: list[Chunk], workers: int, scheduler: str | None
          ) -> Iterable[tuple[Chunk, tuple[pd.DataFrame, pd.DataFrame]]]:
     """(chunk, result) pairs as they finish, from this process, local processes or a Dask cluster."""
     if not chunks:
         return
     if scheduler:
-        yield from _map_dask(payload, chunks, scheduler)
+        yield from _map_dask(design, setups, chunks, scheduler)
         return
     if workers <= 1:
         for c in chunks:
-            yield c, run_chunk(payload, c)
+            yield c, run_chunk(design, c)
         return
+    yield from _map_local(design, setups, chunks, workers)
+
+
+def _map_local(design: DesignSpec, setups: dict[str, Setup], chunks: list[Chunk], workers: int):
+    """Chunks on local worker processes started with 'forkserver' (or 'spawn'), never 'fork': forking a process
+    whose libraries run threads (JAX, a BLAS) can deadlock the child. Each worker gets the resolved arms once."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
-    for arm in dict.fromkeys(c.arm for c in chunks):  # compile before forking: workers inherit the model
-        _setup(payload, arm)
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = {pool.submit(run_chunk, payload, c): c for c in chunks}
+    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+    ctx = mp.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(["mscsim.trials.runner"])  # workers start with the libraries imported
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_install,
+                               initargs=(design.digest(), setups))
+    try:
+        futures = {pool.submit(run_chunk, design, c): c for c in chunks}
         for fut in as_completed(futures):
-            yield futures[fut], fut.result()
+            try:
+                result = fut.result()
+            except BrokenProcessPool:
+                raise WorkerLost("a worker process stopped unexpectedly (killed, or out of memory)") from None
+            yield futures[fut], result
+    except BaseException:
+        # stop at once: pending chunks are cancelled and running ones abandoned (their results would be thrown
+        # away); leaving the pool normally would wait for every chunk already handed out. ProcessPoolExecutor has
+        # no public way to stop its workers before Python 3.14 (terminate_workers), hence _processes.
+        procs = list((getattr(pool, "_processes", None) or {}).values())  # shutdown() forgets them
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.join(timeout=10)
+        raise
+    pool.shutdown(wait=True)
 
 
-def _map_dask(payload: str, chunks: list[Chunk], scheduler: str):
+def _map_dask(design: DesignSpec, setups: dict[str, Setup], chunks: list[Chunk], scheduler: str):
     try:
         from dask.distributed import Client, as_completed
     except ImportError as exc:
@@ -241,9 +375,20 @@ def _map_dask(payload: str, chunks: list[Chunk], scheduler: str):
         raise InputError("--scheduler", scheduler, f"the address of a running Dask scheduler, e.g. "
                          f"tcp://127.0.0.1:8786 ({exc})") from None
     with client:
-        futures = {client.submit(run_chunk, payload, c, pure=False): c for c in chunks}
-        for fut in as_completed(list(futures)):
-            yield futures[fut], fut.result()
+        client.run(_install_dask, design.digest(), setups)
+        futures = {client.submit(run_chunk, design, c, pure=False): c for c in chunks}
+        try:
+            for fut in as_completed(list(futures)):
+                yield futures[fut], fut.result()
+        except BaseException:
+            client.cancel(list(futures))
+            raise
+
+
+def _install_dask(digest: str, setups: dict[str, Setup]) -> None:
+    """The resolved arms on a Dask worker (whose signals belong to the worker, not to this run)."""
+    for arm, setup in setups.items():
+        _SETUPS[(digest, arm)] = setup
 
 
 # --- assembling the finished trial ---------------------------------------------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import __version__
+from ..errors import InputError, MscsimError
 from ..endpoints import load_endpoints
 from ..io.outputs import atomic_output_dir, check_output_dir
 from ..model.references import resolve
@@ -63,9 +64,8 @@ def citation_keys(design: DesignSpec) -> list[str]:
     from .runner import _setup
 
     keys = list(design.source)
-    payload = design.model_dump_json()
     for arm in design.arms:
-        keys += _setup(payload, arm.name)[2].citation_keys()
+        keys += _setup(design, arm.name)[2].citation_keys()
     keys += response_parameters().citations() + load_safety_parameters().citations()
     keys += list(design.cohort.source)
     for p in design.published:
@@ -93,8 +93,7 @@ def fitted_parameters(design: DesignSpec) -> list[dict]:
     from .runner import _setup
 
     seen, out = set(), []
-    payload = design.model_dump_json()
-    used = [(s.pset, s.parameter_names_used()) for s in (_setup(payload, a.name)[2] for a in design.arms)]
+    used = [(s.pset, s.parameter_names_used()) for s in (_setup(design, a.name)[2] for a in design.arms)]
     resp = response_parameters()
     used.append((resp, [n for n in _response_parameters_used(design) if n in resp.names()]))
     for pset, names in used:
@@ -106,16 +105,29 @@ def fitted_parameters(design: DesignSpec) -> list[dict]:
     return out
 
 
+def parameter_overrides(design: DesignSpec) -> list[dict]:
+    """The design's what-if overrides as resolved (value in documented units, default, bounds, out of bounds)."""
+    from .runner import _setup
+
+    return [o.record() for o in _setup(design, design.arms[0].name)[2].overrides]
+
+
 def run_trial(design: DesignSpec, out: str | Path, *, design_path: str | None = None, workers: int = 1,
               scheduler: str | None = None, chunk_size: int | None = None, progress=None,
-              keep_chunks: bool = False) -> TrialResult:
+              keep_chunks: bool = False, notice=None) -> TrialResult:
     """Run (or resume) a trial and write its outputs, atomically, to ``out``. Finished chunks are kept in the
     sibling folder ``<out>.chunks`` while the trial runs (a rerun resumes from them) and removed once the trial is
-    assembled, unless ``keep_chunks``."""
+    assembled, unless ``keep_chunks``. ``notice(text)`` is told when an earlier run's chunks are replaced."""
     out = Path(out)
     check_output_dir(out)  # before any work: a folder of other files would be refused only at the end
     store = chunk_store(out)
-    chunks = execute(design, store, workers=workers, scheduler=scheduler, chunk_size=chunk_size, progress=progress)
+    try:
+        chunks = execute(design, store, workers=workers, scheduler=scheduler, chunk_size=chunk_size,
+                         progress=progress, notice=notice)
+    except InputError as exc:
+        raise exc.with_file(design_path) from None
+    except MscsimError as exc:  # a run whose numbers cannot be trusted: say which design
+        raise type(exc)(f"{design_path or design.name}: {exc}") from None
     endpoints, patients = collect(store, chunks)
     analysis = analyse(design, endpoints, patients)
     kinds = endpoint_kinds(design)
@@ -156,9 +168,11 @@ def run_trial(design: DesignSpec, out: str | Path, *, design_path: str | None = 
         manifest = {"mscsim_version": __version__, "design": design_record(design), "design_file": design_path,
                     "seed": design.seed, "design_digest": design.digest(), "n_simulated": int(len(patients)),
                     "n_in_trial": int(patients["in_trial"].sum()), "citations": citation_keys(design),
-                    "fitted_parameters": meta["fitted"], "files": sorted(p.name for p in tmp.iterdir()),
+                    "fitted_parameters": meta["fitted"], "parameter_overrides": parameter_overrides(design),
+                    "allow_out_of_bounds": list(design.allow_out_of_bounds),
+                    "files": sorted(p.name for p in tmp.iterdir()),
                     "disclaimer": DISCLAIMER}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str, allow_nan=False))
     if not keep_chunks:
         shutil.rmtree(store, ignore_errors=True)
     return TrialResult(design, out, analysis, int(len(patients)))
