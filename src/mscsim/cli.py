@@ -40,15 +40,26 @@ def _presets(args) -> int:
 
 
 def _simulate(args) -> int:
-    from .io.outputs import write_results
+    from .io.outputs import check_output_dir, write_results
     from .io.scenario import load_scenario
     from .report.plots import cell_fate_figure, tissue_response_figure
     from .simulation import simulate
 
+    from functools import partial
+
     scenario = load_scenario(_scenario_path(args.scenario))
+    check_output_dir(args.out)  # before any work
     ds = simulate(scenario, progress=_progress("patients"))
-    extra = {"tissue_response.png": tissue_response_figure} if scenario.disease else {}
-    out = write_results(ds, args.out, scenario_path=str(args.scenario), figure=cell_fate_figure, figures=extra)
+    bands = None
+    if scenario.uncertainty is not None:
+        from .uncertainty.bands import simulate_bands
+
+        bands = simulate_bands(scenario, ds, progress=_progress("parameter draws"),
+                               screening=_progress("draws kept (enrolled disease)"))
+    curves = bands.timecourse if bands is not None else None
+    extra = {"tissue_response.png": partial(tissue_response_figure, bands=curves)} if scenario.disease else {}
+    out = write_results(ds, args.out, scenario_path=str(args.scenario), figure=partial(cell_fate_figure, bands=curves),
+                        figures=extra, bands=bands)
     v = ds["viable_total"].median("patient")
     adm = float(ds["administered"].max())
     print(f"{scenario.name}: {ds.sizes['patient']} patient(s), {ds.sizes['time']} time points, "
@@ -56,27 +67,45 @@ def _simulate(args) -> int:
     end = float(v[-1])
     shown = f"{end:.3g} cells ({end / adm:.2%} of administered)" if end >= 1 else "fewer than 1 cell"
     print(f"viable at end ({float(ds['time_days'][-1]):g} d, median patient): {shown}")
+    if bands is not None:
+        d = bands.draws
+        print(f"bands: {len(d.index)} parameter draws ({d.condition}: {d.candidates} screened"
+              + (f", {bands.failed} failed" if bands.failed else "") + "); median (90% interval) over the draws")
     if scenario.disease:
-        _print_endpoints(ds)
-    print(f"wrote {out}/" + ", ".join(["results.nc", "summary.csv", "cell_fate.png", *extra, "manifest.json"]))
+        _print_endpoints(ds, bands)
+    files = ["results.nc", "summary.csv", "cell_fate.png", *extra] + \
+        (["bands.csv", "draws.csv", "draws.nc"] if bands is not None else []) + ["manifest.json"]
+    print(f"wrote {out}/" + ", ".join(files))
     print(DISCLAIMER)
     return 0
 
 
-def _print_endpoints(ds) -> None:
-    """The endpoints at the disease's visits, treated against untreated (median patient, first patient's response)."""
+def _print_endpoints(ds, bands=None) -> None:
+    """The endpoints at the disease's visits, treated against untreated (median patient, first patient's response);
+    with parameter draws, the median over the draws and its 90% interval, e.g. ``pain_vas_day180: 45.6 (90% 38-55)``."""
     import numpy as np
 
     from .io.outputs import endpoint_columns
 
     cols = endpoint_columns(ds)
+
+    def banded(key, v):
+        b = bands.headline(key) if bands is not None else {}
+        if not b or not np.isfinite(b.get("median", np.nan)):
+            return f"{np.median(v):.3g}"
+        return f"{b['median']:.3g} (90% {b['low90']:.3g}-{b['high90']:.3g})"
+
     for name, values in cols.items():
-        if "_untreated" in name:
+        if "_untreated" in name or "_effect_day" in name:
             continue
         first, _, rest = name.partition("_baseline") if "_baseline" in name else name.partition("_day")
-        unt = cols.get(f"{name}_untreated", cols.get(f"{first}_untreated{name[len(first):]}"))
-        show = (lambda v: f"{np.median(v):.3g}") if np.asarray(values).dtype.kind == "f" else (lambda v: str(v[0]))
-        print(f"  {name}: {show(values)}" + (f"   untreated: {show(unt)}" if unt is not None else ""))
+        unt_key = f"{name}_untreated" if f"{name}_untreated" in cols else f"{first}_untreated{name[len(first):]}"
+        unt = cols.get(unt_key)
+        if np.asarray(values).dtype.kind == "f":
+            line = f"  {name}: {banded(name, values)}" + (f"   untreated: {banded(unt_key, unt)}" if unt is not None else "")
+        else:
+            line = f"  {name}: {values[0]}" + (f"   untreated: {unt[0]}" if unt is not None else "")
+        print(line)
 
 
 def _scenario_path(arg: str) -> Path:

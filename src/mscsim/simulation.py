@@ -5,6 +5,7 @@ scenario -> (parameters, product factors, dose events, patients) -> solver -> la
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
@@ -73,7 +74,9 @@ class Setup:
             names += ["ecf_per_kg"] + (["smoking_perfusion"] if pt.smoker else []) + \
                 (["vascular_perfusion"] if pt.vascular_disease else []) + \
                 (["age_repair_slope"] if pt.age_years is not None else []) + \
-                (["poor_nutrition_repair"] if pt.nutrition == "poor" else [])
+                (["poor_nutrition_repair"] if pt.nutrition == "poor" else []) + \
+                ([f"structure_0_kl{pt.kellgren_lawrence}"] if pt.kellgren_lawrence is not None else []) + \
+                ([f"insult_grade_{pt.gvhd_grade}"] if pt.gvhd_grade is not None else [])
         return list(dict.fromkeys(names))
 
     def citation_keys(self) -> list[str]:
@@ -139,11 +142,14 @@ class Setup:
         out[:, self.model.cell_mask] = 0.0
         return out
 
-    def problem(self, start: int = 0, count: int | None = None, covariates: pd.DataFrame | None = None) -> Problem:
+    def problem(self, start: int = 0, count: int | None = None, covariates: pd.DataFrame | None = None, *,
+                with_baseline: bool = True) -> Problem:
         """The solver problem for patients start..start+count-1 of the scenario's population.
 
         ``covariates`` (one row per patient, columns from COVARIATES) gives each patient their own weight, age,
-        smoking, grade... in place of the scenario's single patient; their between-patient draws are kept."""
+        smoking, grade... in place of the scenario's single patient; their between-patient draws are kept.
+        ``with_baseline=False`` leaves the start state empty, for a caller that stacks several setups' problems
+        (parameter sets) and runs their burn-in as one batch (``baseline``)."""
         sc = self.scenario
         count = sc.population.size - start if count is None else count
         P = draw_parameters(self.nominal, self.model.param_names, self.pset, seed=sc.seed, start=start,
@@ -165,7 +171,7 @@ class Setup:
                 infusions.append(Infusion(t0, t0 + dur, amount / dur))
             else:
                 boluses.append(Bolus(t0, amount))
-        return Problem(self.model, P, t_eval, x0=self.baseline(P), boluses=tuple(boluses),
+        return Problem(self.model, P, t_eval, x0=self.baseline(P) if with_baseline else None, boluses=tuple(boluses),
                        infusions=tuple(infusions))
 
     def _with_covariates(self, P: np.ndarray, covariates: pd.DataFrame) -> np.ndarray:
@@ -182,14 +188,19 @@ class Setup:
             P[:, col] = values if ref == 0 else P[:, col] * (values / ref)
         return P
 
-def resolve_setup(scenario: Scenario) -> Setup:
-    """Resolve parameters (defaults, species, site, product, what-ifs) and the model composition."""
+def resolve_setup(scenario: Scenario, values: Mapping[str, float] | None = None) -> Setup:
+    """Resolve parameters (defaults, species, site, product, what-ifs) and the model composition.
+
+    ``values`` replaces data-file values by name before anything is derived from them (one parameter set drawn
+    from the uncertainty distributions: potency, placement and the patient's environment follow it)."""
     reg = scenario.regimen
     site = reg.site or DEFAULT_SITE[reg.route]
-    files = ["kinetics", "product", f"species_{scenario.species}", f"site_{site}"]
-    if scenario.disease:
-        files += ["tissue", f"disease_{scenario.disease}"]
-    pset = load_parameter_sets(files)
+    pset = load_parameter_sets(parameter_files(scenario))
+    if values:
+        unknown = sorted(set(values) - set(pset.names()))
+        if unknown:
+            raise InputError("parameter set", unknown, f"names of model parameters, e.g. {sorted(pset.names())[:12]} ...")
+        pset = _with_values(pset, values)
     product = _product(scenario)
     factors = potency_factors(product, pset)
     overrides = {"m_death": factors.death_multiplier, "S_target": scenario.patient.target_inflammation}
@@ -215,6 +226,15 @@ def resolve_setup(scenario: Scenario) -> Setup:
     solver_keys = ("hairer1996",) if scenario.solver.kind in ("batched", "jax") else ()
     return Setup(scenario, model, pset, product, factors, site, placement_name, placement,
                  model.parameter_vector(pset), solver_keys)
+
+
+def parameter_files(scenario: Scenario) -> list[str]:
+    """The bundled parameter files a scenario's run reads, later ones overriding earlier ones."""
+    site = scenario.regimen.site or DEFAULT_SITE[scenario.regimen.route]
+    files = ["kinetics", "product", f"species_{scenario.species}", f"site_{site}"]
+    if scenario.disease:
+        files += ["tissue", f"disease_{scenario.disease}"]
+    return files
 
 
 COVARIATES = ("weight_kg", "age_years", "smoker", "vascular_disease", "nutrition", "baseline_inflammation",

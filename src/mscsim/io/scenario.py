@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..delivery.routes import Guidance, Route, Site, is_local
 from ..errors import InputError
+from ..model.parameters import Distribution
 from ._validation import input_error, read_yaml
 
 Species = Literal["human", "mouse", "rat"]
@@ -131,6 +132,19 @@ class SolverSpec(_Strict):
     chunk_size: int = Field(default=5000, ge=1, le=1_000_000)
 
 
+class UncertaintySpec(_Strict):
+    """Bands from parameter uncertainty: ``draws`` parameter sets from the uncertainty distributions of the data
+    files (``priors`` replaces a parameter's distribution by name; ``posterior`` is a CSV/Parquet file of
+    parameter sets, one row per draw, e.g. from a calibration). With ``condition: enrolled`` (the default for a
+    disease) a draw is kept only if its untreated reference patient has the disease as trials enrol it
+    (data/endpoints/<disease>.yaml, 'enrolled')."""
+
+    draws: int = Field(ge=2, le=100_000)
+    priors: dict[str, Distribution] = Field(default_factory=dict)
+    posterior: str | None = None
+    condition: Literal["enrolled", "none"] = "enrolled"
+
+
 class Scenario(_Strict):
     """A whole run: who, what product, how delivered, for how long, what to record."""
 
@@ -148,6 +162,7 @@ class Scenario(_Strict):
     outputs: OutputSpec = OutputSpec()
     solver: SolverSpec = SolverSpec()
     seed: int = Field(default=20261122, ge=0, lt=2**63)
+    uncertainty: UncertaintySpec | None = None
 
     @model_validator(mode="after")
     def _doses_in_window(self):
@@ -199,6 +214,10 @@ def scenario_from_dict(data: dict, *, file: str | None = None, base_dir: Path | 
     if sc.product.lot and base_dir is not None and not Path(sc.product.lot).is_absolute():
         sc = sc.model_copy(update={"product": sc.product.model_copy(
             update={"lot": str((base_dir / sc.product.lot).resolve())})})
+    u = sc.uncertainty
+    if u is not None and u.posterior and base_dir is not None and not Path(u.posterior).is_absolute():
+        sc = sc.model_copy(update={"uncertainty": u.model_copy(
+            update={"posterior": str((base_dir / u.posterior).resolve())})})
     return sc
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -73,6 +74,7 @@ class _ParameterRecord(BaseModel):
     fitted_to: list[str] = []
     between_patient: Distribution | None = None
     uncertainty: Distribution | None = None
+    label: str = Field(default="", max_length=60)
     note: str = ""
 
     @field_validator("source", mode="before")
@@ -130,9 +132,19 @@ class Parameter:
     uncertainty: Distribution | None = None
     note: str = ""
     origin: str = ""  # data file it came from
+    label: str = ""  # a short readable name for tables and plots (default: from the note)
 
     def with_value(self, value: float) -> "Parameter":
         return replace(self, value=float(value))
+
+    @property
+    def readable(self) -> str:
+        """A short readable name: the record's ``label``, else the note's first clause (at most 60 characters)."""
+        if self.label:
+            return self.label
+        text = re.sub(r"\s*\([^)]*\)", "", self.note)
+        text = " ".join(re.split(r"[.;:](?:\s|$)", text)[0].split())
+        return text if len(text) <= 60 else text[:57].rsplit(" ", 1)[0] + "..."
 
 
 @dataclass(frozen=True)
@@ -210,7 +222,7 @@ def _load_parameter_file(path_str: str, _mtime_ns: int, _size: int) -> Parameter
                             "{distribution: fixed, basis: why the value is not uncertain}")
         out[name] = Parameter(name=name, value=r.value, units=r.units, grade=r.grade, source=tuple(r.source),
                               bounds=r.bounds, fitted_to=tuple(r.fitted_to), between_patient=r.between_patient,
-                              uncertainty=r.uncertainty, note=r.note, origin=path.name)
+                              uncertainty=r.uncertainty, note=r.note, origin=path.name, label=r.label)
     return ParameterSet(out)
 
 

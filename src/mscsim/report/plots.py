@@ -18,9 +18,11 @@ _FATE = {"viable": None, "debris, lung": ["debris_lung"], "debris, liver": ["deb
          "debris, blood/other": ["debris_blood", "debris_other"], "cleared": ["cleared"]}
 
 
-def cell_fate_figure(ds: xr.Dataset, path: str | Path, patient: int | None = None) -> Path:
+def cell_fate_figure(ds: xr.Dataset, path: str | Path, patient: int | None = None,
+                     bands: xr.Dataset | None = None) -> Path:
     """Two panels against time (days, log axis): viable cells per compartment, and the share of all
-    administered cells that is viable, debris per organ, or cleared. Median patient when several."""
+    administered cells that is viable, debris per organ, or cleared. Median patient when several. ``bands``
+    (draw x time, from parameter draws) shades the 90 % interval of viable cells at the site and in total."""
     sel = ds.median("patient") if patient is None and ds.sizes["patient"] > 1 else ds.isel(patient=patient or 0)
     t = ds["time_days"].values
     mask = t > 0
@@ -28,7 +30,11 @@ def cell_fate_figure(ds: xr.Dataset, path: str | Path, patient: int | None = Non
     for name in _VIABLE:
         if name in sel and float(sel[name].max()) > 0:
             y = sel[name].values[mask]
-            ax1.plot(t[mask], np.where(y > 0, y, np.nan), label=name.removeprefix("msc_"))
+            line, = ax1.plot(t[mask], np.where(y > 0, y, np.nan), label=name.removeprefix("msc_"))
+            if bands is not None and name == "msc_target" and name in bands:
+                _band(ax1, bands, name, t, mask, line.get_color(), "target, 90% of parameter draws")
+    if bands is not None and "viable_total" in bands:
+        _band(ax1, bands, "viable_total", t, mask, "0.4", "all viable, 90% of parameter draws")
     ax1.set_xscale("log")
     ax1.set_yscale("log")
     adm = float(sel["administered"].max())
@@ -61,9 +67,11 @@ _CYTOKINES = ["tnf", "il1b", "il6", "ifng", "il10", "tgfb"]
 _IMMUNE = ["m1", "m2", "teff", "treg", "nk", "dc"]
 
 
-def tissue_response_figure(ds: xr.Dataset, path: str | Path, patient: int | None = None) -> Path:
+def tissue_response_figure(ds: xr.Dataset, path: str | Path, patient: int | None = None,
+                           bands: xr.Dataset | None = None) -> Path:
     """Four panels against days, treated (solid) beside untreated (dashed): MSCs (viable, at the site),
-    cytokines (relative to their value at the first dose), immune cells, and the disease's endpoints."""
+    cytokines (relative to their value at the first dose), immune cells, and the disease's endpoints.
+    ``bands`` (draw x time, from parameter draws) shades each endpoint's 90 % interval, treated and untreated."""
     sel = ds.median("patient") if patient is None and ds.sizes["patient"] > 1 else ds.isel(patient=patient or 0)
     t = ds["time_days"].values
     fig, axes = plt.subplots(2, 2, figsize=(13, 9), constrained_layout=True)
@@ -95,9 +103,11 @@ def tissue_response_figure(ds: xr.Dataset, path: str | Path, patient: int | None
         target.plot(t, sel[name].values, label=f"{name} ({units})", color=colour)
         if f"{name}_untreated" in sel:
             target.plot(t, sel[f"{name}_untreated"].values, ls="--", color=colour)
+        if bands is not None and name in bands:  # treated only: the untreated band is in bands.csv
+            _band(target, bands, name, t, np.ones_like(t, dtype=bool), colour, None, alpha=0.15)
     if endpoints:
         ax.set_ylabel(f"{endpoints[0]} ({ds[endpoints[0]].attrs.get('units', '')})")
-    ax.set_title("Endpoints (dashed: untreated)")
+    ax.set_title("Endpoints (dashed: untreated" + ("; shaded: 90% of parameter draws, treated)" if bands is not None else ")"))
     handles = ax.get_legend_handles_labels()[0] + (twin.get_legend_handles_labels()[0] if twin else [])
     if handles:
         ax.legend(handles=handles, fontsize=8)
@@ -120,3 +130,14 @@ def _paired(ax, sel: xr.Dataset, t: np.ndarray, names: list[str], *, relative: b
         if u is not None:
             ax.plot(t, u / ref, ls="--", color=line.get_color())
     ax.legend(fontsize=8, ncol=2)
+
+
+def _band(ax, bands: xr.Dataset, name: str, t: np.ndarray, mask: np.ndarray, colour, label, alpha: float = 0.2):
+    """Shade the 5th-95th percentile across parameter draws of ``name`` (draw x time, on the same time grid)."""
+    v = bands[name].values
+    if v.shape[-1] != len(t):
+        return
+    lo, hi = np.nanpercentile(v, [5, 95], axis=0)
+    if ax.get_yscale() == "log" or name in ("viable_total", "msc_target"):
+        lo, hi = np.where(lo > 0, lo, np.nan), np.where(hi > 0, hi, np.nan)
+    ax.fill_between(t[mask], lo[mask], hi[mask], color=colour, alpha=alpha, lw=0, label=label)
