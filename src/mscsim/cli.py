@@ -188,15 +188,18 @@ def _trial(args) -> int:
     where = f"on {args.scheduler}" if args.scheduler else f"with {args.workers} worker(s)"
     print(f"{design.name}: {design.n_patients} patients in {len(design.arms)} arm(s), {where}", file=sys.stderr)
     result = run_trial(design, args.out, design_path=str(path), workers=args.workers, scheduler=args.scheduler,
-                       chunk_size=args.chunk_size, progress=_progress("chunks"))
+                       chunk_size=args.chunk_size, progress=_progress("chunks"),
+                       screening=_progress("parameter draws kept (enrolled disease)"))
     a = result.analysis
     prim = a.comparisons[(a.comparisons["endpoint"] == design.primary.endpoint)
                          & (a.comparisons["visit_day"] == design.primary.visit_day)]
     print(f"{design.title}")
     print(f"primary endpoint: {design.primary.endpoint} at day {design.primary.visit_day:g}")
     for _, r in prim.iterrows():
+        band = (f"; parameter uncertainty {r['param_median']:.3g} (90% {r['param_low90']:.3g} to "
+                f"{r['param_high90']:.3g})") if "param_median" in r and r["param_median"] == r["param_median"] else ""
         print(f"  {r['arm']} vs {r['control']}: {r['estimate']:.3g} (95% CI {r['ci_low']:.3g} to {r['ci_high']:.3g}), "
-              f"p = {r['p_value']:.3g} ({r['test']})")
+              f"p = {r['p_value']:.3g} ({r['test']}){band}")
     if len(a.published):
         print("published vs simulated:")
         print(comparison_table(a.published).to_string(index=False))

@@ -20,7 +20,7 @@ from ..endpoints import load_endpoints
 from ..errors import InputError
 from ..io._validation import input_error, read_yaml
 from ..io.scenario import Disease, PatientSpec, ProductSpec, RegimenSpec, Scenario, scenario_from_dict
-from ..model.parameters import DATA_DIR
+from ..model.parameters import DATA_DIR, Distribution
 from .cohort import CohortSpec, load_cohort
 
 DESIGN_DIR = DATA_DIR / "trials"
@@ -135,6 +135,19 @@ class PublishedSpec(_Strict):
     note: str = ""
 
 
+class DesignUncertainty(_Strict):
+    """Bands from parameter uncertainty: ``draws`` parameter sets (model, endpoint maps and the trial-level
+    responses), each run on the first ``pool_per_arm`` patients of every arm (the same patients in every draw), so
+    a draw costs draws x arms x pool_per_arm patients; ``priors`` and ``posterior`` as in a scenario; with
+    ``condition: enrolled`` a draw is kept only if the design's reference patient has the disease as enrolled."""
+
+    draws: int = Field(ge=2, le=100_000)
+    pool_per_arm: int = Field(default=40, ge=2, le=100_000)
+    priors: dict[str, Distribution] = Field(default_factory=dict)
+    posterior: str | None = None
+    condition: Literal["enrolled", "none"] = "enrolled"
+
+
 class SolverOptions(_Strict):
     rtol: float = Field(default=1e-6, gt=0, lt=1e-2, description="trial endpoints need far less than the "
                                                                     "1e-8 of single-patient runs")
@@ -161,6 +174,7 @@ class DesignSpec(_Strict):
     prediction: PredictionSpec | None = Field(default=None, description="repeat the trial in silico for the "
                                               "published comparison (default: one trial of the published size)")
     parameters: dict[str, float] = Field(default_factory=dict, description="what-if overrides of model parameters")
+    uncertainty: DesignUncertainty | None = Field(default=None, description="bands from parameter uncertainty")
     solver: SolverOptions = SolverOptions()
 
     @field_validator("visits_days")
@@ -290,7 +304,12 @@ def load_design(path_or_name: str | Path) -> tuple[DesignSpec, Path]:
                              f"design: {names}")
         path = bundled
     data = read_yaml(path)
-    return design_from_dict(data, file=str(path)), path
+    design = design_from_dict(data, file=str(path))
+    u = design.uncertainty
+    if u is not None and u.posterior and not Path(u.posterior).is_absolute():
+        design = design.model_copy(update={"uncertainty": u.model_copy(
+            update={"posterior": str((path.parent / u.posterior).resolve())})})
+    return design, path
 
 
 def bundled_designs() -> list[str]:

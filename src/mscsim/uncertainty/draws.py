@@ -19,7 +19,7 @@ from ..endpoints import endpoint_values, load_endpoints
 from ..errors import MscsimError
 from ..io.scenario import Scenario
 from ..simulation import resolve_setup
-from .evaluate import _stack
+from .evaluate import _stack, model_values
 from .priors import ParameterSpace, Posterior, draw_values
 
 BLOCK = 64  # candidates screened per batch (does not change which candidates are kept)
@@ -53,7 +53,7 @@ def baseline_endpoints(scenario: Scenario, space: ParameterSpace, values: np.nda
     ref = reference_scenario(scenario)
     nominal = resolve_setup(ref)
     sets = [space.by_role(row) for row in values]
-    problems = [resolve_setup(ref, s["model"]).problem(0, 1, with_baseline=False) for s in sets]
+    problems = [resolve_setup(ref, model_values(ref, s["model"])).problem(0, 1, with_baseline=False) for s in sets]
     x0 = np.full((len(sets), nominal.model.n_states), np.nan)
     _burn_in(nominal, problems, list(range(len(sets))), x0)
     coeffs = {n: np.array([s["endpoint"][n] for s in sets]) for n in space.names if space[n].role == "endpoint"}

@@ -25,14 +25,25 @@ from ..solvers.problem import Bolus, Infusion, Problem
 from .priors import ParameterSpace, build_space
 
 
+def model_parameters(scenario: Scenario) -> dict:
+    """The model parameters a scenario's run uses (model, product, placement, patient environment) as the data
+    files give them (before run-time derivation), less those the scenario's what-ifs fix."""
+    setup = resolve_setup(scenario)
+    raw = load_parameter_sets(parameter_files(scenario))
+    return {n: raw[n] for n in setup.parameter_names_used() if n in raw and n not in scenario.parameters}
+
+
+def model_values(scenario: Scenario, values: dict[str, float]) -> dict[str, float]:
+    """The part of a parameter set that this scenario's parameter files hold (arms of a trial may differ)."""
+    names = set(load_parameter_sets(parameter_files(scenario)).names())
+    return {k: v for k, v in values.items() if k in names and k not in scenario.parameters}
+
+
 def scenario_space(scenario: Scenario, priors=None, extra=None) -> ParameterSpace:
     """The uncertain parameters of a scenario's run: every parameter it uses (model, product, placement, patient
     environment), the disease's endpoint coefficients, and ``extra`` (role -> parameters, e.g. a trial's
     observation parameters); values fixed by the scenario's what-ifs are not uncertain."""
-    setup = resolve_setup(scenario)
-    raw = load_parameter_sets(parameter_files(scenario))  # the files' values, before run-time derivation
-    model = {n: raw[n] for n in setup.parameter_names_used() if n in raw and n not in scenario.parameters}
-    groups = {"model": model}
+    groups = {"model": model_parameters(scenario)}
     if scenario.disease:
         coeffs = load_endpoints(scenario.disease).coefficients
         groups["endpoint"] = dict(coeffs.parameters)
@@ -92,7 +103,7 @@ def run_sets(scenario: Scenario, space: ParameterSpace, values: np.ndarray, *, s
     count = scenario.population.size - start if count is None else count
     nominal = resolve_setup(scenario)
     sets = [space.by_role(row) for row in values]
-    setups: list[Setup | None] = [resolve_setup(scenario, s["model"]) for s in sets]
+    setups: list[Setup | None] = [resolve_setup(scenario, model_values(scenario, s["model"])) for s in sets]
     problems = [st.problem(start, count, covariates, with_baseline=False) for st in setups]
     if not treated:
         problems = [untreated(p) for p in problems]
