@@ -209,6 +209,72 @@ def _trial(args) -> int:
     return 0
 
 
+def _sensitivity(args) -> int:
+    from .analysis.sensitivity import run_sensitivity
+
+    target, seed = sensitivity_target(args.target, args.output, args.patients)
+    seed = args.seed if args.seed is not None else seed
+
+    def report(done, total, stage):
+        _progress(stage)(done, total)
+
+    result = run_sensitivity(target, args.out, method=args.method, samples=args.samples,
+                             trajectories=args.trajectories, top=args.top, seed=seed, workers=args.workers,
+                             chunk_rows=args.chunk_size, progress=report)
+    m, t = result.manifest, result.table
+    print(f"sensitivity of {m['output']} (nominal {m['nominal_output']:.4g} {m['output_units']}) over "
+          f"{m['uncertain_parameters']} uncertain parameters: {m['evaluations']} evaluations"
+          + (f", {m['failed_evaluations']} failed" if m["failed_evaluations"] else "") + f", {m['wall_time_s']:g} s")
+    if "ST" in t.columns:
+        print("rank  parameter                      total (ST)             first order (S1)   grade")
+        for _, r in t[t["ST"].notna()].iterrows():
+            print(f"{_rank(r['sobol_rank']):>4}  {r['parameter']:30s} {r['ST']:.3f} ({r['ST_low']:.3f}-{r['ST_high']:.3f})"
+                  f"   {r['S1']:.3f} ({r['S1_low']:.3f}-{r['S1_high']:.3f})   {r['grade'] if r['grade'] == r['grade'] else ''}")
+        c = m["convergence"]["sobol"]
+        print(f"convergence: total indices at {c['samples'][0]} vs {c['samples'][1]} samples differ by at most "
+              f"{c['max_abs_change_ST']:.3f} ({'stable' if c['stable'] else 'NOT stable: use more --samples'})")
+    else:
+        print("rank  parameter                      Morris mu* (95% CI)   grade")
+        for _, r in t.head(args.top).iterrows():
+            print(f"{_rank(r['morris_rank']):>4}  {r['parameter']:30s} {r['mu_star']:.4g} (+/- {r['mu_star_conf']:.2g})"
+                  f"   {r['grade']}")
+        c = m["convergence"]["morris"]
+        print(f"convergence: top {args.top} at {c['trajectories'][0]} vs {c['trajectories'][1]} trajectories overlap "
+              f"{c['top_overlap']:.0%} ({'stable' if c['stable'] else 'NOT stable: use more trajectories'})")
+    print(f"wrote {result.out}/ (sensitivity.csv, convergence.csv, sensitivity.png, evaluations.npz, manifest.json)")
+    print(DISCLAIMER)
+    return 0
+
+
+def _rank(v) -> str:
+    return "-" if v is None or v != v else str(int(v))
+
+
+def sensitivity_target(arg: str, output: str, patients: int):
+    """(target, default seed) for ``mscsim sensitivity``: 'validation' (output = a target id), a trial design
+    (a bundled name or a YAML file with arms), or a scenario (a preset name or a scenario file)."""
+    import yaml
+
+    from .analysis.outputs import design_target, scenario_target, validation_target
+    from .io.scenario import load_scenario
+    from .trials.design import DESIGN_DIR, load_design
+
+    if arg == "validation":
+        return validation_target(output), 0
+    path = _scenario_path(arg)
+    is_design = (DESIGN_DIR / f"{arg}.yaml").exists() and not path.exists()
+    if path.exists() and not is_design:
+        try:
+            is_design = "arms" in (yaml.safe_load(path.read_text()) or {})
+        except yaml.YAMLError:
+            is_design = False
+    if is_design:
+        design, _ = load_design(arg)
+        return design_target(design, output, patients), design.seed
+    scenario = load_scenario(path)
+    return scenario_target(scenario, output), scenario.seed
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mscsim", description=f"Mechanistic simulator of MSC therapy. {DISCLAIMER}")
     parser.add_argument("--version", action="version", version=f"mscsim {__version__}")
@@ -243,6 +309,26 @@ def build_parser() -> argparse.ArgumentParser:
                    "on that cluster instead of local processes")
     p.add_argument("--chunk-size", type=int, default=None, help="patients per chunk (default: the design's)")
     p.set_defaults(func=_trial)
+    p = sub.add_parser("sensitivity", help="global sensitivity of one output over the parameters' uncertainty "
+                       "(SALib: Morris screening of every parameter, then Sobol indices of the top ones)")
+    p.add_argument("target", metavar="SCENARIO_OR_DESIGN", help="a scenario (preset name or YAML), a trial design "
+                   "(bundled name or YAML), or 'validation' (then --output is a validation target id)")
+    p.add_argument("--output", required=True, help="the output: a summary.csv column or TISSUE_STATE_dayD of a "
+                   "scenario (pain_vas_day180, pain_vas_effect_day180, viable_target_cells_7d, damage_day28); "
+                   "difference:ENDPOINT_dayD[:ARM], change:... or mean:...:ARM of a design; a validation target id")
+    p.add_argument("--out", required=True, help="output folder (created; replaced if it is an earlier mscsim output); "
+                   "finished chunks are kept in <out>.chunks until the run is done, so a rerun resumes")
+    p.add_argument("--method", choices=["morris", "sobol"], default="sobol", help="morris: screening only; sobol "
+                   "(default): Morris screening, then Sobol indices of the --top parameters")
+    p.add_argument("--samples", type=int, default=None, help="Morris trajectories (morris) or Sobol base samples, a "
+                   "power of two (sobol; default 256)")
+    p.add_argument("--trajectories", type=int, default=10, help="Morris trajectories of the screening (default 10)")
+    p.add_argument("--top", type=int, default=10, help="parameters given their own Sobol indices (default 10)")
+    p.add_argument("--patients", type=int, default=20, help="patients per arm for a design output (default 20)")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (default: the scenario's or design's)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--chunk-size", type=int, default=128, help="parameter sets per batch and per chunk on disk")
+    p.set_defaults(func=_sensitivity)
     p = sub.add_parser("validate", help="run every bundled validation target and report observed vs simulated")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_validate)
