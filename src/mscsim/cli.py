@@ -210,8 +210,13 @@ def _trial(args) -> int:
 
 
 def _sensitivity(args) -> int:
-    from .analysis.sensitivity import run_sensitivity
+    from .analysis.sensitivity import check_options, run_sensitivity
+    from .io.outputs import check_output_dir
 
+    samples = args.samples if args.samples is not None else (args.trajectories if args.method == "morris" else 256)
+    check_options(args.method, samples, args.trajectories if args.method == "sobol" else samples, args.top,
+                  args.workers, args.chunk_size)  # before any work
+    check_output_dir(args.out)
     target, seed = sensitivity_target(args.target, args.output, args.patients)
     seed = args.seed if args.seed is not None else seed
 

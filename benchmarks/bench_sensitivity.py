@@ -1,0 +1,84 @@
+"""The full sensitivity runs of the disease presets' primary endpoints: `mscsim sensitivity` as a user runs it, timed.
+
+Run:  python benchmarks/bench_sensitivity.py [--runs knee] [--workers 2] [--samples 256] [--keep DIR]
+
+Each run is Morris screening over every uncertain parameter (10 trajectories) and then Sobol first-order and total
+indices of the top 10 with the rest as one group, through the command line in a child process. Prints the wall
+time, the evaluations and the top of each ranking with the machine; the rankings the README's literature pass uses
+are copied to ``--keep`` (default: benchmarks/results/sensitivity-<date>/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# (name, preset, output): the primary endpoint of each disease preset, as the model's absolute value and as the
+# treatment effect (treated minus untreated, same patient); GVHD and fistula endpoints are thresholds (stage,
+# remission) on a tissue state, so the state itself is analysed beside them
+RUNS = {
+    "knee": ("knee_oa_ia_5e7", "pain_vas_day180"),
+    "knee_effect": ("knee_oa_ia_5e7", "pain_vas_effect_day180"),
+    "gvhd": ("acute_gvhd_iv_2e6_per_kg", "damage_day28"),
+    "gvhd_effect": ("acute_gvhd_iv_2e6_per_kg", "organ_stage_effect_day28"),
+    "fistula": ("perianal_fistula_120e6", "structure_day168"),
+    "fistula_effect": ("perianal_fistula_120e6", "combined_remission_effect_day168"),
+}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", nargs="+", default=["knee"], choices=sorted(RUNS))
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--samples", type=int, default=256)
+    ap.add_argument("--trajectories", type=int, default=10)
+    ap.add_argument("--keep", default=None)
+    args = ap.parse_args()
+    keep = Path(args.keep or Path(__file__).parent / "results" / f"sensitivity-{datetime.date.today()}")
+    keep.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {platform.processor() or platform.machine()}, {platform.system()}, Python "
+          f"{platform.python_version()}, NumPy {np.__version__}")
+    for name in args.runs:
+        preset, output = RUNS[name]
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / name
+            cmd = [sys.executable, "-m", "mscsim.cli", "sensitivity", preset, "--output", output, "--out", str(out),
+                   "--samples", str(args.samples), "--trajectories", str(args.trajectories),
+                   "--workers", str(args.workers)]
+            t0 = time.time()
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            wall = time.time() - t0
+            if proc.returncode != 0:
+                print(proc.stderr[-3000:], file=sys.stderr)
+                return proc.returncode
+            m = json.loads((out / "manifest.json").read_text())
+            table = pd.read_csv(out / "sensitivity.csv")
+            print(f"\n{name}: {preset} --output {output}: {wall:.0f} s wall, {m['evaluations']} evaluations "
+                  f"({m['failed_evaluations']} failed), {m['uncertain_parameters']} parameters, "
+                  f"{args.workers} workers; convergence {json.dumps(m['convergence'])}")
+            print(table.head(12)[["parameter", "grade", "mu_star", "ST", "ST_low", "ST_high", "S1"]].to_string())
+            dest = keep / name
+            if dest.exists():
+                shutil.rmtree(dest)
+            dest.mkdir(parents=True)
+            for f in ("sensitivity.csv", "convergence.csv", "sensitivity.png"):  # not evaluations.npz (megabytes)
+                shutil.copy2(out / f, dest / f)
+            m["wall_time_s_with_startup"] = round(wall, 1)
+            (dest / "manifest.json").write_text(json.dumps(m, indent=2))
+    print(f"\nrankings kept in {keep}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
