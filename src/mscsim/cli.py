@@ -280,6 +280,17 @@ def sensitivity_target(arg: str, output: str, patients: int):
     return scenario_target(scenario, output), scenario.seed
 
 
+def _credibility(args) -> int:
+    from .analysis.credibility import disease_context, write_credibility
+
+    disease_context(args.disease)  # a clear error before any work
+    out = write_credibility(args.disease, args.out, sensitivity=args.sensitivity, trials=args.trials,
+                            progress=_progress("validation targets"))
+    print(f"wrote {out}/credibility_{args.disease}.html, credibility_{args.disease}.json, manifest.json")
+    print(DISCLAIMER)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mscsim", description=f"Mechanistic simulator of MSC therapy. {DISCLAIMER}")
     parser.add_argument("--version", action="version", version=f"mscsim {__version__}")
@@ -334,6 +345,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
     p.add_argument("--chunk-size", type=int, default=128, help="parameter sets per batch and per chunk on disk")
     p.set_defaults(func=_sensitivity)
+    p = sub.add_parser("credibility", help="one HTML page per disease in the spirit of ASME V&V 40: evidence grades, "
+                       "the top sensitivity rankings, what was fitted to what, validation and trial agreement")
+    p.add_argument("disease", help="knee_osteoarthritis, acute_gvhd or perianal_fistula")
+    p.add_argument("--out", required=True, help="output folder (created; replaced if it is an earlier mscsim output)")
+    p.add_argument("--sensitivity", nargs="+", default=None, help="'mscsim sensitivity' output folders to show "
+                   "(default: the bundled record of the preset's primary outputs)")
+    p.add_argument("--trials", nargs="+", default=None, help="'mscsim trial' output folders to show (default: the "
+                   "bundled record of the disease's designs)")
+    p.set_defaults(func=_credibility)
     p = sub.add_parser("validate", help="run every bundled validation target and report observed vs simulated")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_validate)

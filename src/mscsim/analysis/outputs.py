@@ -3,7 +3,8 @@ validation target, evaluated for many parameter sets at once through the batched
 
 - A scenario: any numeric column of its summary.csv (``pain_vas_day180``, ``pain_vas_effect_day180`` = treated
   minus untreated, ``viable_target_cells_7d``, ``target_exposure_cell_days``, ...) or a tissue state at a visit
-  (``damage_day28``, ``structure_untreated_day168``), averaged over the scenario's patients.
+  (``damage_day28``, ``structure_untreated_day168``, ``structure_effect_day168``), averaged over the scenario's
+  patients.
 - A trial design: ``difference:ENDPOINT_dayD[:ARM]`` (an arm minus control in mean change from baseline, or in
   rate), ``change:ENDPOINT_dayD:ARM`` (mean change) and ``mean:ENDPOINT_dayD:ARM`` (mean or rate), over the first
   ``patients`` patients of each arm (the same patients for every parameter set).
@@ -69,6 +70,11 @@ def scenario_outputs(ds: xr.Dataset) -> dict[str, np.ndarray]:
             for day in visits:
                 if day <= td[-1] + 1e-9:
                     out[f"{name}_day{day:g}"] = var.values[:, int(np.argmin(np.abs(td - day)))]
+    for key in list(out):  # a tissue state's treatment effect: treated minus untreated, same patient, same day
+        head, sep, day = key.rpartition("_day")
+        if sep and f"{head}_untreated_day{day}" in out and f"{head}_effect_day{day}" not in out \
+                and not head.endswith("_untreated"):
+            out[f"{head}_effect_day{day}"] = out[key] - out[f"{head}_untreated_day{day}"]
     return out
 
 

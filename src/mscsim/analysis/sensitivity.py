@@ -345,8 +345,11 @@ def ranked_table(space, morris: pd.DataFrame, sobol: pd.DataFrame | None) -> pd.
             table[f"{idx}_low"] = table[idx] - table[f"{idx}_conf"]
             table[f"{idx}_high"] = table[idx] + table[f"{idx}_conf"]
         table["influential"] = table["ST"] > INFLUENTIAL
-        table["sobol_rank"] = table["ST"].rank(ascending=False, method="first")
-        table = table.sort_values(["sobol_rank", "morris_rank"], na_position="last", kind="stable")
+        single = table["parameter"] != OTHERS  # the group is shown, not ranked among the parameters
+        table["sobol_rank"] = table["ST"].where(single).rank(ascending=False, method="first")
+        order = table["sobol_rank"].fillna(np.where(single, np.inf, len(table) + 0.5))
+        table = table.assign(_order=order).sort_values(["_order", "morris_rank"], na_position="last",
+                                                        kind="stable").drop(columns="_order")
         table["sobol_rank"] = table["sobol_rank"].astype("Int64")
     else:
         table = table.sort_values("morris_rank", kind="stable")
