@@ -81,7 +81,7 @@ def grade_mix(disease: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     params = [raw[n] for n in names if n in raw] + list(load_endpoints(disease).coefficients.parameters.values())
     table = pd.DataFrame([{"parameter": p.name, "label": p.readable, "file": p.origin, "grade": p.grade,
                            "uncertainty": p.uncertainty.distribution, "fitted_to": ", ".join(p.fitted_to),
-                           "source": ", ".join(p.source)} for p in params])
+                           "source": ", ".join(p.source), "why_no_source": p.why_no_source} for p in params])
     rows = []
     for which, sub in (("all parameters the run uses", table),
                        ("uncertain (not fixed)", table[table["uncertainty"] != "fixed"])):
@@ -279,8 +279,9 @@ the credibility factors of ASME V&amp;V 40-2018 (verification, validation, appli
             *[int(infl_mix.get(g, 0)) for g in GRADES], f"{infl_mix.get('assumed', 0) / max(len(infl), 1):.0%}"]])}
 <h2>Which parameters matter (top 10 by total Sobol index)</h2>{''.join(sens_html) or "<p>none recorded</p>"}
 <h2>Influential parameters and their evidence</h2>
-{_table(["parameter", "what it is", "grade", "source", "file"],
-        [[r["parameter"], r["label"], r["grade"], r["source"], r["file"]] for _, r in infl_table.iterrows()])}
+{_table(["parameter", "what it is", "grade", "source", "why no measured value (assumed)", "file"],
+        [[r["parameter"], r["label"], r["grade"], r["source"], r["why_no_source"], r["file"]]
+         for _, r in infl_table.iterrows()])}
 <h2>What was fitted to what</h2>
 {_table(["parameter", "fitted to", "file"], [[r["parameter"], r["fitted_to"], r["file"]] for _, r in fitted.iterrows()]
         + [[p.name, ", ".join(p.fitted_to), p.origin] for p in trial_fitted])}

@@ -75,6 +75,7 @@ class _ParameterRecord(BaseModel):
     between_patient: Distribution | None = None
     uncertainty: Distribution | None = None
     label: str = Field(default="", max_length=60)
+    why_no_source: str = ""
     note: str = ""
 
     @field_validator("source", mode="before")
@@ -133,6 +134,7 @@ class Parameter:
     note: str = ""
     origin: str = ""  # data file it came from
     label: str = ""  # a short readable name for tables and plots (default: from the note)
+    why_no_source: str = ""  # for an assumed value that matters: why no measurement exists to cite
 
     def with_value(self, value: float) -> "Parameter":
         return replace(self, value=float(value))
@@ -222,7 +224,8 @@ def _load_parameter_file(path_str: str, _mtime_ns: int, _size: int) -> Parameter
                             "{distribution: fixed, basis: why the value is not uncertain}")
         out[name] = Parameter(name=name, value=r.value, units=r.units, grade=r.grade, source=tuple(r.source),
                               bounds=r.bounds, fitted_to=tuple(r.fitted_to), between_patient=r.between_patient,
-                              uncertainty=r.uncertainty, note=r.note, origin=path.name, label=r.label)
+                              uncertainty=r.uncertainty, note=r.note, origin=path.name, label=r.label,
+                              why_no_source=r.why_no_source)
     return ParameterSet(out)
 
 
