@@ -1,11 +1,14 @@
 """The full sensitivity runs of the disease presets' primary endpoints: `mscsim sensitivity` as a user runs it, timed.
 
-Run:  python benchmarks/bench_sensitivity.py [--runs knee] [--workers 2] [--samples 256] [--keep DIR]
+Run:  python benchmarks/bench_sensitivity.py [--runs knee gvhd fistula] [--workers 2] [--samples 256] [--keep DIR]
+      [--work DIR]
 
 Each run is Morris screening over every uncertain parameter (10 trajectories) and then Sobol first-order and total
 indices of the top 10 with the rest as one group, through the command line in a child process. Prints the wall
 time, the evaluations and the top of each ranking with the machine; the rankings the README's literature pass uses
-are copied to ``--keep`` (default: benchmarks/results/sensitivity-<date>/).
+are copied to ``--keep`` (default: benchmarks/results/sensitivity-<date>/). Each run works in ``--work``/<run>
+(default: <temp>/mscsim-bench-sensitivity), kept when a run stops so that running the same command again resumes
+from its finished chunks (the time then recorded is the resumed run's), removed when it finishes.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=256)
     ap.add_argument("--trajectories", type=int, default=10)
     ap.add_argument("--keep", default=None)
+    ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "mscsim-bench-sensitivity"))
     args = ap.parse_args()
     keep = Path(args.keep or Path(__file__).parent / "results" / f"sensitivity-{datetime.date.today()}")
     keep.mkdir(parents=True, exist_ok=True)
@@ -57,37 +61,45 @@ def main() -> int:
           f"{platform.python_version()}, NumPy {np.__version__}")
     for name in args.runs:
         preset, output = RUNS[name]
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / name
-            scenario = preset
-            if preset in DURATION_DAYS:
-                data = yaml.safe_load((EXAMPLES / f"{preset}.yaml").read_text())
-                data["duration_days"] = DURATION_DAYS[preset]
-                scenario = str(Path(tmp) / f"{preset}.yaml")
-                Path(scenario).write_text(yaml.safe_dump(data, sort_keys=False))
-            cmd = [sys.executable, "-m", "mscsim.cli", "sensitivity", scenario, "--output", output, "--out", str(out),
-                   "--samples", str(args.samples), "--trajectories", str(args.trajectories),
-                   "--workers", str(args.workers)]
-            t0 = time.time()
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            wall = time.time() - t0
-            if proc.returncode != 0:
-                print(proc.stderr[-3000:], file=sys.stderr)
-                return proc.returncode
-            m = json.loads((out / "manifest.json").read_text())
-            table = pd.read_csv(out / "sensitivity.csv")
-            print(f"\n{name}: {preset} --output {output}: {wall:.0f} s wall, {m['evaluations']} evaluations "
-                  f"({m['failed_evaluations']} failed), {m['uncertain_parameters']} parameters, "
-                  f"{args.workers} workers; convergence {json.dumps(m['convergence'])}")
-            print(table.head(12)[["parameter", "grade", "mu_star", "ST", "ST_low", "ST_high", "S1"]].to_string())
-            dest = keep / name
-            if dest.exists():
-                shutil.rmtree(dest)
-            dest.mkdir(parents=True)
-            for f in ("sensitivity.csv", "convergence.csv", "sensitivity.png"):  # not evaluations.npz (megabytes)
-                shutil.copy2(out / f, dest / f)
-            m["wall_time_s_with_startup"] = round(wall, 1)
-            (dest / "manifest.json").write_text(json.dumps(m, indent=2))
+        tmp = Path(args.work) / name
+        tmp.mkdir(parents=True, exist_ok=True)
+        out = tmp / name
+        if out.exists():  # a finished run left behind by a stop after it: measure afresh
+            shutil.rmtree(out)
+        scenario = preset
+        if preset in DURATION_DAYS:
+            data = yaml.safe_load((EXAMPLES / f"{preset}.yaml").read_text())
+            data["duration_days"] = DURATION_DAYS[preset]
+            scenario = str(tmp / f"{preset}.yaml")
+            Path(scenario).write_text(yaml.safe_dump(data, sort_keys=False))
+        cmd = [sys.executable, "-m", "mscsim.cli", "sensitivity", scenario, "--output", output, "--out", str(out),
+               "--samples", str(args.samples), "--trajectories", str(args.trajectories),
+               "--workers", str(args.workers)]
+        resumed = (tmp / f"{name}.chunks").exists()
+        t0 = time.time()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.time() - t0
+        if proc.returncode != 0:
+            print(proc.stderr[-3000:], file=sys.stderr)
+            print(f"{name} stopped; its finished chunks are kept in {tmp}: run the same command to resume",
+                  file=sys.stderr)
+            return proc.returncode
+        m = json.loads((out / "manifest.json").read_text())
+        table = pd.read_csv(out / "sensitivity.csv")
+        print(f"\n{name}: {preset} --output {output}: {wall:.0f} s wall{' (resumed)' if resumed else ''}, "
+              f"{m['evaluations']} evaluations ({m['failed_evaluations']} failed), {m['uncertain_parameters']} "
+              f"parameters, {args.workers} workers; convergence {json.dumps(m['convergence'])}")
+        print(table.head(12)[["parameter", "grade", "mu_star", "ST", "ST_low", "ST_high", "S1"]].to_string())
+        dest = keep / name
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        for f in ("sensitivity.csv", "convergence.csv", "sensitivity.png"):  # not evaluations.npz (megabytes)
+            shutil.copy2(out / f, dest / f)
+        m["wall_time_s_with_startup"] = round(wall, 1)
+        m["resumed"] = resumed
+        (dest / "manifest.json").write_text(json.dumps(m, indent=2))
+        shutil.rmtree(tmp)
     print(f"\nrankings kept in {keep}")
     return 0
 

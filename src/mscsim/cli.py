@@ -197,7 +197,7 @@ def _trial(args) -> int:
     print(f"primary endpoint: {design.primary.endpoint} at day {design.primary.visit_day:g}")
     for _, r in prim.iterrows():
         band = (f"; parameter uncertainty {r['param_median']:.3g} (90% {r['param_low90']:.3g} to "
-                f"{r['param_high90']:.3g})") if "param_median" in r and r["param_median"] == r["param_median"] else ""
+                f"{r['param_high90']:.3g})") if "param_median" in r and not _missing(r["param_median"]) else ""
         print(f"  {r['arm']} vs {r['control']}: {r['estimate']:.3g} (95% CI {r['ci_low']:.3g} to {r['ci_high']:.3g}), "
               f"p = {r['p_value']:.3g} ({r['test']}){band}")
     if len(a.published):
@@ -234,7 +234,7 @@ def _sensitivity(args) -> int:
         print("rank  parameter                      total (ST)             first order (S1)   grade")
         for _, r in t[t["ST"].notna()].iterrows():
             print(f"{_rank(r['sobol_rank']):>4}  {r['parameter']:30s} {r['ST']:.3f} ({r['ST_low']:.3f}-{r['ST_high']:.3f})"
-                  f"   {r['S1']:.3f} ({r['S1_low']:.3f}-{r['S1_high']:.3f})   {r['grade'] if r['grade'] == r['grade'] else ''}")
+                  f"   {r['S1']:.3f} ({r['S1_low']:.3f}-{r['S1_high']:.3f})   {'' if _missing(r['grade']) else r['grade']}")
         c = m["convergence"]["sobol"]
         print(f"convergence: total indices at {c['samples'][0]} vs {c['samples'][1]} samples differ by at most "
               f"{c['max_abs_change_ST']:.3f} ({'stable' if c['stable'] else 'NOT stable: use more --samples'})")
@@ -252,7 +252,14 @@ def _sensitivity(args) -> int:
 
 
 def _rank(v) -> str:
-    return "-" if v is None or v != v else str(int(v))
+    return "-" if _missing(v) else str(int(v))
+
+
+def _missing(v) -> bool:
+    """None, NaN or pandas' NA (a table cell with no value)."""
+    import pandas as pd
+
+    return v is None or bool(pd.isna(v))
 
 
 def sensitivity_target(arg: str, output: str, patients: int):

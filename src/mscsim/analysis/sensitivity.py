@@ -347,7 +347,7 @@ def ranked_table(space, morris: pd.DataFrame, sobol: pd.DataFrame | None) -> pd.
         table["influential"] = table["ST"] > INFLUENTIAL
         single = table["parameter"] != OTHERS  # the group is shown, not ranked among the parameters
         table["sobol_rank"] = table["ST"].where(single).rank(ascending=False, method="first")
-        order = table["sobol_rank"].fillna(np.where(single, np.inf, len(table) + 0.5))
+        order = table["sobol_rank"].fillna(pd.Series(np.where(single, np.inf, len(table) + 0.5), index=table.index))
         table = table.assign(_order=order).sort_values(["_order", "morris_rank"], na_position="last",
                                                         kind="stable").drop(columns="_order")
         table["sobol_rank"] = table["sobol_rank"].astype("Int64")
