@@ -2,6 +2,7 @@
 
 Run:  python benchmarks/bench_sensitivity.py [--runs knee gvhd fistula] [--workers 2] [--samples 256] [--keep DIR]
       [--work DIR]
+      python benchmarks/bench_sensitivity.py --summarise benchmarks/results/sensitivity-<date>   (the README's table)
 
 Each run is Morris screening over every uncertain parameter (10 trajectories) and then Sobol first-order and total
 indices of the top 10 with the rest as one group, through the command line in a child process. Prints the wall
@@ -46,6 +47,26 @@ RUNS = {
 DURATION_DAYS = {"acute_gvhd_iv_2e6_per_kg": 35, "perianal_fistula_120e6": 175}
 
 
+def summarise(folder: Path) -> str:
+    """The README's table from kept runs: wall time, evaluations, convergence and the influential parameters."""
+    rows = ["| run | output (nominal) | parameters | evaluations | wall time, 2 workers | Sobol convergence (max change "
+            "of ST, half vs full) | influential (ST > 0.05), by total index |", "|---|---|---:|---:|---:|---|---|"]
+    for run in sorted(p for p in folder.iterdir() if (p / "manifest.json").exists()):
+        m = json.loads((run / "manifest.json").read_text())
+        t = pd.read_csv(run / "sensitivity.csv")
+        t = t[t["influential"].fillna(False).astype(bool) & (t["parameter"] != "other parameters")]
+        t = t.sort_values("ST", ascending=False)
+        infl = ", ".join(f"`{r.parameter}` {r.ST:.2f}" for r in t.itertuples())
+        others = pd.read_csv(run / "sensitivity.csv").set_index("parameter")["ST"].get("other parameters")
+        c = m["convergence"].get("sobol", {})
+        units = m.get("output_units") or ""
+        rows.append(f"| {run.name} | `{m['output']}` ({m['nominal_output']:.3g}{' ' + units if units not in ('', '1') else ''}) "
+                    f"| {m['uncertain_parameters']} | {m['evaluations']:,} | {m['wall_time_s'] / 60:.0f} min "
+                    f"| {c.get('max_abs_change_ST', float('nan')):.3f} ({'stable' if c.get('stable') else 'not stable'}) "
+                    f"| {infl}; the other parameters together {others:.2f} |")
+    return "\n".join(rows)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", nargs="+", default=["knee"], choices=sorted(RUNS))
@@ -54,7 +75,11 @@ def main() -> int:
     ap.add_argument("--trajectories", type=int, default=10)
     ap.add_argument("--keep", default=None)
     ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "mscsim-bench-sensitivity"))
+    ap.add_argument("--summarise", default=None, help="print the README's table of the runs kept in this folder")
     args = ap.parse_args()
+    if args.summarise:
+        print(summarise(Path(args.summarise)))
+        return 0
     keep = Path(args.keep or Path(__file__).parent / "results" / f"sensitivity-{datetime.date.today()}")
     keep.mkdir(parents=True, exist_ok=True)
     print(f"machine: {platform.processor() or platform.machine()}, {platform.system()}, Python "
