@@ -87,15 +87,15 @@ TRIAL_DESIGN = "knee_oa_lee_2019"  # two arms, six months of knee OA: the cheape
 
 def small_design(name: str = TRIAL_DESIGN, n: int = 3, **changes) -> dict:
     """A bundled trial design as a dict, shrunk for tests: its first two arms with ``n`` patients each, no
-    resampling pools (``power``, ``prediction``), the published results of the arms kept; ``changes`` replace
-    top-level fields."""
+    resampling pools (``power``, ``prediction``) and no parameter draws (``uncertainty``), the published results of
+    the arms kept; ``changes`` replace top-level fields."""
     from mscsim.trials.design import DESIGN_DIR
 
     data = yaml.safe_load((DESIGN_DIR / f"{name}.yaml").read_text())
     data["arms"] = [{**arm, "n": n} for arm in data["arms"][:2]]
     names = {arm["name"] for arm in data["arms"]}
     data["published"] = [p for p in data.get("published", []) if p["arm"] in names]
-    for key in ("power", "prediction"):
+    for key in ("power", "prediction", "uncertainty"):
         data.pop(key, None)
     data.update(copy.deepcopy(changes))
     return data

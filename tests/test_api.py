@@ -33,7 +33,7 @@ def test_a_simulation_is_immutable_and_each_change_is_validated():
     assert sim.scenario.regimen.dose.cells == 5e7 and low.scenario.regimen.dose.cells == 1e7
     with pytest.raises(dataclasses.FrozenInstanceError):
         sim.scenario = low.scenario
-    with pytest.raises(InputError, match=r"regimen\.dose\.cells.*greater than 0"):
+    with pytest.raises(InputError, match=r"regimen\.dose\.cells.*greater than or equal to 1"):
         sim.with_dose(cells=-1)
     with pytest.raises(InputError, match="regimen.guidance"):
         sim.with_guidance("sonar")

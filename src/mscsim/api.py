@@ -309,7 +309,20 @@ class Simulation:
         finally:
             if rep is not None:
                 rep.close()
-        return Results(ds)
+        bands = None
+        if self.scenario.uncertainty is not None:  # parameter draws: the bands of every output
+            from .uncertainty.bands import simulate_bands
+
+            draws = _progress(progress, "parameter draws")
+            kept = _progress(progress, "draws kept (enrolled disease)")
+            try:
+                bands = simulate_bands(self.scenario, ds, progress=None if draws is None else draws.count,
+                                       screening=None if kept is None else kept.count)
+            finally:
+                for r in (draws, kept):
+                    if r is not None:
+                        r.close()
+        return Results(ds, bands)
 
     def sweep(self, vary: Mapping[str, Sequence[Any]], outputs: Sequence[str], *,
               progress: ProgressArg = None):
@@ -417,8 +430,10 @@ def trial(design: str | os.PathLike | Mapping, out: str | os.PathLike | None = N
     spec, path = load_trial(design, n_per_arm=n_per_arm)
     out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix=f"mscsim-{spec.name}-")) / "trial"
     rep = _progress(progress, "chunks")
+    kept = _progress(progress, "parameter draws kept (enrolled disease)")
     result = run_trial(spec, out, design_path=str(path) if path else None, workers=workers, scheduler=scheduler,
-                       chunk_size=chunk_size, progress=None if rep is None else rep.count, notice=notice)
+                       chunk_size=chunk_size, progress=None if rep is None else rep.count, notice=notice,
+                       screening=None if kept is None else kept.count)
     a = result.analysis
     endpoints, patients = read_patients(result.out)
     return TrialRun(spec, result.out, a.summary, a.comparisons, a.published, a.power, a.safety, a.responders,

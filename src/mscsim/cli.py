@@ -64,6 +64,12 @@ def _simulate(args) -> int:
         print("endpoints, treated beside the same patients untreated:")
         for line in endpoint_lines(ds):
             print(line)
+    bands = res.parameter_bands
+    if bands is not None:
+        d = bands.draws
+        print(f"parameter uncertainty: {len(d.index)} parameter draws ({d.condition}: {d.candidates} screened"
+              + (f", {bands.failed} failed" if bands.failed else "") + "); median (90% interval) over the draws:")
+        _print_endpoints(ds, bands)
     print(f"wrote {out}/" + ", ".join(_file_list(out)))
     print(DISCLAIMER)
     return 0
@@ -82,6 +88,34 @@ def _file_list(out: Path) -> list[str]:
         else:
             grouped[f] = []
     return [k if not v else f"{k}.{'/.'.join(v)}" for k, v in grouped.items()]
+
+
+def _print_endpoints(ds, bands=None) -> None:
+    """The endpoints at the disease's visits, treated against untreated (median patient, first patient's response);
+    with parameter draws, the median over the draws and its 90% interval, e.g. ``pain_vas_day180: 45.6 (90% 38-55)``."""
+    import numpy as np
+
+    from .io.outputs import endpoint_columns
+
+    cols = endpoint_columns(ds)
+
+    def banded(key, v):
+        b = bands.headline(key) if bands is not None else {}
+        if not b or not np.isfinite(b.get("median", np.nan)):
+            return f"{np.median(v):.3g}"
+        return f"{b['median']:.3g} (90% {b['low90']:.3g}-{b['high90']:.3g})"
+
+    for name, values in cols.items():
+        if "_untreated" in name or "_effect_day" in name:
+            continue
+        first, _, rest = name.partition("_baseline") if "_baseline" in name else name.partition("_day")
+        unt_key = f"{name}_untreated" if f"{name}_untreated" in cols else f"{first}_untreated{name[len(first):]}"
+        unt = cols.get(unt_key)
+        if np.asarray(values).dtype.kind == "f":
+            line = f"  {name}: {banded(name, values)}" + (f"   untreated: {banded(unt_key, unt)}" if unt is not None else "")
+        else:
+            line = f"  {name}: {values[0]}" + (f"   untreated: {unt[0]}" if unt is not None else "")
+        print(line)
 
 
 def _scenario_path(arg: str) -> Path:
@@ -257,8 +291,10 @@ def trial_summary(run) -> str:
              f"primary endpoint: {ep.label}{units} at day {design.primary.visit_day:g}, change from baseline",
              f"this one virtual trial ({sizes}), difference against control:"]
     for _, r in run.primary().iterrows():
+        band = (f"; parameter uncertainty {r['param_median']:.3g} (90% {r['param_low90']:.3g} to "
+                f"{r['param_high90']:.3g})") if "param_median" in r and not _missing(r["param_median"]) else ""
         lines.append(f"  {lab.get(r['arm'], r['arm'])} vs {lab.get(r['control'], r['control'])}: {r['estimate']:.3g} "
-                     f"(95% CI {r['ci_low']:.3g} to {r['ci_high']:.3g}), p = {r['p_value']:.3g} ({r['test']})")
+                     f"(95% CI {r['ci_low']:.3g} to {r['ci_high']:.3g}), p = {r['p_value']:.3g} ({r['test']}){band}")
     if len(run.published):
         pred = design.prediction
         how = (f"simulated: the value over {pred.pool_per_arm} virtual patients per arm, with the 95% range of "
@@ -270,6 +306,95 @@ def trial_summary(run) -> str:
         table["endpoint"] = [display(e).label for e in table["endpoint"]]
         lines.append(table.to_string(index=False))
     return "\n".join(lines)
+
+
+def _sensitivity(args) -> int:
+    from .analysis.sensitivity import check_options, run_sensitivity
+    from .io.outputs import check_output_dir
+
+    samples = args.samples if args.samples is not None else (args.trajectories if args.method == "morris" else 256)
+    check_options(args.method, samples, args.trajectories if args.method == "sobol" else samples, args.top,
+                  args.workers, args.chunk_size)  # before any work
+    check_output_dir(args.out)
+    target, seed = sensitivity_target(args.target, args.output, args.patients)
+    seed = args.seed if args.seed is not None else seed
+
+    def report(done, total, stage):
+        _progress(stage)(done, total)
+
+    result = run_sensitivity(target, args.out, method=args.method, samples=args.samples,
+                             trajectories=args.trajectories, top=args.top, seed=seed, workers=args.workers,
+                             chunk_rows=args.chunk_size, progress=report)
+    m, t = result.manifest, result.table
+    print(f"sensitivity of {m['output']} (nominal {m['nominal_output']:.4g} {m['output_units']}) over "
+          f"{m['uncertain_parameters']} uncertain parameters: {m['evaluations']} evaluations"
+          + (f", {m['failed_evaluations']} failed" if m["failed_evaluations"] else "") + f", {m['wall_time_s']:g} s")
+    if "ST" in t.columns:
+        print("rank  parameter                      total (ST)             first order (S1)   grade")
+        for _, r in t[t["ST"].notna()].iterrows():
+            print(f"{_rank(r['sobol_rank']):>4}  {r['parameter']:30s} {r['ST']:.3f} ({r['ST_low']:.3f}-{r['ST_high']:.3f})"
+                  f"   {r['S1']:.3f} ({r['S1_low']:.3f}-{r['S1_high']:.3f})   {'' if _missing(r['grade']) else r['grade']}")
+        c = m["convergence"]["sobol"]
+        print(f"convergence: total indices at {c['samples'][0]} vs {c['samples'][1]} samples differ by at most "
+              f"{c['max_abs_change_ST']:.3f} ({'stable' if c['stable'] else 'NOT stable: use more --samples'})")
+    else:
+        print("rank  parameter                      Morris mu* (95% CI)   grade")
+        for _, r in t.head(args.top).iterrows():
+            print(f"{_rank(r['morris_rank']):>4}  {r['parameter']:30s} {r['mu_star']:.4g} (+/- {r['mu_star_conf']:.2g})"
+                  f"   {r['grade']}")
+        c = m["convergence"]["morris"]
+        print(f"convergence: top {args.top} at {c['trajectories'][0]} vs {c['trajectories'][1]} trajectories overlap "
+              f"{c['top_overlap']:.0%} ({'stable' if c['stable'] else 'NOT stable: use more trajectories'})")
+    print(f"wrote {result.out}/ (sensitivity.csv, convergence.csv, sensitivity.png, evaluations.npz, manifest.json)")
+    print(DISCLAIMER)
+    return 0
+
+
+def _rank(v) -> str:
+    return "-" if _missing(v) else str(int(v))
+
+
+def _missing(v) -> bool:
+    """None, NaN or pandas' NA (a table cell with no value)."""
+    import pandas as pd
+
+    return v is None or bool(pd.isna(v))
+
+
+def sensitivity_target(arg: str, output: str, patients: int):
+    """(target, default seed) for ``mscsim sensitivity``: 'validation' (output = a target id), a trial design
+    (a bundled name or a YAML file with arms), or a scenario (a preset name or a scenario file)."""
+    import yaml
+
+    from .analysis.outputs import design_target, scenario_target, validation_target
+    from .io.scenario import load_scenario
+    from .trials.design import DESIGN_DIR, load_design
+
+    if arg == "validation":
+        return validation_target(output), 0
+    path = _scenario_path(arg)
+    is_design = (DESIGN_DIR / f"{arg}.yaml").exists() and not path.exists()
+    if path.exists() and not is_design:
+        try:
+            is_design = "arms" in (yaml.safe_load(path.read_text()) or {})
+        except yaml.YAMLError:
+            is_design = False
+    if is_design:
+        design, _ = load_design(arg)
+        return design_target(design, output, patients), design.seed
+    scenario = load_scenario(path)
+    return scenario_target(scenario, output), scenario.seed
+
+
+def _credibility(args) -> int:
+    from .analysis.credibility import disease_context, write_credibility
+
+    disease_context(args.disease)  # a clear error before any work
+    out = write_credibility(args.disease, args.out, sensitivity=args.sensitivity, trials=args.trials,
+                            progress=_progress("validation targets"))
+    print(f"wrote {out}/credibility_{args.disease}.html, credibility_{args.disease}.json, manifest.json")
+    print(DISCLAIMER)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -341,6 +466,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-large", action="store_true", help="run a design estimated to take more than 2 hours "
                    "(refused otherwise)")
     p.set_defaults(func=_trial)
+    p = sub.add_parser("sensitivity", help="global sensitivity of one output over the parameters' uncertainty "
+                       "(SALib: Morris screening of every parameter, then Sobol indices of the top ones)")
+    p.add_argument("target", metavar="SCENARIO_OR_DESIGN", help="a scenario (preset name or YAML), a trial design "
+                   "(bundled name or YAML), or 'validation' (then --output is a validation target id)")
+    p.add_argument("--output", required=True, help="the output: a summary.csv column or TISSUE_STATE_dayD of a "
+                   "scenario (pain_vas_day180, pain_vas_effect_day180, viable_target_cells_7d, damage_day28); "
+                   "difference:ENDPOINT_dayD[:ARM], change:... or mean:...:ARM of a design; a validation target id")
+    p.add_argument("--out", required=True, help="output folder (created; replaced if it is an earlier mscsim output); "
+                   "finished chunks are kept in <out>.chunks until the run is done, so a rerun resumes")
+    p.add_argument("--method", choices=["morris", "sobol"], default="sobol", help="morris: screening only; sobol "
+                   "(default): Morris screening, then Sobol indices of the --top parameters")
+    p.add_argument("--samples", type=int, default=None, help="Morris trajectories (morris) or Sobol base samples, a "
+                   "power of two (sobol; default 256)")
+    p.add_argument("--trajectories", type=int, default=10, help="Morris trajectories of the screening (default 10)")
+    p.add_argument("--top", type=int, default=10, help="parameters given their own Sobol indices (default 10)")
+    p.add_argument("--patients", type=int, default=20, help="patients per arm for a design output (default 20)")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (default: the scenario's or design's)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--chunk-size", type=int, default=128, help="parameter sets per batch and per chunk on disk")
+    p.set_defaults(func=_sensitivity)
+    p = sub.add_parser("credibility", help="one HTML page per disease in the spirit of ASME V&V 40: evidence grades, "
+                       "the top sensitivity rankings, what was fitted to what, validation and trial agreement")
+    p.add_argument("disease", help="knee_osteoarthritis, acute_gvhd or perianal_fistula")
+    p.add_argument("--out", required=True, help="output folder (created; replaced if it is an earlier mscsim output)")
+    p.add_argument("--sensitivity", nargs="+", default=None, help="'mscsim sensitivity' output folders to show "
+                   "(default: the bundled record of the preset's primary outputs)")
+    p.add_argument("--trials", nargs="+", default=None, help="'mscsim trial' output folders to show (default: the "
+                   "bundled record of the disease's designs)")
+    p.set_defaults(func=_credibility)
     p = sub.add_parser("validate", help="run every bundled validation target and report observed vs simulated")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_validate)

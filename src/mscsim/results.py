@@ -131,9 +131,12 @@ def viable_line(ds: xr.Dataset) -> str:
 @dataclass(frozen=True, eq=False)
 class Results:
     """What ``Simulation.run()`` returns: the labelled results (``data``, an xarray Dataset with dims patient x
-    time: every state with units, the endpoints and their untreated comparators) and ways to read them."""
+    time: every state with units, the endpoints and their untreated comparators) and ways to read them. With
+    ``uncertainty:`` in the scenario, ``parameter_bands`` holds the parameter draws and the bands they give
+    (``mscsim.uncertainty.bands.ScenarioBands``: ``table``, ``per_draw``, ``timecourse``)."""
 
     data: xr.Dataset
+    parameter_bands: object | None = None
 
     def __getitem__(self, name: str) -> xr.DataArray:
         return self.data[name]
@@ -180,16 +183,24 @@ class Results:
         draw = {"cells": cell_fate_figure, "tissue": tissue_response_figure}.get(kind)
         if draw is None:
             raise InputError("kind", kind, "'auto', 'cells' or 'tissue'")
-        return draw(self.data, path)
+        return draw(self.data, path, bands=self._curves())
+
+    def _curves(self) -> xr.Dataset | None:
+        return None if self.parameter_bands is None else self.parameter_bands.timecourse
 
     def save(self, out: str | Path, *, scenario_path: str | None = None) -> Path:
         """Write results.nc, summary.csv, the figures (PNG, SVG and PDF) and manifest.json into ``out``
-        (atomically: all or nothing), as ``mscsim simulate`` does."""
+        (atomically: all or nothing), as ``mscsim simulate`` does; with parameter bands also bands.csv, draws.csv
+        and draws.nc, and band columns in summary.csv."""
+        from functools import partial
+
         from .io.outputs import write_results
         from .report.plots import cell_fate_figure, tissue_response_figure
 
-        extra = {"tissue_response": tissue_response_figure} if self.has_endpoints else {}
-        return write_results(self.data, out, scenario_path=scenario_path, figure=cell_fate_figure, figures=extra)
+        curves = self._curves()
+        extra = {"tissue_response": partial(tissue_response_figure, bands=curves)} if self.has_endpoints else {}
+        return write_results(self.data, out, scenario_path=scenario_path, figure=partial(cell_fate_figure, bands=curves),
+                             figures=extra, bands=self.parameter_bands)
 
     def to_netcdf(self, path: str | Path) -> Path:
         self.data.to_netcdf(path)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
@@ -85,7 +86,9 @@ class Setup:
             names += ["ecf_per_kg"] + (["smoking_perfusion"] if pt.smoker else []) + \
                 (["vascular_perfusion"] if pt.vascular_disease else []) + \
                 (["age_repair_slope"] if pt.age_years is not None else []) + \
-                (["poor_nutrition_repair"] if pt.nutrition == "poor" else [])
+                (["poor_nutrition_repair"] if pt.nutrition == "poor" else []) + \
+                ([f"structure_0_kl{pt.kellgren_lawrence}"] if pt.kellgren_lawrence is not None else []) + \
+                ([f"insult_grade_{pt.gvhd_grade}"] if pt.gvhd_grade is not None else [])
         return list(dict.fromkeys(names))
 
     def citation_keys(self) -> list[str]:
@@ -173,11 +176,14 @@ class Setup:
         x[:, model.cell_mask] = 0.0
         return x, method
 
-    def problem(self, start: int = 0, count: int | None = None, covariates: pd.DataFrame | None = None) -> Problem:
+    def problem(self, start: int = 0, count: int | None = None, covariates: pd.DataFrame | None = None, *,
+                with_baseline: bool = True) -> Problem:
         """The solver problem for patients start..start+count-1 of the scenario's population.
 
         ``covariates`` (one row per patient, columns from COVARIATES) gives each patient their own weight, age,
-        smoking, grade... in place of the scenario's single patient; their between-patient draws are kept."""
+        smoking, grade... in place of the scenario's single patient; their between-patient draws are kept.
+        ``with_baseline=False`` leaves the start state empty, for a caller that stacks several setups' problems
+        (parameter sets) and runs their burn-in as one batch (``baseline``)."""
         sc = self.scenario
         count = sc.population.size - start if count is None else count
         P = draw_parameters(self.nominal, self.model.param_names, self.pset, seed=sc.seed, start=start,
@@ -199,7 +205,7 @@ class Setup:
                 infusions.append(Infusion(t0, t0 + dur, amount / dur))
             else:
                 boluses.append(Bolus(t0, amount))
-        chronic = self.chronic_state(P)
+        chronic = self.chronic_state(P) if with_baseline else None
         return Problem(self.model, P, t_eval, x0=None if chronic is None else chronic[0], boluses=tuple(boluses),
                        infusions=tuple(infusions), baseline_method=None if chronic is None else chronic[1])
 
@@ -238,21 +244,25 @@ def check_scenario(scenario: Scenario, *, file: str | None = None) -> None:
     _resolve_inputs(scenario, file or scenario.source_file)
 
 
-def _resolve_inputs(scenario: Scenario, file: str | None) -> _Inputs:
+def _resolve_inputs(scenario: Scenario, file: str | None, values: Mapping[str, float] | None = None) -> _Inputs:
     try:
-        return _inputs(scenario, file)
+        return _inputs(scenario, file, values)
     except InputError as exc:
         raise exc.with_file(file) from None
 
 
-def _inputs(scenario: Scenario, file: str | None) -> _Inputs:
+def _inputs(scenario: Scenario, file: str | None, values: Mapping[str, float] | None = None) -> _Inputs:
+    """``values`` replaces data-file values by name before anything is derived from them (one parameter set drawn
+    from the uncertainty distributions: potency, placement and the patient's environment follow it)."""
     reg = scenario.regimen
     site = reg.site or DEFAULT_SITE[reg.route]
-    files = ["kinetics", "product", f"species_{scenario.species}", f"site_{site}"]
-    if scenario.disease:
-        files += ["tissue", f"disease_{scenario.disease}"]
-    pset = load_parameter_sets(files)
+    pset = load_parameter_sets(parameter_files(scenario))
     _check_weight(scenario, pset)
+    if values:
+        unknown = sorted(set(values) - set(pset.names()))
+        if unknown:
+            raise InputError("parameter set", unknown, f"names of model parameters, e.g. {sorted(pset.names())[:12]} ...")
+        pset = _with_values(pset, values)
     mechanisms = KINETICS + TISSUE if scenario.disease else KINETICS
     unknown_mech = sorted(set(scenario.mechanisms) - set(mechanisms))
     if unknown_mech:
@@ -288,11 +298,13 @@ def _check_weight(scenario: Scenario, pset: ParameterSet) -> None:
                          f"{par.bounds[1]:g}] {par.units} (body_weight bounds in {par.origin})")
 
 
-def resolve_setup(scenario: Scenario, *, file: str | None = None) -> Setup:
+def resolve_setup(scenario: Scenario, values: Mapping[str, float] | None = None, *, file: str | None = None
+                  ) -> Setup:
     """Resolve parameters (defaults, species, site, product, what-ifs) and the model composition. Every name and
     value is checked (``check_scenario``) before the model is compiled; errors name ``file`` (default: the file
-    the scenario was read from)."""
-    return _compile_setup(scenario, _resolve_inputs(scenario, file or scenario.source_file))
+    the scenario was read from). ``values`` replaces data-file values by name first (one parameter set drawn from
+    the uncertainty distributions)."""
+    return _compile_setup(scenario, _resolve_inputs(scenario, file or scenario.source_file, values))
 
 
 def _compile_setup(scenario: Scenario, inputs: _Inputs) -> Setup:
@@ -301,6 +313,15 @@ def _compile_setup(scenario: Scenario, inputs: _Inputs) -> Setup:
     return Setup(scenario, model, inputs.pset, inputs.product, inputs.factors, inputs.site,
                  inputs.placement_parameter, inputs.placement, model.parameter_vector(inputs.pset), solver_keys,
                  inputs.overrides)
+
+
+def parameter_files(scenario: Scenario) -> list[str]:
+    """The bundled parameter files a scenario's run reads, later ones overriding earlier ones."""
+    site = scenario.regimen.site or DEFAULT_SITE[scenario.regimen.route]
+    files = ["kinetics", "product", f"species_{scenario.species}", f"site_{site}"]
+    if scenario.disease:
+        files += ["tissue", f"disease_{scenario.disease}"]
+    return files
 
 
 COVARIATES = ("weight_kg", "age_years", "smoker", "vascular_disease", "nutrition", "baseline_inflammation",

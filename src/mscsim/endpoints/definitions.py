@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import DataError
 from ..model.parameters import DATA_DIR, ParameterSet, load_parameter_file
@@ -47,6 +47,23 @@ class Response(_Strict):
     note: str = ""
 
 
+class Enrolled(_Strict):
+    """The untreated patient as trials of the disease enrol them: an endpoint's value at baseline lies in
+    [low, high]. A parameter set drawn from the priors whose reference patient falls outside does not describe
+    the disease and is rejected when bands are drawn (rejection on an observation, as in ABC)."""
+
+    low: float
+    high: float
+    source: list[str] = Field(min_length=1)
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        return self
+
+
 class EndpointFile(_Strict):
     disease: str
     description: str = ""
@@ -55,6 +72,8 @@ class EndpointFile(_Strict):
     endpoints: dict[str, Endpoint]
     responses: dict[str, Response] = Field(default_factory=dict)
     plot: list[str] = Field(default_factory=list, description="endpoints drawn in the report's endpoint panel")
+    enrolled: dict[str, Enrolled] = Field(default_factory=dict, description="baseline windows of the untreated "
+                                          "patient as trials enrol them (condition parameter draws)")
 
 
 class EndpointSet:
@@ -69,7 +88,7 @@ class EndpointSet:
 
     def citation_keys(self) -> list[str]:
         keys = list(self.coefficients.citations())
-        for item in [*self.spec.endpoints.values(), *self.spec.responses.values()]:
+        for item in [*self.spec.endpoints.values(), *self.spec.responses.values(), *self.spec.enrolled.values()]:
             keys += item.source
         return list(dict.fromkeys(keys))
 
@@ -87,6 +106,9 @@ def load_endpoints(disease: str) -> EndpointSet:
         raise DataError(f"{path}: invalid endpoint file: {exc}") from exc
     if spec.disease != disease:
         raise DataError(f"{path}: 'disease' is {spec.disease!r}, expected {disease!r}")
+    for name in spec.enrolled:
+        if name not in spec.endpoints:
+            raise DataError(f"{path}: 'enrolled' names unknown endpoint '{name}'")
     for name, resp in spec.responses.items():
         if resp.of not in spec.endpoints:
             raise DataError(f"{path}: response '{name}' refers to unknown endpoint '{resp.of}'")

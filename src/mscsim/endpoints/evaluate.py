@@ -25,7 +25,8 @@ def _step(x):
 
 @lru_cache(maxsize=None)
 def _compiled(disease: str, name: str, state_names: tuple[str, ...]):
-    """(function, state arguments) for one endpoint expression."""
+    """(function, arguments) for one endpoint expression; the arguments are states and coefficients, so a
+    coefficient can take a value per patient (a parameter set drawn from its uncertainty)."""
     eps = load_endpoints(disease)
     ep = eps.spec.endpoints[name]
     coeffs = eps.coefficients
@@ -39,20 +40,29 @@ def _compiled(disease: str, name: str, state_names: tuple[str, ...]):
     if unknown:
         raise DataError(f"{eps.path}: endpoint '{name}' uses {unknown}, which are neither model states "
                         f"nor coefficients of the file")
-    expr = expr.subs({sp.Symbol(c): coeffs[c].value for c in coeffs.names()})
     args = sorted((str(s) for s in expr.free_symbols), key=str)
     fn = sp.lambdify([sp.Symbol(a) for a in args], expr, modules=[{"step": _step}, "numpy"])
     return fn, tuple(args)
 
 
-def endpoint_values(disease: str, states: dict[str, np.ndarray], state_names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Each endpoint's values (same shape as the state arrays), clipped to its range."""
+def endpoint_values(disease: str, states: dict[str, np.ndarray], state_names: tuple[str, ...],
+                    coefficients: dict[str, float | np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Each endpoint's values (same shape as the state arrays), clipped to its range. ``coefficients`` replaces
+    the file's coefficient values by name: a number, or one value per patient (the state arrays' first axis)."""
     eps = load_endpoints(disease)
     shape = next(iter(states.values())).shape
+    values = {c: eps.coefficients[c].value for c in eps.coefficients.names()}
+    unknown = sorted(set(coefficients or {}) - set(values))
+    if unknown:
+        raise DataError(f"{eps.path}: no endpoint coefficient(s) {unknown}; known: {sorted(values)}")
+    for c, v in (coefficients or {}).items():
+        v = np.asarray(v, dtype=float)
+        values[c] = v.reshape(v.shape + (1,) * (len(shape) - v.ndim)) if v.ndim else float(v)
     out = {}
     for name, ep in eps.spec.endpoints.items():
         fn, args = _compiled(disease, name, tuple(state_names))
-        val = np.broadcast_to(np.asarray(fn(*[states[a] for a in args]), dtype=float), shape).copy()
+        val = np.broadcast_to(np.asarray(fn(*[states[a] if a in states else values[a] for a in args]),
+                                         dtype=float), shape).copy()
         if ep.range is not None:
             np.clip(val, ep.range[0], ep.range[1], out=val)
         out[name] = val
@@ -68,8 +78,10 @@ def stage_response(stage: np.ndarray, t_days: np.ndarray, day: float) -> np.ndar
                                                            RESPONSE_CODES["none"]], RESPONSE_CODES["progression"])
 
 
-def add_endpoints(ds: xr.Dataset, disease: str, state_names: tuple[str, ...]) -> xr.Dataset:
-    """Add a disease's endpoints (and their untreated comparators and responses) to simulation results."""
+def add_endpoints(ds: xr.Dataset, disease: str, state_names: tuple[str, ...],
+                  coefficients: dict[str, float | np.ndarray] | None = None) -> xr.Dataset:
+    """Add a disease's endpoints (and their untreated comparators and responses) to simulation results
+    (``coefficients``: per-patient coefficient values, as in ``endpoint_values``)."""
     eps: EndpointSet = load_endpoints(disease)
     t_days = ds["time_days"].values
     variants = {"": {s: ds[s].values for s in state_names}}
@@ -78,7 +90,7 @@ def add_endpoints(ds: xr.Dataset, disease: str, state_names: tuple[str, ...]) ->
                                   for s in state_names}
     flags = " ".join(f"{k}={v}" for k, v in RESPONSE_CODES.items())
     for suffix, states in variants.items():
-        values = endpoint_values(disease, states, state_names)
+        values = endpoint_values(disease, states, state_names, coefficients)
         for name, ep in eps.spec.endpoints.items():
             ds[f"{name}{suffix}"] = (("patient", "time"), values[name],
                                      {"units": ep.units, "long_name": ep.long_name + (" (untreated)" if suffix else ""),

@@ -90,6 +90,10 @@ def endpoint_columns(ds: xr.Dataset) -> dict[str, np.ndarray]:
             meanings = var.attrs["flag_meanings"].split()
             names = {int(m.split("=")[1]): m.split("=")[0] for m in meanings}
             cols[name] = np.array([names[int(c)] for c in var.values])
+    for key in list(cols):  # what the treatment changed: treated minus untreated, same patient, same day
+        head, sep, day = key.rpartition("_day")
+        if sep and f"{head}_untreated_day{day}" in cols and not head.endswith("_untreated"):
+            cols[f"{head}_effect_day{day}"] = cols[key] - cols[f"{head}_untreated_day{day}"]
     return cols
 
 
@@ -110,17 +114,26 @@ def manifest(ds: xr.Dataset, scenario_path: str | None, files: list[str]) -> dic
 
 
 def write_results(ds: xr.Dataset, out: str | Path, *, scenario_path: str | None = None, figure=None,
-                  figures: dict | None = None) -> Path:
+                  figures: dict | None = None, bands=None) -> Path:
     """Write the standard outputs; ``figure(ds)`` draws the cell-fate figure (cell_fate.png, .svg and .pdf) and
     ``figures`` maps further figure names (without suffix) to drawing functions (the tissue-response panels for
-    a disease run). Each drawing function returns a matplotlib Figure."""
+    a disease run). Each drawing function returns a matplotlib Figure. ``bands`` (parameter draws,
+    ``mscsim.uncertainty.bands.ScenarioBands``) adds bands.csv, draws.csv, draws.nc and, in summary.csv, each
+    quantity's median and 90 %/95 % intervals across the draws."""
     from ..report.plots import save_figure
 
     out = Path(out)
     with atomic_output_dir(out) as tmp:
         ds.to_netcdf(tmp / "results.nc")
-        summary_table(ds).to_csv(tmp / "summary.csv", index=False)
+        summary = summary_table(ds)
         files = ["results.nc", "summary.csv"]
+        if bands is not None:
+            summary = summary.merge(bands.patient_columns(), on="patient", how="left")
+            bands.table.to_csv(tmp / "bands.csv", index=False)
+            bands.per_draw.to_csv(tmp / "draws.csv", index=False)
+            bands.timecourse.to_netcdf(tmp / "draws.nc")
+            files += ["bands.csv", "draws.csv", "draws.nc"]
+        summary.to_csv(tmp / "summary.csv", index=False)
         drawings = ({"cell_fate": figure} if figure is not None else {}) | dict(figures or {})
         for name, draw in drawings.items():
             fig = draw(ds)
@@ -129,5 +142,18 @@ def write_results(ds: xr.Dataset, out: str | Path, *, scenario_path: str | None 
 
             plt.close(fig)
         files.append("manifest.json")
-        (tmp / "manifest.json").write_text(json.dumps(manifest(ds, scenario_path, files), indent=2, allow_nan=False))
+        record = manifest(ds, scenario_path, files)
+        if bands is not None:
+            record["uncertainty"] = uncertainty_record(bands)
+        (tmp / "manifest.json").write_text(json.dumps(record, indent=2, allow_nan=False))
     return out
+
+
+def uncertainty_record(bands) -> dict:
+    """What the bands rest on: how many draws, how they were kept, which parameters were uncertain."""
+    d = bands.draws
+    return {"draws": int(len(d.index)), "candidates_screened": int(d.candidates), "condition": d.condition,
+            "acceptance": round(float(d.acceptance), 4), "failed_draws": int(bands.failed),
+            "draw_keys": "draw d takes the d-th value of each parameter's generator keyed on (seed, 8117, name)",
+            "uncertain_parameters": list(d.space.names),
+            "quantiles": {"median": 0.5, "90%": [0.05, 0.95], "95%": [0.025, 0.975]}}

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from ..delivery.routes import Guidance, Route, Site, is_local
 from ..errors import InputError
 from ..model.overrides import ParameterValue
+from ..model.parameters import Distribution
 from ._validation import FieldProblem, input_error, read_yaml
 
 Species = Literal["human", "mouse", "rat"]
@@ -182,6 +183,19 @@ def check_rtol(v: float) -> float:
     return v
 
 
+class UncertaintySpec(_Strict):
+    """Bands from parameter uncertainty: ``draws`` parameter sets from the uncertainty distributions of the data
+    files (``priors`` replaces a parameter's distribution by name; ``posterior`` is a CSV/Parquet file of
+    parameter sets, one row per draw, e.g. from a calibration). With ``condition: enrolled`` (the default for a
+    disease) a draw is kept only if its untreated reference patient has the disease as trials enrol it
+    (data/endpoints/<disease>.yaml, 'enrolled')."""
+
+    draws: int = Field(ge=2, le=100_000)
+    priors: dict[str, Distribution] = Field(default_factory=dict)
+    posterior: str | None = None
+    condition: Literal["enrolled", "none"] = "enrolled"
+
+
 class Scenario(_Strict):
     """A whole run: who, what product, how delivered, for how long, what to record."""
 
@@ -215,6 +229,16 @@ class Scenario(_Strict):
     def source_file(self) -> str | None:
         """The file the scenario was read from (named in errors found later, when it is resolved)."""
         return self._source_file
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when every field is (where a scenario was read from is not part of what it is)."""
+        if not isinstance(other, Scenario):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    def __hash__(self) -> int:
+        return hash(self.model_dump_json())
+    uncertainty: UncertaintySpec | None = None
 
     @model_validator(mode="after")
     def _doses_in_window(self):
@@ -283,6 +307,10 @@ def scenario_from_dict(data: dict, *, file: str | None = None, base_dir: Path | 
     if sc.product.lot and base_dir is not None and not Path(sc.product.lot).is_absolute():
         sc = sc.model_copy(update={"product": sc.product.model_copy(
             update={"lot": str((base_dir / sc.product.lot).resolve())})})
+    u = sc.uncertainty
+    if u is not None and u.posterior and base_dir is not None and not Path(u.posterior).is_absolute():
+        sc = sc.model_copy(update={"uncertainty": u.model_copy(
+            update={"posterior": str((base_dir / u.posterior).resolve())})})
     sc._source_file = file
     return sc
 

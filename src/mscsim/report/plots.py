@@ -104,6 +104,28 @@ _TIME_TICKS = ((1 / 1440, "1 min"), (10 / 1440, "10 min"), (1 / 24, "1 h"), (6 /
                (7, "1 wk"), (28, "4 wk"), (91, "3 mo"), (365, "1 y"), (730, "2 y"))
 
 
+PARAM_BAND = "hatched: 90% of parameter draws"
+
+
+def _param_band(ax, bands: xr.Dataset | None, name: str, t: np.ndarray, mask: np.ndarray, colour, *,
+                label: str | None = None, transform=None) -> bool:
+    """Hatch the 5-95 % range across parameter draws of ``name`` (``bands``: draw x time on the figure's time
+    grid, from ``mscsim.uncertainty.bands``), kept apart from the between-patient band, which is shaded."""
+    if bands is None or name not in bands:
+        return False
+    v = np.asarray(bands[name].values, dtype=float)
+    if v.ndim != 2 or v.shape[-1] != len(t) or not np.isfinite(v).any():
+        return False
+    lo, hi = np.nanpercentile(v, [5, 95], axis=0)
+    if transform is not None:
+        lo, hi = transform(lo), transform(hi)
+    if ax.get_yscale() == "log":
+        lo, hi = np.where(lo > 0, lo, np.nan), np.where(hi > 0, hi, np.nan)
+    ax.fill_between(t[mask], lo[mask], hi[mask], facecolor="none", edgecolor=colour, hatch="////", lw=0.0,
+                    alpha=0.7, label=label)
+    return True
+
+
 def log_time_axis(ax, t_min: float, t_max: float) -> None:
     """A log axis of days after dosing labelled as people say it (1 min, 1 h, 1 d, 1 wk, ...)."""
     ax.set_xscale("log")
@@ -123,10 +145,11 @@ def _title(ds: xr.Dataset) -> str:
 
 # ---------------------------------------------------------------- cell kinetics
 
-def cell_fate_figure(ds: xr.Dataset, path: str | Path | None = None) -> Figure:
+def cell_fate_figure(ds: xr.Dataset, path: str | Path | None = None, *, bands: xr.Dataset | None = None) -> Figure:
     """Two panels against days after the first dose (log axis): viable MSCs in each compartment (log axis,
     from one cell up), and the share of all administered cells that is viable, debris in each organ, or cleared
-    (mean over patients, so the shares add up to 100 %)."""
+    (mean over patients, so the shares add up to 100 %). ``bands`` (draw x time, from parameter draws) hatches
+    the 90 % range of viable cells in total and at the site across the draws."""
     dims = spread_dims(ds)
     t = ds["time_days"].values
     mask = t > 0
@@ -144,13 +167,15 @@ def cell_fate_figure(ds: xr.Dataset, path: str | Path | None = None) -> Figure:
         _line_band(ax1, t[mask], rows, colour=_COLOURS[k % 10], label=label, floor=1.0)
         top = max(top, float(np.nanmax(rows)))
         k += 1
-    log_time_axis(ax1, t[mask][0], t[mask][-1])
     ax1.set_yscale("log")
+    drew = _param_band(ax1, bands, "viable_total", t, mask, "#57606a", label=f"all viable MSCs, {PARAM_BAND}")
+    drew |= _param_band(ax1, bands, "msc_target", t, mask, "#cf222e", label=f"at the site, {PARAM_BAND}")
+    log_time_axis(ax1, t[mask][0], t[mask][-1])
     ax1.set_ylim(1.0, top * 3)
     ax1.set_ylabel("viable MSCs (cells)")
     ax1.set_title("Viable MSCs by compartment" + (f"  ({BAND_NOTE})" if several else ""), fontsize=10, loc="left")
     ax1.grid(alpha=0.3, lw=0.5)
-    if k:
+    if k or drew:
         ax1.legend(fontsize=8, loc="lower left", title="viable MSCs in", title_fontsize=8)
     adm = np.maximum(_matrix(ds["administered"], dims)[:, mask], 1e-300)
     stacks, labels = [], []
@@ -196,7 +221,7 @@ def _paired(ax, ds: xr.Dataset, dims, t: np.ndarray, names: list[str], *, relati
     ax.grid(alpha=0.3, lw=0.5)
 
 
-def _endpoint_panel(ax, ds: xr.Dataset, dims, t: np.ndarray, name: str) -> None:
+def _endpoint_panel(ax, ds: xr.Dataset, dims, t: np.ndarray, name: str, bands: xr.Dataset | None = None) -> None:
     """One endpoint against days: continuous as median and band, stages on a categorical axis, 0/1 endpoints
     as the share of patients (the value itself for one patient); untreated dashed."""
     disp = display(name, ds[name].attrs)
@@ -234,6 +259,8 @@ def _endpoint_panel(ax, ds: xr.Dataset, dims, t: np.ndarray, name: str) -> None:
         ax.set_ylabel(disp.axis_label())
     else:
         _line_band(ax, t, scaled(rows, disp), colour=treated, label="treated")
+        _param_band(ax, bands, name, t, np.ones_like(t, dtype=bool), treated, label=f"treated, {PARAM_BAND}",
+                    transform=lambda v: scaled(v, disp))
         if unt is not None:
             _line_band(ax, t, scaled(unt, disp), colour=untreated, ls="--", label="untreated", alpha=0.10)
         ax.set_ylabel(disp.axis_label())
@@ -265,7 +292,8 @@ def _response_panel(ax, ds: xr.Dataset, name: str) -> None:
     ax.grid(alpha=0.3, axis="y", lw=0.5)
 
 
-def tissue_response_figure(ds: xr.Dataset, path: str | Path | None = None) -> Figure:
+def tissue_response_figure(ds: xr.Dataset, path: str | Path | None = None, *,
+                           bands: xr.Dataset | None = None) -> Figure:
     """Panels against days after the first dose, treated (solid) beside untreated (dashed): MSCs (viable, at
     the site, debris; from one cell up), cytokines (fold change from the first dose), immune cells (relative
     to the inflamed reference), then each endpoint the disease's file lists for plotting and its responses."""
@@ -310,10 +338,11 @@ def tissue_response_figure(ds: xr.Dataset, path: str | Path | None = None) -> Fi
         if name in responses:
             _response_panel(ax, ds, name)
         else:
-            _endpoint_panel(ax, ds, dims, t, name)
+            _endpoint_panel(ax, ds, dims, t, name, bands)
     for a in fig.axes[:3]:
         a.set_xlabel("days after first dose")
-    note = "solid: treated, dashed: untreated" + (f"; {BAND_NOTE}" if several else "")
+    note = "solid: treated, dashed: untreated" + (f"; {BAND_NOTE}" if several else "") \
+        + (f"; {PARAM_BAND}" if bands is not None else "")
     import textwrap
 
     fig.suptitle(f"{textwrap.fill(_title(ds), int(40 * ncols))}\n{note}", fontsize=11)

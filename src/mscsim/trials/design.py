@@ -22,7 +22,7 @@ from ..io._validation import input_error, read_yaml
 from ..io.scenario import (Disease, PatientSpec, ProductSpec, RegimenSpec, Scenario, check_rtol,
                            scenario_from_dict)
 from ..model.overrides import ParameterValue
-from ..model.parameters import DATA_DIR
+from ..model.parameters import DATA_DIR, Distribution
 from .cohort import CohortSpec, load_cohort
 
 DESIGN_DIR = DATA_DIR / "trials"
@@ -150,6 +150,19 @@ class PublishedSpec(_Strict):
         return self
 
 
+class DesignUncertainty(_Strict):
+    """Bands from parameter uncertainty: ``draws`` parameter sets (model, endpoint maps and the trial-level
+    responses), each run on the first ``pool_per_arm`` patients of every arm (the same patients in every draw), so
+    a draw costs draws x arms x pool_per_arm patients; ``priors`` and ``posterior`` as in a scenario; with
+    ``condition: enrolled`` a draw is kept only if the design's reference patient has the disease as enrolled."""
+
+    draws: int = Field(ge=2, le=100_000)
+    pool_per_arm: int = Field(default=40, ge=2, le=100_000)
+    priors: dict[str, Distribution] = Field(default_factory=dict)
+    posterior: str | None = None
+    condition: Literal["enrolled", "none"] = "enrolled"
+
+
 class SolverOptions(_Strict):
     rtol: float = Field(default=1e-6, lt=1e-2, description="trial endpoints need far less than the 1e-8 of "
                                                             "single-patient runs")
@@ -184,6 +197,7 @@ class DesignSpec(_Strict):
                                                   "parameters: a number in its documented units, or {value, units}")
     allow_out_of_bounds: list[str] = Field(default_factory=list, description="overridden parameters that may lie "
                                            "outside their documented bounds (recorded in the manifest)")
+    uncertainty: DesignUncertainty | None = Field(default=None, description="bands from parameter uncertainty")
     solver: SolverOptions = SolverOptions()
 
     @field_validator("visits_days")
@@ -330,7 +344,12 @@ def load_design(path_or_name: str | Path) -> tuple[DesignSpec, Path]:
     if isinstance(pop, str) and pop.endswith((".yaml", ".yml")) and not Path(pop).is_absolute() \
             and (path.parent / pop).exists():  # a cohort file beside the design, as a lot's FCS files are
         data = {**data, "population": str((path.parent / pop).resolve())}
-    return design_from_dict(data, file=str(path)), path
+    design = design_from_dict(data, file=str(path))
+    u = design.uncertainty
+    if u is not None and u.posterior and not Path(u.posterior).is_absolute():
+        design = design.model_copy(update={"uncertainty": u.model_copy(
+            update={"posterior": str((path.parent / u.posterior).resolve())})})
+    return design, path
 
 
 def bundled_designs() -> list[str]:

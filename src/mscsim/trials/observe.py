@@ -46,11 +46,11 @@ def endpoint_kinds(design: DesignSpec) -> dict[str, str]:
     return out
 
 
-def noise_sd(design: DesignSpec, endpoint: str) -> float:
+def noise_sd(design: DesignSpec, endpoint: str, params: ParameterSet | None = None) -> float:
     spec = design.endpoints[endpoint]
     if spec.noise_sd is not None:
         return spec.noise_sd
-    p = response_parameters()
+    p = params if params is not None else response_parameters()
     return p[f"noise_sd_{endpoint}"].value if f"noise_sd_{endpoint}" in p.names() else 0.0
 
 
@@ -61,16 +61,17 @@ def _draws(seed: int, ids: np.ndarray, size: int) -> np.ndarray:
 
 
 def observe(design: DesignSpec, arm: ArmSpec, ids: np.ndarray, modelled: dict[str, np.ndarray],
-            responses: dict[str, np.ndarray]) -> tuple[pd.DataFrame, pd.DataFrame]:
+            responses: dict[str, np.ndarray], params: ParameterSet | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Observed endpoints for one chunk of an arm.
 
     ``modelled`` maps each disease endpoint to (patients, 1 + visits) values at day 0 and each visit;
     ``responses`` maps each response (e.g. 'response_day28') to per-patient category codes.
     Returns (long table: patient, arm, endpoint, visit_day, value, baseline, change, modelled;
-    per-patient table: dropout day and the comparator draws)."""
+    per-patient table: dropout day and the comparator draws). ``params`` replaces the cited trial-level
+    responses (data/parameters/trial_response.yaml), e.g. with one parameter set drawn from their uncertainty."""
     from scipy.stats import norm
 
-    p = response_parameters()
+    p = params if params is not None else response_parameters()
     visits = np.asarray(design.visits_days, dtype=float)
     days = np.concatenate([[0.0], visits])
     names = sorted(design.endpoints)
@@ -125,7 +126,7 @@ def observe(design: DesignSpec, arm: ArmSpec, ids: np.ndarray, modelled: dict[st
             after = days >= 28.0
             sc_stage = np.where(gvhd_sc_complete[:, None], 0.0, np.maximum(obs[:, :1] - 1.0, 0.0))
             obs = np.where(after[None, :] & gvhd_sc_response[:, None], np.minimum(obs, sc_stage), obs)
-        sd = noise_sd(design, name)
+        sd = noise_sd(design, name, p)
         if sd > 0:
             lo, hi = eps.spec.endpoints[name].range or (-np.inf, np.inf)
             obs = np.clip(obs + sd * z_noise[:, k, :], lo, hi)

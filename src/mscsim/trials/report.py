@@ -195,7 +195,7 @@ def forest_plot(comparisons: pd.DataFrame, published: pd.DataFrame | None, meta:
     heights = [0.9 + 0.38 * len(rows) for _, rows in panels]
     fig, axes = plt.subplots(len(panels), 1, figsize=(9.5, 0.8 + sum(heights)), height_ratios=heights,
                              constrained_layout=True, squeeze=False)
-    drew_published = False
+    drew_published = drew_band = False
     for ax, (ep, rows) in zip(axes[:, 0], panels):
         ys = np.arange(len(rows))[::-1].astype(float)
         labels = []
@@ -203,6 +203,10 @@ def forest_plot(comparisons: pd.DataFrame, published: pd.DataFrame | None, meta:
         for y, (_, r) in zip(ys, rows.iterrows()):
             labels.append(f"day {_day(r['visit_day'])}: {names.get(str(r['arm']), r['arm'])} vs "
                           f"{names.get(str(r['control']), r['control'])}")
+            if "param_low90" in r and not (_isnan(r["param_low90"]) or _isnan(r["param_high90"])):
+                ax.plot([r["param_low90"], r["param_high90"]], [y, y], color=_SIM_COLOUR, lw=9, alpha=0.2,
+                        solid_capstyle="butt")
+                drew_band = True
             if not (_isnan(r["ci_low"]) or _isnan(r["ci_high"])):
                 ax.plot([r["ci_low"], r["ci_high"]], [y, y], color=_SIM_COLOUR, lw=2, solid_capstyle="butt")
             ax.plot([r["estimate"]], [y], "o", color=_SIM_COLOUR, ms=6)
@@ -223,6 +227,9 @@ def forest_plot(comparisons: pd.DataFrame, published: pd.DataFrame | None, meta:
         ax.set_xlabel(f"difference against control{direction}", fontsize=font)
         ax.set_title(_endpoint_label(meta, ep), fontsize=10, loc="left")
     handles = [plt.Line2D([], [], color=_SIM_COLOUR, marker="o", lw=2, label="simulated (95% CI)")]
+    if drew_band:
+        handles.append(plt.Line2D([], [], color=_SIM_COLOUR, lw=9, alpha=0.2,
+                                  label="parameter uncertainty (90% of draws)"))
     if drew_published:
         handles.append(plt.Line2D([], [], color=_PUB_COLOUR, marker="D", mfc="white", ls="--",
                                   label="published (95% CI where reported)"))
@@ -268,6 +275,7 @@ def timecourse_plot(summary: pd.DataFrame, meta: Mapping, path: str | Path) -> P
                              squeeze=False)
     for ax in axes.ravel()[len(endpoints):]:
         ax.set_axis_off()
+    banded = False
     days = sorted(s["visit_day"].astype(float).unique())  # every panel on the same days, from day 0
     lo = min(0.0, days[0])
     pad = 0.03 * max(days[-1] - lo, 1.0)
@@ -286,6 +294,14 @@ def timecourse_plot(summary: pd.DataFrame, meta: Mapping, path: str | Path) -> P
                 base = float((d["mean"] - d["mean_change"]).astype(float).dropna().iloc[0])
                 x, y, ci = np.r_[0.0, x], np.r_[base, y], np.vstack([[base, base], ci])
             c = colours[arm]
+            if "param_mean_low90" in d and d["param_mean_low90"].notna().any():
+                plo = d["param_mean_low90"].astype(float).to_numpy() * scale
+                phi = d["param_mean_high90"].astype(float).to_numpy() * scale
+                if len(x) == 1:
+                    ax.plot([x[0], x[0]], [plo[0], phi[0]], color=c, lw=8, alpha=0.15)
+                else:
+                    ax.fill_between(x, plo, phi, facecolor="none", edgecolor=c, hatch="///", alpha=0.35, lw=0)
+                banded = True
             if len(x) == 1:
                 err = np.abs(np.nan_to_num(np.array([[y[0] - ci[0, 0]], [ci[0, 1] - y[0]]])))
                 ax.errorbar(x, y, yerr=err, fmt="o", color=c, capsize=4)
@@ -303,7 +319,8 @@ def timecourse_plot(summary: pd.DataFrame, meta: Mapping, path: str | Path) -> P
         ax.set_title(label + ("  (primary)" if ep == primary else ""), fontsize=10, loc="left")
     handles = [plt.Line2D([], [], color=colours[a], marker="o", label=arm_label.get(a, a)) for a in arms]
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False,
-               title="arm (band: 95% CI of the mean or rate)", title_fontsize=8)
+               title="arm (band: 95% CI of the mean or rate" + ("; hatched: 90% of parameter draws)" if banded
+                                                                    else ")"), title_fontsize=8)
     fig.suptitle(f"{meta.get('title') or meta.get('name') or 'virtual trial'}: endpoints over time", fontsize=11)
     return _finish(fig, path)
 
@@ -324,7 +341,14 @@ def comparison_table(published: pd.DataFrame | None) -> pd.DataFrame:
              "source": ", ".join(map(str, r["source"])) if isinstance(r["source"], (list, tuple))
              else ("" if _isnan(r["source"]) else str(r["source"])),
              "agrees": _yes_no(r["agrees"])} for _, r in pub.iterrows()]
-    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    if "param_median" in pub.columns and len(pub):  # bands from parameter uncertainty
+        table.insert(6, "parameter uncertainty (90%)",
+                     [_with_ci(r["param_median"], r["param_low90"], r["param_high90"]) for _, r in pub.iterrows()])
+        table["with parameter uncertainty (95%)"] = [_interval(r["predictive_low95"], r["predictive_high95"])
+                                                     for _, r in pub.iterrows()]
+        table["agrees (with parameters)"] = [_yes_no(v) for v in pub["agrees_with_uncertainty"]]
+    return table
 
 
 def _md_cell(text: object) -> str:
@@ -427,10 +451,10 @@ def write_html_report(path: str | Path, meta: Mapping, summary: pd.DataFrame | N
         table["endpoint"] = [_short_label(meta, x) for x in table["endpoint"]]
         table["arm"] = [arm_label.get(x, x) for x in table["arm"]]
     notes = [str(n) if not _isnan(n) else "" for n in pub["note"]]
-    pub_rows = [list(r[:-1]) + [(r[-1], r[-1] if r[-1] in ("yes", "no") else ""), n]
-                for r, n in zip(table.itertuples(index=False), notes)]
-    pub_html = _table(list(TABLE_COLUMNS) + ["note"], pub_rows,
-                      ["disagree" if r[-1] == "no" else "" for r in table.itertuples(index=False)],
+    pub_rows = [[(v, v) if c.startswith("agrees") and v in ("yes", "no") else v for c, v in zip(table.columns, r)]
+                + [n] for r, n in zip(table.itertuples(index=False), notes)]
+    pub_html = _table(list(table.columns) + ["note"], pub_rows,
+                      ["disagree" if r.agrees == "no" else "" for r in table.itertuples(index=False)],
                       empty="No published numbers to compare with for this design.")
     n_dis = int((table["agrees"] == "no").sum())
     pub_lead = (f"<p>{len(table)} published number(s); {n_dis} outside the simulated interval "
@@ -438,6 +462,13 @@ def write_html_report(path: str | Path, meta: Mapping, summary: pd.DataFrame | N
                 f"of the result across in-silico repeats of the trial at the published size (a prediction interval: "
                 f"what running this trial again would show), or, without repeats, the one simulated trial's 95% "
                 f"confidence interval; the 'interval' column says which.</p>" if len(table) else "")
+    if "parameter uncertainty (90%)" in table.columns:
+        pub_lead += ("<p>Bands from parameter uncertainty keep apart the three sources of spread: 'parameter "
+                     "uncertainty (90%)' is the statistic over each parameter draw's pool of virtual patients, across "
+                     "draws (median and 90% interval; the same patients in every draw); 'with parameter uncertainty "
+                     "(95%)' repeats the trial at its published size from every draw's pool (parameters and "
+                     "trial-repeat sampling together); the simulated interval is trial-repeat sampling at the "
+                     "nominal parameters; between-patient ranges are in the summary by arm.</p>")
 
     summ_rows = []
     for _, r in summ.iterrows():
@@ -448,15 +479,21 @@ def write_html_report(path: str | Path, meta: Mapping, summary: pd.DataFrame | N
                           _day(r["visit_day"]), r["kind"], _count(r["n"]), f(r["mean"]),
                           _DASH if binary else _num(r["sd"]), _DASH if binary else _num(r["mean_change"]),
                           _DASH if binary else _num(r["sd_change"]),
-                          _interval(r["ci_low"], r["ci_high"], f), ci_of])
+                          _interval(r["ci_low"], r["ci_high"], f), ci_of]
+                         + ([_with_ci(r["param_median"], r["param_low90"], r["param_high90"], f),
+                             _interval(r["patients_low90"], r["patients_high90"])] if "param_median" in summ else []))
+    band_heads = ["parameter uncertainty (90%) of the same", "between patients (90%)"] if "param_median" in summ else []
     summ_html = _table(["arm", "endpoint", "day", "kind", "n", "mean or rate", "sd", "mean change", "sd change",
-                        "95% CI", "CI of"], summ_rows, empty="No summary statistics.")
+                        "95% CI", "CI of", *band_heads], summ_rows, empty="No summary statistics.")
 
     comp_html = _table(
-        ["endpoint", "day", "arm", "control", "difference (95% CI)", "p", "test", "n arm", "n control"],
+        ["endpoint", "day", "arm", "control", "difference (95% CI)", "p", "test", "n arm", "n control"]
+        + (["difference, parameter uncertainty (90%)"] if "param_median" in comp else []),
         [[_endpoint_label(meta, str(r["endpoint"])), _day(r["visit_day"]), arm_label.get(str(r["arm"]), r["arm"]),
           arm_label.get(str(r["control"]), r["control"]), _with_ci(r["estimate"], r["ci_low"], r["ci_high"]),
-          _pvalue(r["p_value"]), r["test"], _count(r["n_arm"]), _count(r["n_control"])] for _, r in comp.iterrows()],
+          _pvalue(r["p_value"]), r["test"], _count(r["n_arm"]), _count(r["n_control"])]
+         + ([_with_ci(r["param_median"], r["param_low90"], r["param_high90"])] if "param_median" in comp else [])
+         for _, r in comp.iterrows()],
         empty="No comparisons vs control.")
 
     power_html = ""

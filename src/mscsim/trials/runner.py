@@ -100,6 +100,47 @@ def plan_chunks(design: DesignSpec, chunk_size: int | None = None) -> list[Chunk
             for arm in counts for s in range(0, counts[arm], size)]
 
 
+@dataclass(frozen=True)
+class DrawChunk:
+    """The first ``pool_per_arm`` patients of an arm under the parameter draws with the given keys."""
+
+    arm: str
+    keys: tuple[int, ...]
+
+    @property
+    def stem(self) -> str:
+        return f"draws_{self.arm}_{self.keys[0]:08d}_{len(self.keys)}"
+
+
+def plan_draw_chunks(design: DesignSpec, keys, chunk_size: int | None = None) -> list[DrawChunk]:
+    """Draw chunks of about ``chunk_size`` patient rows (draws x pool_per_arm) per arm, in key order."""
+    size = chunk_size or design.solver.chunk_size
+    per = max(1, size // design.uncertainty.pool_per_arm)
+    keys = [int(k) for k in keys]
+    return [DrawChunk(arm.name, tuple(keys[i:i + per])) for arm in design.arms for i in range(0, len(keys), per)]
+
+
+def run_draw_chunk(design: DesignSpec, chunk: DrawChunk) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One draw chunk: (observed endpoints of the arm's pool under each draw, long with 'draw'; failed draws)."""
+    from ..uncertainty.draws import values_for
+    from ..uncertainty.priors import load_posterior
+    from .uncertain import arm_sets, design_space
+
+    design, arm, _ = _setup(design, chunk.arm)
+    spec = design.uncertainty
+    space = design_space(design)
+    posterior = load_posterior(spec.posterior, space, max(chunk.keys) + 1) if spec.posterior else None
+    keys = np.array(chunk.keys)
+    table, failed = arm_sets(design, arm, space, values_for(space, design.seed, keys, posterior), keys,
+                             spec.pool_per_arm)
+    return table, pd.DataFrame({"draw": keys, "arm": arm.name, "failed": failed})
+
+
+def _run(design: DesignSpec, chunk) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A patient chunk or a draw chunk."""
+    return run_draw_chunk(design, chunk) if isinstance(chunk, DrawChunk) else run_chunk(design, chunk)
+
+
 # The resolved scenario of each arm (compiled model, parameters), once per process, keyed by the design's digest:
 # the parent resolves them before the first chunk and hands them to its workers (see ``_map``).
 _SETUPS: dict[tuple[str, str], Setup] = {}
@@ -165,22 +206,34 @@ def run_chunk(design: DesignSpec, chunk: Chunk) -> tuple[pd.DataFrame, pd.DataFr
         states = solve(setup, prob, first_patient=chunk.start)
     except MscsimError as exc:
         raise MscsimError(f"arm '{arm.name}', patients {chunk.start}-{chunk.start + chunk.count - 1}: {exc}") from None
+    return observed(design, arm, setup, ids, cohort, states)
+
+
+def observed(design: DesignSpec, arm: ArmSpec, setup: Setup, ids: np.ndarray, cohort: pd.DataFrame,
+             states: np.ndarray, *, coefficients: dict | None = None, params=None, safety: bool = True
+             ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What the trial records for simulated patients (states: patients x output times x model states): endpoints at
+    the visits through the observation model, responses, and per patient covariates, dropout and adverse events.
+    ``coefficients`` and ``params`` replace the endpoint coefficients and the trial-level responses (one parameter
+    set drawn from their uncertainty)."""
     model = setup.model
     names = model.state_names
     days = _output_days(setup)
     at = [int(np.argmin(np.abs(days - d))) for d in [0.0, *design.visits_days]]
-    values = endpoint_values(design.disease, {s: states[:, :, k] for k, s in enumerate(names)}, names)
+    values = endpoint_values(design.disease, {s: states[:, :, k] for k, s in enumerate(names)}, names, coefficients)
     eps = load_endpoints(design.disease)
     responses = {name: stage_response(values[r.of], days, r.day) for name, r in eps.spec.responses.items()
                  if name in design.endpoints}
     modelled = {name: v[:, at] for name, v in values.items()}
-    long, per_patient = observe(design, arm, ids, modelled, responses)
-
+    long, per_patient = observe(design, arm, ids, modelled, responses, params)
+    if not safety:
+        return long, per_patient
+    count = len(ids)
     weight = cohort["weight_kg"].to_numpy(dtype=float) if "weight_kg" in cohort else \
-        np.full(chunk.count, setup.body_weight())
+        np.full(count, setup.body_weight())
     lung = states[:, :, model.index("msc_lung")].max(axis=1) / weight
-    doses = setup.patient_doses(chunk.count, to_model_covariates(cohort).reset_index(drop=True)) \
-        if arm.has_cells else np.zeros(chunk.count)
+    doses = setup.patient_doses(count, to_model_covariates(cohort).reset_index(drop=True)) \
+        if arm.has_cells else np.zeros(count)
     route = arm.delivery_route or "intravenous"
     ctx = ExposureContext(route=route, cells_per_administration=doses, weight_kg=weight,
                           n_administrations=len(arm.regimen.times_days) if arm.regimen else 1,
@@ -222,8 +275,10 @@ def _write_atomic(df: pd.DataFrame, path: Path) -> None:
         raise
 
 
-def _chunk_paths(out: Path, chunk: Chunk) -> tuple[Path, Path]:
+def _chunk_paths(out: Path, chunk) -> tuple[Path, Path]:
     d = out / CHUNK_DIR
+    if isinstance(chunk, DrawChunk):
+        return d / f"{chunk.stem}.endpoints.parquet", d / f"{chunk.stem}.failed.parquet"
     return d / f"{chunk.stem}.endpoints.parquet", d / f"{chunk.stem}.patients.parquet"
 
 
@@ -273,8 +328,9 @@ def _check_run_file(out: Path, design: DesignSpec, chunk_size: int, notice: Call
 
 def execute(design: DesignSpec, out: str | Path, *, workers: int = 1, scheduler: str | None = None,
             chunk_size: int | None = None, progress: Callable[[int, int], None] | None = None,
-            max_chunks: int | None = None, notice: Callable[[str], None] | None = None) -> list[Chunk]:
-    """Run every chunk of the design not already stored in ``out``; returns the full chunk plan.
+            max_chunks: int | None = None, notice: Callable[[str], None] | None = None, draw_keys=None) -> list:
+    """Run every chunk of the design not already stored in ``out``; returns the full chunk plan (patient chunks,
+    then the draw chunks of ``draw_keys``, the keys of the parameter draws, when the design has uncertainty).
 
     Every arm is resolved (names, values, the compiled model) before the chunk store is touched. A run that fails
     removes the store if it created it (a failure is deterministic: rerunning the same design would fail again);
@@ -283,6 +339,8 @@ def execute(design: DesignSpec, out: str | Path, *, workers: int = 1, scheduler:
     out = Path(out)
     size = chunk_size or design.solver.chunk_size
     chunks = plan_chunks(design, size)
+    if draw_keys is not None and len(draw_keys):
+        chunks = chunks + plan_draw_chunks(design, draw_keys, size)
     setups = resolve_arms(design)
     created = not out.exists()
     _check_run_file(out, design, size, notice)
@@ -323,7 +381,7 @@ def _map(design: DesignSpec, setups: dict[str, Setup], chunks: list[Chunk], work
         return
     if workers <= 1:
         for c in chunks:
-            yield c, run_chunk(design, c)
+            yield c, _run(design, c)
         return
     yield from _map_local(design, setups, chunks, workers)
 
@@ -342,7 +400,7 @@ def _map_local(design: DesignSpec, setups: dict[str, Setup], chunks: list[Chunk]
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_install,
                                initargs=(design.digest(), setups))
     try:
-        futures = {pool.submit(run_chunk, design, c): c for c in chunks}
+        futures = {pool.submit(_run, design, c): c for c in chunks}
         for fut in as_completed(futures):
             try:
                 result = fut.result()
@@ -376,7 +434,7 @@ def _map_dask(design: DesignSpec, setups: dict[str, Setup], chunks: list[Chunk],
                          f"tcp://127.0.0.1:8786 ({exc})") from None
     with client:
         client.run(_install_dask, design.digest(), setups)
-        futures = {client.submit(run_chunk, design, c, pure=False): c for c in chunks}
+        futures = {client.submit(_run, design, c, pure=False): c for c in chunks}
         try:
             for fut in as_completed(list(futures)):
                 yield futures[fut], fut.result()
@@ -394,9 +452,23 @@ def _install_dask(digest: str, setups: dict[str, Setup]) -> None:
 # --- assembling the finished trial ---------------------------------------------------------------------
 
 
-def collect(out: str | Path, chunks: list[Chunk]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every chunk's results, in patient order (endpoints long table, patients table)."""
+def collect_draws(out: str | Path, chunks: list) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every draw chunk's results: (observed endpoints, long with 'draw', in draw and patient order; failed draws)."""
     out = Path(out)
+    chunks = [c for c in chunks if isinstance(c, DrawChunk)]
+    if not chunks:
+        return pd.DataFrame(), pd.DataFrame(columns=["draw", "arm", "failed"])
+    long = pd.concat([pd.read_parquet(_chunk_paths(out, c)[0]) for c in chunks], ignore_index=True)
+    failed = pd.concat([pd.read_parquet(_chunk_paths(out, c)[1]) for c in chunks], ignore_index=True)
+    if len(long):
+        long = long.sort_values(["draw", "patient", "endpoint", "visit_day"], kind="stable").reset_index(drop=True)
+    return long, failed.sort_values(["draw", "arm"], kind="stable").reset_index(drop=True)
+
+
+def collect(out: str | Path, chunks: list[Chunk]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every patient chunk's results, in patient order (endpoints long table, patients table)."""
+    out = Path(out)
+    chunks = [c for c in chunks if not isinstance(c, DrawChunk)]
     missing = [c.stem for c in chunks if not _is_done(out, c)]
     if missing:
         raise MscsimError(f"{len(missing)} chunk(s) not finished (e.g. {missing[0]}); run the trial again to resume")

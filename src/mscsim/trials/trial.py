@@ -21,7 +21,7 @@ from .analysis import TrialAnalysis, analyse
 from .design import DesignSpec, design_record
 from .observe import endpoint_kinds, response_parameters
 from .report import comparison_markdown, forest_plot, timecourse_plot, write_html_report
-from .runner import collect, execute
+from .runner import collect, collect_draws, execute
 from .safety import load_safety_parameters
 
 DISCLAIMER = "mscsim is a research tool, never medical advice."
@@ -112,24 +112,62 @@ def parameter_overrides(design: DesignSpec) -> list[dict]:
     return [o.record() for o in _setup(design, design.arms[0].name)[2].overrides]
 
 
+def parameter_draws_for(design: DesignSpec, progress=None):
+    """The design's parameter draws (None without ``uncertainty``): the design's uncertain parameters, conditioned
+    on its reference patient (the first arm's scenario, one typical patient) having the disease as enrolled."""
+    spec = design.uncertainty
+    if spec is None:
+        return None
+    from ..uncertainty.draws import parameter_draws
+    from ..uncertainty.priors import load_posterior
+    from .design import arm_scenario
+    from .uncertain import design_space
+
+    space = design_space(design)
+    posterior = load_posterior(spec.posterior, space, spec.draws) if spec.posterior else None
+    return parameter_draws(arm_scenario(design, design.arms[0]), space, design.seed, spec.draws,
+                           posterior=posterior, condition=spec.condition, progress=progress)
+
+
+def with_bands(design: DesignSpec, analysis: TrialAnalysis, draw_obs: pd.DataFrame,
+               endpoints: pd.DataFrame) -> TrialAnalysis:
+    """The analysis with the parameter-uncertainty bands (and between-patient ranges) beside each statistic."""
+    from dataclasses import replace
+
+    from .bands import comparison_bands, published_bands, summary_bands
+
+    return replace(analysis, summary=summary_bands(design, analysis.summary, draw_obs, endpoints),
+                   comparisons=comparison_bands(design, analysis.comparisons, draw_obs),
+                   published=published_bands(design, analysis.published, draw_obs))
+
+
 def run_trial(design: DesignSpec, out: str | Path, *, design_path: str | None = None, workers: int = 1,
               scheduler: str | None = None, chunk_size: int | None = None, progress=None,
-              keep_chunks: bool = False, notice=None) -> TrialResult:
+              keep_chunks: bool = False, notice=None, screening=None) -> TrialResult:
     """Run (or resume) a trial and write its outputs, atomically, to ``out``. Finished chunks are kept in the
     sibling folder ``<out>.chunks`` while the trial runs (a rerun resumes from them) and removed once the trial is
-    assembled, unless ``keep_chunks``. ``notice(text)`` is told when an earlier run's chunks are replaced."""
+    assembled, unless ``keep_chunks``. ``notice(text)`` is told when an earlier run's chunks are replaced. With
+    ``design.uncertainty`` the parameter draws run as further chunks and every table gets its bands
+    (``screening(done, total)`` reports the draws' conditioning)."""
     out = Path(out)
     check_output_dir(out)  # before any work: a folder of other files would be refused only at the end
+    try:
+        draws = parameter_draws_for(design, progress=screening)
+    except InputError as exc:
+        raise exc.with_file(design_path) from None
     store = chunk_store(out)
     try:
         chunks = execute(design, store, workers=workers, scheduler=scheduler, chunk_size=chunk_size,
-                         progress=progress, notice=notice)
+                         progress=progress, notice=notice, draw_keys=None if draws is None else draws.index)
     except InputError as exc:
         raise exc.with_file(design_path) from None
     except MscsimError as exc:  # a run whose numbers cannot be trusted: say which design
         raise type(exc)(f"{design_path or design.name}: {exc}") from None
     endpoints, patients = collect(store, chunks)
     analysis = analyse(design, endpoints, patients)
+    draw_obs, failed = collect_draws(store, chunks)
+    if draws is not None:
+        analysis = with_bands(design, analysis, draw_obs, endpoints)
     kinds = endpoint_kinds(design)
     meta = {
         "name": design.name, "title": design.title, "description": design.description, "seed": design.seed,
@@ -140,9 +178,12 @@ def run_trial(design: DesignSpec, out: str | Path, *, design_path: str | None = 
         "fitted": fitted_parameters(design),
         "citations": [r.formatted() for r in resolve(citation_keys(design))],
         "disclaimer": DISCLAIMER, "endpoint_labels": _labels(design), "better": _better(design, kinds),
+        "uncertainty": None if draws is None else _uncertainty_record(design, draws, failed),
     }
     with atomic_output_dir(out) as tmp:
         endpoints.to_parquet(tmp / "endpoints.parquet", index=False)
+        if draws is not None:
+            draw_obs.to_parquet(tmp / "draws.parquet", index=False)
         patients.to_parquet(tmp / "patients.parquet", index=False)
         analysis.summary.to_csv(tmp / "arm_summary.csv", index=False)
         analysis.comparisons.to_csv(tmp / "comparisons.csv", index=False)
@@ -169,13 +210,22 @@ def run_trial(design: DesignSpec, out: str | Path, *, design_path: str | None = 
                     "seed": design.seed, "design_digest": design.digest(), "n_simulated": int(len(patients)),
                     "n_in_trial": int(patients["in_trial"].sum()), "citations": citation_keys(design),
                     "fitted_parameters": meta["fitted"], "parameter_overrides": parameter_overrides(design),
-                    "allow_out_of_bounds": list(design.allow_out_of_bounds),
+                    "allow_out_of_bounds": list(design.allow_out_of_bounds), "uncertainty": meta["uncertainty"],
                     "files": sorted(p.name for p in tmp.iterdir()),
                     "disclaimer": DISCLAIMER}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str, allow_nan=False))
     if not keep_chunks:
         shutil.rmtree(store, ignore_errors=True)
     return TrialResult(design, out, analysis, int(len(patients)))
+
+
+def _uncertainty_record(design: DesignSpec, draws, failed: pd.DataFrame) -> dict:
+    n_failed = int(failed.loc[failed["failed"].astype(bool), "draw"].nunique()) if len(failed) else 0
+    return {"draws": int(len(draws.index)), "pool_per_arm": design.uncertainty.pool_per_arm,
+            "candidates_screened": int(draws.candidates), "condition": draws.condition,
+            "acceptance": round(float(draws.acceptance), 4), "failed_draws": n_failed,
+            "draw_keys": "draw d takes the d-th value of each parameter's generator keyed on (seed, 8117, name)",
+            "uncertain_parameters": list(draws.space.names)}
 
 
 def chunk_store(out: str | Path) -> Path:

@@ -1,0 +1,114 @@
+"""A trial's bands from parameter uncertainty, kept apart from the other two sources of spread:
+
+- parameter uncertainty: the statistic (an arm's mean change, a difference vs control, a published statistic) over
+  each draw's pool of patients, across draws (columns ``param_median``, ``param_low90`` ... ``param_high95``);
+- between-patient variability: the 5th-95th percentile of the patients' own values at the nominal parameters
+  (``patients_low90``, ``patients_high90``; continuous endpoints);
+- trial-repeat sampling: the existing confidence and prediction intervals at the nominal parameters
+  (``ci_low``/``ci_high``, ``simulated_ci_low``/``simulated_ci_high``);
+and, for the published numbers, both together: repeats of the trial at its published size drawn from every draw's
+pool (``predictive_low95``, ``predictive_high95``), against which ``agrees_with_uncertainty`` is judged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from ..uncertainty.bands import QUANTILES, quantiles
+from .analysis import PREDICTION_STREAM, _statistic
+from .design import DesignSpec
+from .observe import endpoint_kinds
+
+PARAM_COLUMNS = [f"param_{k}" for k in QUANTILES]
+PREDICTIVE_STREAM = PREDICTION_STREAM + 1  # repeats per draw: generator keyed on (seed, stream, row, draw key)
+
+
+def _with_quantity(obs: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:
+    """obs with column 'q': the analysed quantity per patient (change from baseline where the endpoint has one,
+    else the value; 0/1 for a binary endpoint), as the trial's summary and comparisons use it."""
+    has_base = obs.groupby("endpoint")["baseline"].apply(lambda s: bool(s.notna().any())).to_dict()
+    use_change = obs["endpoint"].map(lambda e: kinds.get(e) == "continuous" and has_base.get(e, False))
+    return obs.assign(q=np.where(use_change.to_numpy(dtype=bool), obs["change"], obs["value"]))
+
+
+def _param(values) -> dict[str, float]:
+    return {f"param_{k}": v for k, v in quantiles(values).items()}
+
+
+def summary_bands(design: DesignSpec, summary: pd.DataFrame, draws: pd.DataFrame, obs_all: pd.DataFrame
+                  ) -> pd.DataFrame:
+    """The arm summary with, per arm, endpoint and visit, the parameter band of the analysed quantity (mean change,
+    mean or rate) across draws and the between-patient 90 % range at the nominal parameters."""
+    kinds = endpoint_kinds(design)
+    keys = ["arm", "endpoint", "visit_day"]
+    per_draw = _with_quantity(draws, kinds).groupby(["draw", *keys])[["q", "value"]].mean().reset_index()
+    bands = per_draw.groupby(keys)["q"].apply(lambda v: pd.Series(_param(v))).unstack().reset_index()
+    mean_band = per_draw.groupby(keys)["value"].quantile([0.05, 0.95]).unstack().reset_index()
+    mean_band.columns = [*keys, "param_mean_low90", "param_mean_high90"]
+    bands = bands.merge(mean_band, on=keys, how="left")
+    nominal = _with_quantity(obs_all, kinds)
+    spread = nominal.groupby(keys)["q"].quantile([0.05, 0.95]).unstack().reset_index()
+    spread.columns = [*keys, "patients_low90", "patients_high90"]
+    out = summary.merge(bands, on=keys, how="left").merge(spread, on=keys, how="left")
+    binary = out["kind"] == "binary"
+    out.loc[binary, ["patients_low90", "patients_high90"]] = np.nan  # a 0/1 outcome has no patient range
+    out["param_quantity"] = np.where(binary, "rate", np.where(out["mean_change"].notna(), "mean change", "mean"))
+    return out
+
+
+def comparison_bands(design: DesignSpec, comparisons: pd.DataFrame, draws: pd.DataFrame) -> pd.DataFrame:
+    """The comparisons with the parameter band of each difference vs control (difference of mean changes, or of
+    rates) across draws."""
+    if comparisons.empty or design.control is None:
+        return comparisons.assign(**{c: np.nan for c in PARAM_COLUMNS})
+    kinds = endpoint_kinds(design)
+    means = _with_quantity(draws, kinds).groupby(["draw", "arm", "endpoint", "visit_day"])["q"].mean()
+    means = means.unstack("arm")
+    rows = []
+    for _, r in comparisons.iterrows():
+        idx = (means.index.get_level_values("endpoint") == r["endpoint"]) & \
+              (means.index.get_level_values("visit_day") == r["visit_day"])
+        sel = means[idx]
+        diff = sel[r["arm"]] - sel[r["control"]] if r["arm"] in sel and r["control"] in sel else pd.Series([], dtype=float)
+        rows.append(_param(diff.to_numpy(dtype=float)))
+    return pd.concat([comparisons.reset_index(drop=True), pd.DataFrame(rows, columns=PARAM_COLUMNS)], axis=1)
+
+
+def published_bands(design: DesignSpec, published: pd.DataFrame, draws: pd.DataFrame) -> pd.DataFrame:
+    """The published-vs-simulated rows with the statistic's parameter band across draws (each draw's pool), and
+    the predictive 95 % interval of repeats of the trial at the published size drawn from every draw's pool
+    (parameter uncertainty and trial-repeat sampling together)."""
+    cols = PARAM_COLUMNS + ["predictive_low95", "predictive_high95", "agrees_with_uncertainty"]
+    if published.empty:
+        return published.assign(**{c: pd.Series(dtype=float) for c in cols})
+    sizes = {a.name: a.n for a in design.arms}
+    control = design.control.name if design.control else None
+    keys = sorted(draws["draw"].unique())
+    replicates = design.prediction.replicates if design.prediction else 2000
+    per_draw = max(1, math.ceil(replicates / max(len(keys), 1)))
+    rows = []
+    for k, p in enumerate(design.published):
+        column = "change" if p.statistic in ("mean_change", "median_change", "difference_mean_change") else "value"
+        at = draws[(draws["endpoint"] == p.endpoint) & (draws["visit_day"] == p.visit_day)]
+        values, reps = [], []
+        for key, g in at.groupby("draw", sort=True):
+            a = g.loc[g["arm"] == p.arm, column].to_numpy(dtype=float)
+            c = g.loc[g["arm"] == control, column].to_numpy(dtype=float) if p.statistic.startswith("difference") \
+                else None
+            if not len(a) or (c is not None and not len(c)):
+                continue
+            values.append(float(_statistic(p.statistic, a[None, :], None if c is None else c[None, :])[0]))
+            rng = np.random.default_rng([int(design.seed), PREDICTIVE_STREAM, k, int(key)])
+            ra = a[rng.integers(0, len(a), size=(per_draw, sizes[p.arm]))]
+            rc = None if c is None else c[rng.integers(0, len(c), size=(per_draw, sizes[control]))]
+            reps.append(_statistic(p.statistic, ra, rc))
+        reps = np.concatenate(reps) if reps else np.array([])
+        reps = reps[np.isfinite(reps)]
+        low, high = (np.quantile(reps, [0.025, 0.975]) if reps.size else (np.nan, np.nan))
+        agrees = bool(low <= p.value <= high) if reps.size else False
+        rows.append({**_param(values), "predictive_low95": float(low), "predictive_high95": float(high),
+                     "agrees_with_uncertainty": agrees})
+    return pd.concat([published.reset_index(drop=True), pd.DataFrame(rows, columns=cols)], axis=1)
