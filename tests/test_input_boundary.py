@@ -199,3 +199,36 @@ def test_a_bad_cohort_file_is_named_itself_and_found_beside_the_design(tmp_path,
     assert f"{(tmp_path / 'cohort.yaml').resolve()}: field 'population.covariates.sex_female.p'" in err
     assert "design.yaml" in err and "finite" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort.yaml", "design.yaml"]
+
+
+def test_a_design_whose_published_difference_has_no_control_arm_is_refused_at_load(tmp_path, capsys):
+    """Long-fuzz finding: ``control: 0.0`` on the control arm left a published difference with nothing to be a
+    difference against (an IndexError after every patient had run); now the design file and field are named."""
+    from conftest import small_design, write_design
+
+    data = small_design()
+    data["arms"][0]["control"] = False
+    assert any(p["statistic"].startswith("difference") for p in data["published"])
+    design = write_design(data, tmp_path / "design.yaml")
+    err = _cli_error(capsys, "trial", design, "--out", tmp_path / "out")
+    assert "design.yaml" in err and "published." in err and "control: true" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["design.yaml"]
+
+
+@pytest.mark.parametrize("where", ["source", "published"])
+def test_an_unknown_citation_key_in_a_design_names_the_file_and_field(tmp_path, capsys, where):
+    """Long-fuzz finding: an unknown citation key surfaced only after the run, without the design's file name."""
+    from conftest import small_design, write_design
+
+    data = small_design()
+    if where == "source":
+        data["source"] = [*data.get("source", []), "lee2019oax"]
+        field = f"source.{len(data['source']) - 1}"
+    else:
+        data["published"][0]["source"] = ["abc"]
+        field = "published.0.source.0"
+    design = write_design(data, tmp_path / "design.yaml")
+    err = _cli_error(capsys, "trial", design, "--out", tmp_path / "out")
+    assert "design.yaml" in err and f"field '{field}'" in err and "bibliography" in err
+    if where == "source":
+        assert "did you mean 'lee2019oa'" in err

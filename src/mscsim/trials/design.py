@@ -218,9 +218,21 @@ class DesignSpec(_Strict):
             raise _FieldProblem("primary.endpoint", self.primary.endpoint, f"one of endpoints {list(self.endpoints)}")
         if self.primary.visit_day not in self.visits_days:
             raise _FieldProblem("primary.visit_day", self.primary.visit_day, f"one of visits_days {self.visits_days}")
+        _check_citations("source", self.source)
+        _check_citations("dropout.source", self.dropout.source)
+        control = self.control
         for i, p in enumerate(self.published):
             if p.arm not in names:
                 raise _FieldProblem(f"published.{i}.arm", p.arm, f"one of the arms {names}")
+            _check_citations(f"published.{i}.source", p.source)
+            if p.statistic.startswith("difference"):
+                if control is None:
+                    raise _FieldProblem(f"published.{i}.statistic", p.statistic, "a difference against the control "
+                                        "arm, so one arm needs control: true (or a statistic of one arm: rate, mean, "
+                                        "mean_change, median, median_change)")
+                if p.arm == control.name:
+                    raise _FieldProblem(f"published.{i}.arm", p.arm, f"an arm other than the control "
+                                        f"({control.name}): a difference is taken against it")
             if p.endpoint not in self.endpoints:
                 raise _FieldProblem(f"published.{i}.endpoint", p.endpoint, f"one of endpoints {list(self.endpoints)}")
             if p.visit_day not in self.visits_days:
@@ -229,6 +241,7 @@ class DesignSpec(_Strict):
 
     @property
     def control(self) -> ArmSpec | None:
+        """The arm with ``control: true`` (None when no arm is one)."""
         return next((a for a in self.arms if a.control), None)
 
     @property
@@ -359,3 +372,18 @@ def bundled_designs() -> list[str]:
 def design_record(design: DesignSpec) -> dict:
     """The design as plain JSON-able data (recorded in every output)."""
     return json.loads(design.model_dump_json())
+
+
+def _check_citations(field: str, keys) -> None:
+    """Every citation key of a design in the bibliography (data/references), caught when the design is loaded."""
+    from difflib import get_close_matches
+
+    from ..model.references import bibliography
+
+    known = bibliography()
+    for j, key in enumerate(keys):
+        if key not in known:
+            close = get_close_matches(str(key), list(known), n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise _FieldProblem(f"{field}.{j}", key, f"{hint}a citation key defined in mscsim's bibliography "
+                                "(data/references/*.yaml; `mscsim citations` lists a run's)")
