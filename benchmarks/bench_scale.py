@@ -7,19 +7,22 @@ Run:  python benchmarks/bench_scale.py [--scenarios human_iv_2e6_per_kg knee_oa_
 
 Scenarios are bundled examples run for ``--days`` of follow-up (default one year) with between-patient
 variability (``population.variability: true``). The knee-OA scenario is the 44-state tissue model: every
-patient first runs 1,000 days of untreated disease (the burn-in) to their chronic state before the dose, and
-each method does that burn-in itself (counted in its time), as mscsim does (``Setup.baseline``).
+patient starts from their untreated chronic state. mscsim finds it as a user's run does (``Setup.problem``: the
+stable steady state by pseudo-transient continuation in compiled code, integrating only where a patient has
+none), inside its timed run. The other methods are given that same chronic state, computed by mscsim before
+their clock starts (shown in their "setup s"): they integrate only the follow-up, so the comparison is of
+integrators on the same problem, and mscsim's rows carry a cost theirs do not.
 
-Methods, all at the same tolerances (rtol 1e-8, mscsim's per-state absolute tolerances; the burn-in at
-rtol 1e-6, as mscsim runs it) and the same patients:
+Methods, all at the same tolerances (rtol 1e-8, mscsim's per-state absolute tolerances) and the same patients:
 
-- ``mscsim``: ``Setup.problem`` (parameter draws and burn-in) then ``solve_batched`` (NumPy RODAS4 with
-  per-patient step control), chunk by chunk.
-- ``mscsim-jax``: ``solve_jax`` (the same RODAS4 in one jitted JAX loop) for the burn-in and the follow-up.
+- ``mscsim``: ``Setup.problem`` (parameter draws and the chronic state) then ``solve_compiled`` (the compiled
+  engine: RODAS4 per patient in machine code, Numba), chunk by chunk, on ``--threads`` threads.
+- ``mscsim-numpy``: ``Setup.problem`` then ``solve_batched`` (the same RODAS4 in NumPy, vectorised over the
+  patients of a chunk): the engine before it was compiled.
+- ``mscsim-jax``: ``solve_jax`` (the same RODAS4 in one jitted JAX loop) for the follow-up.
 - ``roadrunner``: libRoadRunner (CVODE) running the exported SBML (``mscsim.io.sbml``) one patient at a time;
   before each run the patient's parameters and starting state are set on the model (vectorised setters,
-  then ``reset()`` so the dose events fire on that state). The burn-in runs on a copy of the SBML without the
-  dose events.
+  then ``reset()`` so the dose events fire on that state).
 - ``scipy``: ``scipy.integrate.solve_ivp`` one patient at a time, a stiff method (``--scipy-method``, BDF by
   default) with the model's analytic Jacobian and its generated right-hand side.
 - ``diffrax``: ``jax.vmap`` of diffrax ``Kvaerno5`` with a PID controller over the patients of a chunk, on the
@@ -27,7 +30,7 @@ rtol 1e-6, as mscsim runs it) and the same patients:
 
 Each measurement (one method, one cohort size) runs in a fresh subprocess; its peak memory is that process's
 peak resident set (``os.wait4``), so measurements do not bleed into each other. "seconds" is the wall time
-from the first patient to the last (parameter draws, burn-in, follow-up); one-time costs that do not grow
+from the first patient to the last (parameter draws, mscsim's chronic state, follow-up); one-time costs that do not grow
 with the cohort (SymPy compilation of the model, SBML export and libRoadRunner's JIT compilation, JAX
 tracing and XLA compilation, timed by JAX's own compile events; XLA executables go to a persistent cache shared
 by the run's measurements, so a shape compiled once is loaded after) are shown apart as "setup s". Outputs are
@@ -67,9 +70,10 @@ from pathlib import Path
 import numpy as np
 
 RTOL, ATOL_FACTOR = 1e-8, 1e-13
-METHODS = ("mscsim", "mscsim-jax", "roadrunner", "scipy", "diffrax")
+METHODS = ("mscsim", "mscsim-numpy", "mscsim-jax", "roadrunner", "scipy", "diffrax")
 JAX_METHODS = ("mscsim-jax", "diffrax")
-LABELS = {"mscsim": "mscsim solve_batched (NumPy RODAS4)", "mscsim-jax": "mscsim solve_jax (JAX RODAS4)",
+LABELS = {"mscsim": "mscsim solve_compiled (compiled RODAS4, Numba)",
+          "mscsim-numpy": "mscsim solve_batched (NumPy RODAS4)", "mscsim-jax": "mscsim solve_jax (JAX RODAS4)",
           "roadrunner": "libRoadRunner (CVODE), one patient at a time",
           "scipy": "SciPy solve_ivp({scipy_method}), one patient at a time",
           "diffrax": "diffrax vmap(Kvaerno5)+PID"}
@@ -95,44 +99,55 @@ def scenario_setup(name: str, n: int, days: float, rtol: float):
 
 
 def unburnt_problem(setup, start: int, count: int):
-    """``Setup.problem`` without the burn-in: the same patients, doses and output times, starting from zeros
-    (a method that needs the burn-in runs it itself, see ``burn_in_problem``)."""
+    """``Setup.problem`` without the chronic state: the same patients, doses and output times, starting from the
+    declared start values (see ``given_start``)."""
     from dataclasses import fields
 
     from mscsim.simulation import Setup
 
     class Unburnt(Setup):
-        def baseline(self, P):
+        def chronic_state(self, P):
             return None
 
     return Unburnt(**{f.name: getattr(setup, f.name) for f in fields(Setup)}).problem(start, count)
 
 
-def burn_in_problem(setup, P):
-    """The untreated burn-in as ``Setup.baseline`` runs it: BURN_IN_DAYS from the declared start values."""
-    from mscsim.simulation import BURN_IN_DAYS
-    from mscsim.solvers.problem import Problem
-
-    return Problem(setup.model, P, np.array([0.0, BURN_IN_DAYS * 24.0]), x0=setup.model.initial_signals(P))
-
-
-def burn_in_rtol(setup) -> float:
-    return min(setup.scenario.solver.rtol, 1e-6)
+def chronic_starts(setup, n: int) -> np.ndarray | None:
+    """Every patient's untreated chronic state as mscsim finds it (None for the kinetics-only model): the start
+    state the other methods are given (see the module's docstring)."""
+    if not setup.has_tissue:
+        return None
+    P = unburnt_problem(setup, 0, n).params
+    return setup.chronic_state(P)[0]
 
 
-def after_burn_in(setup, P, final):
-    """The chronic state from the burn-in's final state, as ``Setup.baseline``: structural loss reset to the
-    patient's grade, no cells."""
-    x0 = setup.model.initial_signals(P)
-    out = np.array(final, dtype=float)
-    k = setup.model.index("structure")
-    out[:, k] = x0[:, k]
-    out[:, setup.model.cell_mask] = 0.0
-    return out
+def given_start(prob, starts, start: int, count: int):
+    """``prob`` starting from the given chronic states of its patients (unchanged for the kinetics model)."""
+    from dataclasses import replace
+
+    return prob if starts is None else replace(prob, x0=starts[start:start + count])
 
 
 class Mscsim:
-    """Setup.problem (draws + batched burn-in) and solve_batched, per chunk."""
+    """Setup.problem (draws + chronic state) and solve_compiled, per chunk."""
+
+    batched = True
+
+    def __init__(self, setup, args):
+        from mscsim.solvers.compiled import kernels
+
+        self.setup, self.rtol = setup, args["rtol"]
+        kernels(setup.model)  # load the compiled engine (from the disk cache) before the clock starts
+
+    def run(self, start, count, deadline):
+        from mscsim.solvers.compiled import solve_compiled
+
+        prob = self.setup.problem(start, count)
+        return solve_compiled(prob, rtol=self.rtol, atol_factor=ATOL_FACTOR)
+
+
+class MscsimNumpy:
+    """Setup.problem (draws + chronic state) and solve_batched (NumPy), per chunk."""
 
     batched = True
 
@@ -147,7 +162,7 @@ class Mscsim:
 
 
 class MscsimJax:
-    """solve_jax for the burn-in and the follow-up (chunks padded to one power-of-two bucket by solve_jax)."""
+    """solve_jax for the follow-up from the given chronic state (chunks padded to a power-of-two bucket)."""
 
     batched = True
 
@@ -158,13 +173,10 @@ class MscsimJax:
 
         self.setup, self.rtol, self.chunk = setup, args["rtol"], args["chunk"]
         self.solve, self.replace = solve_jax, replace
+        self.starts = chronic_starts(setup, args["n"])
 
     def run(self, start, count, deadline):
-        prob = unburnt_problem(self.setup, start, count)
-        if self.setup.has_tissue:
-            burn = self.solve(burn_in_problem(self.setup, prob.params), rtol=burn_in_rtol(self.setup),
-                              atol_factor=ATOL_FACTOR, max_chunk=self.chunk)
-            prob = self.replace(prob, x0=after_burn_in(self.setup, prob.params, burn[:, -1]))
+        prob = given_start(unburnt_problem(self.setup, start, count), self.starts, start, count)
         return self.solve(prob, rtol=self.rtol, atol_factor=ATOL_FACTOR, max_chunk=self.chunk)
 
 
@@ -188,14 +200,8 @@ class RoadRunner:
         self.rr = roadrunner.RoadRunner(text)
         self.names = list(model.state_names)
         self.conc = np.array([is_concentration(model.model.state(s).units) for s in self.names])
-        self.burn = None
-        if setup.has_tissue:  # the same model without its dose events, for the untreated burn-in
-            doc = libsbml.readSBMLFromString(text)
-            events = doc.getModel().getListOfEvents()
-            while events.size():
-                events.remove(0)
-            self.burn = roadrunner.RoadRunner(libsbml.writeSBMLToString(doc))
-        for rr in filter(None, (self.rr, self.burn)):
+        self.starts = chronic_starts(setup, args["n"])
+        for rr in (self.rr,):
             rr.timeCourseSelections = ["time"] + [f"[{s}]" if c else s for s, c in zip(self.names, self.conc)]
         ids = list(self.rr.model.getGlobalParameterIds())
         missing = [p for p in model.param_names if p not in ids]
@@ -233,20 +239,13 @@ class RoadRunner:
         return np.asarray(rr.simulate(times=times))
 
     def run(self, start, count, deadline):
-        prob = unburnt_problem(self.setup, start, count)
+        prob = given_start(unburnt_problem(self.setup, start, count), self.starts, start, count)
         check_doses_match(prob, self.exported)
         P, t = prob.params, np.asarray(prob.t_eval, dtype=float)
         atol = prob.atol(ATOL_FACTOR)
         x0 = prob.initial_state()
-        if self.burn is not None:
-            bprob = burn_in_problem(self.setup, P)
-            bx0, batol, bt = bprob.initial_state(), bprob.atol(ATOL_FACTOR), bprob.t_eval
         out = np.empty((count, len(t), len(self.names)))
         for i in range(count):
-            if self.burn is not None:
-                self._tolerances(self.burn, burn_in_rtol(self.setup), batol[i])
-                final = self._simulate(self.burn, P[i], bx0[i], bt)[-1, 1:]
-                x0[i] = after_burn_in(self.setup, P[i:i + 1], final[None])[0]
             self._tolerances(self.rr, self.rtol, atol[i])
             res = self._simulate(self.rr, P[i], x0[i], t)
             out[i] = res[:, 1:]
@@ -271,6 +270,7 @@ class Scipy:
 
     def __init__(self, setup, args):
         self.setup, self.rtol, self.method = setup, args["rtol"], args["scipy_method"]
+        self.starts = chronic_starts(setup, args["n"])
 
     def _solve(self, p, y, segments, t_eval, atol, rtol, out):
         from scipy.integrate import solve_ivp
@@ -308,13 +308,10 @@ class Scipy:
     def run(self, start, count, deadline):
         from types import SimpleNamespace
 
-        prob = unburnt_problem(self.setup, start, count)
+        prob = given_start(unburnt_problem(self.setup, start, count), self.starts, start, count)
         P, t = prob.params, np.asarray(prob.t_eval, dtype=float)
         atol, x0 = prob.atol(ATOL_FACTOR), prob.initial_state()
         segs = prob.segments()
-        if self.setup.has_tissue:
-            bprob = burn_in_problem(self.setup, P)
-            bx0, batol, bt, bsegs = bprob.initial_state(), bprob.atol(ATOL_FACTOR), bprob.t_eval, bprob.segments()
         out = np.empty((count, len(t), self.setup.model.n_states))
         for i in range(count):
             def mine(ss):  # patient i's slice of each segment's dose and input
@@ -322,10 +319,6 @@ class Scipy:
                                         bolus=None if s.bolus is None else s.bolus[i],
                                         input=None if s.input is None else s.input[i]) for s in ss]
 
-            if self.setup.has_tissue:
-                scratch = np.empty((len(bt), len(x0[i])))
-                final = self._solve(P[i], bx0[i], mine(bsegs), bt, batol[i], burn_in_rtol(self.setup), scratch)
-                x0[i] = after_burn_in(self.setup, P[i:i + 1], final[None])[0]
             self._solve(P[i], x0[i], mine(segs), t, atol[i], self.rtol, out[i])
             if time.perf_counter() > deadline:
                 return out[:i + 1]
@@ -350,6 +343,7 @@ class Diffrax:
         _equinox_weakref_workaround()
 
         self.setup, self.rtol, self.chunk = setup, args["rtol"], args["chunk"]
+        self.starts = chronic_starts(setup, args["n"])
         self.jax, self.jnp, self.dfx = jax, jnp, diffrax
         ns: dict = {}
         exec(compile(setup.model.source, "<mscsim model (diffrax)>", "exec"), ns)  # noqa: S102 - our own codegen
@@ -400,12 +394,7 @@ class Diffrax:
         return out
 
     def run(self, start, count, deadline):
-        from dataclasses import replace
-
-        prob = unburnt_problem(self.setup, start, count)
-        if self.setup.has_tissue:
-            burn = self._solve(burn_in_problem(self.setup, prob.params), burn_in_rtol(self.setup))
-            prob = replace(prob, x0=after_burn_in(self.setup, prob.params, burn[:, -1]))
+        prob = given_start(unburnt_problem(self.setup, start, count), self.starts, start, count)
         return self._solve(prob, self.rtol)
 
 
@@ -422,7 +411,8 @@ def _equinox_weakref_workaround() -> None:
         prim.Flatten = Flatten
 
 
-RUNNERS = {"mscsim": Mscsim, "mscsim-jax": MscsimJax, "roadrunner": RoadRunner, "scipy": Scipy, "diffrax": Diffrax}
+RUNNERS = {"mscsim": Mscsim, "mscsim-numpy": MscsimNumpy, "mscsim-jax": MscsimJax, "roadrunner": RoadRunner,
+           "scipy": Scipy, "diffrax": Diffrax}
 
 
 class CompileClock:
@@ -497,12 +487,12 @@ def measure(task: dict) -> dict:
 
 
 def reference(task: dict) -> dict:
-    """mscsim's batched solver on the first ``check`` patients (the yardstick), with each state's scale."""
-    from mscsim.solvers.batched import solve_batched
+    """mscsim's compiled engine on the first ``check`` patients (the yardstick), with each state's scale."""
+    from mscsim.solvers.compiled import solve_compiled
 
     setup = scenario_setup(task["scenario"], task["check"], task["days"], task["rtol"])
     prob = setup.problem(0, task["check"])
-    out = solve_batched(prob, rtol=task["rtol"], atol_factor=ATOL_FACTOR)
+    out = solve_compiled(prob, rtol=task["rtol"], atol_factor=ATOL_FACTOR)
     scale = np.where(setup.model.cell_mask, prob.administered().max(), 10.0 * setup.model.signal_scale)
     np.save(task["check_file"], out)
     np.save(task["scale_file"], scale)
@@ -527,6 +517,7 @@ def child_main(task_file: str) -> None:
 
 def child_env(threads: int, jax_platform: str | None) -> dict:
     env = dict(os.environ)
+    env["NUMBA_NUM_THREADS"] = str(threads)  # the compiled engine's prange over patients
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
                 "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
         env[var] = str(threads)
@@ -618,7 +609,7 @@ def fmt_rate(x: float) -> str:
 
 def markdown(rows: list[dict], scenario: str, meta: dict) -> str:
     head = (f"\n{scenario}: {meta.get('n_states')} states, {meta.get('n_times')} output times, "
-            f"{meta.get('days'):g} days{', after a 1,000-day burn-in' if meta.get('burn_in') else ''}\n\n"
+            f"{meta.get('days'):g} days{', from the chronic state' if meta.get('burn_in') else ''}\n\n"
             "| method | patients | seconds | patients/s | peak memory | max rel. diff | setup s | note |\n"
             "|---|---:|---:|---:|---:|---:|---:|---|\n")
     lines = []

@@ -134,7 +134,7 @@ def test_explorer_dose_change_updates_the_plot_and_bad_input_is_a_message(server
     enter("-1")
     msg = _wait(lambda: (lambda m: m if "-1" in (m or "") else None)(_model(driver, "message", "text")), 30,
                 "a message about the dose of -1")
-    assert "regimen.dose.cells" in msg and "greater than 0" in msg and "Traceback" not in msg
+    assert "regimen.dose.cells" in msg and "greater than or equal to 1" in msg and "Traceback" not in msg
     assert _model(driver, "cells", "data:total") == changed  # the plot keeps the last valid run
     enter("lots")
     msg = _wait(lambda: (lambda m: m if "lots" in (m or "") else None)(_model(driver, "message", "text")), 30,

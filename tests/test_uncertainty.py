@@ -150,7 +150,7 @@ def test_simulate_writes_bands_beside_every_output(tmp_path, capsys):
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["uncertainty"]["draws"] == 12 and "k_death_target" in manifest["uncertainty"]["uncertain_parameters"]
-    assert "bands: 12 parameter draws" in capsys.readouterr().out
+    assert "parameter uncertainty: 12 parameter draws" in capsys.readouterr().out
 
 
 def test_B16_knee_oa_draws_are_conditioned_on_the_disease_as_enrolled():

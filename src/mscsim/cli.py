@@ -372,13 +372,14 @@ def sensitivity_target(arg: str, output: str, patients: int):
 
     if arg == "validation":
         return validation_target(output), 0
+    if (DESIGN_DIR / f"{arg}.yaml").exists() and not Path(arg).exists():  # a bundled trial design by name
+        design, _ = load_design(arg)
+        return design_target(design, output, patients), design.seed
     path = _scenario_path(arg)
-    is_design = (DESIGN_DIR / f"{arg}.yaml").exists() and not path.exists()
-    if path.exists() and not is_design:
-        try:
-            is_design = "arms" in (yaml.safe_load(path.read_text()) or {})
-        except yaml.YAMLError:
-            is_design = False
+    try:  # a design file has arms; anything unreadable is left to the scenario loader's clear error
+        is_design = "arms" in (yaml.safe_load(path.read_text()) or {})
+    except (yaml.YAMLError, OSError, TypeError, UnicodeDecodeError):
+        is_design = False
     if is_design:
         design, _ = load_design(arg)
         return design_target(design, output, patients), design.seed

@@ -128,9 +128,16 @@ def evaluate_rows(target, values: np.ndarray, store: Path, stage: str, *, chunk_
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    target.prepare()  # compile before forking: workers inherit the model
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    target.prepare()  # compile once, into the on-disk cache the workers load it from
+    # workers by 'forkserver' (or 'spawn'), never 'fork': forking a process whose libraries run threads (Numba's
+    # OpenMP layer, JAX, a BLAS) can kill or deadlock the child
+    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+    ctx = mp.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(["mscsim.analysis.sensitivity"])
+    from ..trials.runner import one_thread_per_worker
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=one_thread_per_worker) as pool:
         futures = {pool.submit(_evaluate, target, values[a:b]): (a, b) for a, b in pending}
         for fut in as_completed(futures):
             a, b = futures[fut]

@@ -23,6 +23,8 @@ def distribution_text(dist: Distribution | None, units: str = "") -> str:
         return f"logit-normal, SD {dist.sd:.3g} on the logit scale"
     if kind == "normal":
         return f"normal, SD {dist.sd:.3g}{u}"
+    if kind == "fixed":
+        return "fixed"
     return f"{'log-uniform' if kind == 'loguniform' else 'uniform'} {dist.low:.3g} to {dist.high:.3g}{u}"
 
 

@@ -288,6 +288,7 @@ def timecourse_plot(summary: pd.DataFrame, meta: Mapping, path: str | Path) -> P
             if d.empty:
                 continue
             x = d["visit_day"].astype(float).to_numpy()
+            xv = x  # the visits (the parameter bands are of the visits, not of the baseline)
             y = d["mean"].astype(float).to_numpy() * scale
             ci = np.array([_mean_ci(r) for _, r in d.iterrows()], dtype=float).reshape(-1, 2) * scale
             if not binary and d["mean_change"].notna().any():  # the baseline, day 0: mean minus mean change
@@ -297,10 +298,10 @@ def timecourse_plot(summary: pd.DataFrame, meta: Mapping, path: str | Path) -> P
             if "param_mean_low90" in d and d["param_mean_low90"].notna().any():
                 plo = d["param_mean_low90"].astype(float).to_numpy() * scale
                 phi = d["param_mean_high90"].astype(float).to_numpy() * scale
-                if len(x) == 1:
-                    ax.plot([x[0], x[0]], [plo[0], phi[0]], color=c, lw=8, alpha=0.15)
+                if len(xv) == 1:
+                    ax.plot([xv[0], xv[0]], [plo[0], phi[0]], color=c, lw=8, alpha=0.15)
                 else:
-                    ax.fill_between(x, plo, phi, facecolor="none", edgecolor=c, hatch="///", alpha=0.35, lw=0)
+                    ax.fill_between(xv, plo, phi, facecolor="none", edgecolor=c, hatch="///", alpha=0.35, lw=0)
                 banded = True
             if len(x) == 1:
                 err = np.abs(np.nan_to_num(np.array([[y[0] - ci[0, 0]], [ci[0, 1] - y[0]]])))

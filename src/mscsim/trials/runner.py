@@ -182,8 +182,17 @@ copyreg.pickle(CompiledModel, _reduce_compiled)
 def _install(digest: str, setups: dict[str, Setup]) -> None:
     """Worker initialiser: the parent's resolved arms, and Ctrl-C left to the parent (which stops the pool)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    one_thread_per_worker()
     for arm, setup in setups.items():
         _SETUPS[(digest, arm)] = setup
+
+
+def one_thread_per_worker() -> None:
+    """A worker process is already one of several: the compiled engine runs its patients on one thread there
+    (the numbers do not depend on the thread count)."""
+    import numba
+
+    numba.set_num_threads(1)
 
 
 def _output_days(setup: Setup) -> np.ndarray:
