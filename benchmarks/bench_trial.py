@@ -6,7 +6,9 @@ Run:  python benchmarks/bench_trial.py [--patients 100000] [--workers 2] [--desi
 The bundled design is scaled to N patients (split evenly between its arms; the power and prediction pools are
 dropped, so N is the whole cohort) and run through the command line exactly as a user runs it, in a child
 process. A sampler thread adds up the resident memory (VmRSS) of that process and all its worker processes every
-0.2 s, so 'peak memory' is the peak of the whole process tree at once (not the sum of each process's own peak).
+0.2 s, so 'peak memory' is the peak of the whole process tree at once (not the sum of each process's own peak):
+both the sum of resident sets (VmRSS, which counts a page shared by the forkserver's children once per process)
+and the sum of proportional sets (Pss, each shared page divided among its sharers: what the tree holds).
 Prints the figures and the machine; record them in the README.
 """
 
@@ -41,28 +43,38 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _rss_kib(pid: int) -> int:
+def _memory_kib(pid: int) -> tuple[int, int]:
+    """(resident, proportional) memory of one process in KiB: VmRSS counts every page it maps in full, also pages
+    it shares with its forkserver siblings; Pss (smaps_rollup) divides a shared page among the processes sharing
+    it, so the Pss of a process tree adds up to the memory the tree actually holds."""
+    rss = pss = 0
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
+                    rss = int(line.split()[1])
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    pss = int(line.split()[1])
     except OSError:
         pass
-    return 0
+    return rss, pss
 
 
-def tree_rss_kib(root: int) -> int:
-    """Resident memory of a process and all its descendants, now (Linux /proc)."""
-    total, todo, seen = 0, [root], set()
+def tree_memory_kib(root: int) -> tuple[int, int]:
+    """(sum of VmRSS, sum of Pss) of a process and all its descendants, now (Linux /proc)."""
+    rss = pss = 0
+    todo, seen = [root], set()
     while todo:
         pid = todo.pop()
         if pid in seen:
             continue
         seen.add(pid)
-        total += _rss_kib(pid)
+        r, p = _memory_kib(pid)
+        rss, pss = rss + r, pss + p
         todo += _children(pid)
-    return total
+    return rss, pss
 
 
 def scaled_design(name: str, patients: int) -> dict:
@@ -93,14 +105,11 @@ def main() -> None:
            str(args.workers)] + (["--chunk-size", str(args.chunk_size)] if args.chunk_size else [])
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak, samples = 0, []
+    samples: list[tuple[int, int]] = []
 
     def sample():
-        nonlocal peak
         while proc.poll() is None:
-            rss = tree_rss_kib(proc.pid)
-            peak = max(peak, rss)
-            samples.append(rss)
+            samples.append(tree_memory_kib(proc.pid))
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -119,8 +128,9 @@ def main() -> None:
         "design": args.design, "patients": manifest["n_simulated"], "workers": args.workers,
         "chunk_size": args.chunk_size or manifest["design"]["solver"]["chunk_size"],
         "wall_s": round(wall, 1), "patients_per_s": round(manifest["n_simulated"] / wall, 1),
-        "peak_tree_rss_mib": round(peak / 1024, 1), "median_tree_rss_mib": round(float(np.median(samples)) / 1024, 1)
-        if samples else None,
+        "peak_tree_rss_mib": round(max(r for r, _ in samples) / 1024, 1) if samples else None,
+        "peak_tree_pss_mib": round(max(p for _, p in samples) / 1024, 1) if samples else None,
+        "median_tree_pss_mib": round(float(np.median([p for _, p in samples])) / 1024, 1) if samples else None,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
                    f"Python {platform.python_version()}, NumPy {np.__version__}",
         "date": time.strftime("%Y-%m-%d"),

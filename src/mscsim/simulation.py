@@ -438,8 +438,9 @@ def check_positivity(problem: Problem, states: np.ndarray, *, first_patient: int
                      patients: np.ndarray | None = None) -> None:
     """Every state finite, and none below zero by more than round-off: cell states by more than
     POSITIVITY_RTOL_CELLS of the patient's administered cells (at least one cell), signal states by more than
-    POSITIVITY_RTOL_SIGNALS of their typical magnitude. A negative count of cells or a negative concentration
-    means the inputs or the numerics failed; its results are not written. ``patients``: a mask of the patients to
+    POSITIVITY_RTOL_SIGNALS of their typical magnitude (states declared ``signed``, running totals of a net rate,
+    are only checked for being finite). A negative count of cells or a negative concentration means the inputs or
+    the numerics failed; its results are not written. ``patients``: a mask of the patients to
     check (those whose solve succeeded; a failed one is NaN and reported as failed)."""
     model = problem.model
     if patients is not None:
@@ -456,7 +457,7 @@ def check_positivity(problem: Problem, states: np.ndarray, *, first_patient: int
                               "the parameters may be outside what the model can integrate")
     rtol = np.where(model.cell_mask, POSITIVITY_RTOL_CELLS, POSITIVITY_RTOL_SIGNALS)
     scale = np.broadcast_to(problem.state_scale(), (problem.n_patients, model.n_states))[idx]
-    floor = -rtol[None, :] * scale  # (B, n)
+    floor = np.where(model.signed_mask[None, :], -np.inf, -rtol[None, :] * scale)  # (B, n); signed: no floor
     below = states < floor[:, None, :]
     if below.any():
         p, t, k = (int(i[0]) for i in np.nonzero(below))

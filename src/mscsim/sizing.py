@@ -14,9 +14,10 @@ from .simulation import KINETICS, TISSUE, output_times
 # What ``simulate`` is for: a cohort whose full time courses are held in memory and written to one results.nc.
 # Beyond this it refuses unless asked (``allow_large``); ``mscsim trial`` streams any number of patients to disk.
 MAX_RESULTS_BYTES = 2 * 1024 ** 3
-# Patients per second per core of the batched solver, from the README's benchmarks (2-vCPU development machine);
-# only for the cost estimate shown to a user before a large run
-PATIENTS_PER_S = {"kinetics": 400.0, "tissue": 40.0}
+# Patients per second per core of the compiled engine, from the README's benchmarks (2-vCPU development machine:
+# human IV over 28 days about 900, knee OA over a year about 275); only for the cost estimate shown to a user
+# before a large run
+PATIENTS_PER_S = {"kinetics": 800.0, "tissue": 250.0}
 
 
 @dataclass(frozen=True)

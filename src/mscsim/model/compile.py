@@ -126,6 +126,12 @@ class CompiledModel:
         return np.array([s.baseline == "held" for s in self.model.states])
 
     @cached_property
+    def signed_mask(self) -> np.ndarray:
+        """States that may go below zero (``signed: true``: a running total of a net rate, such as net T-cell
+        proliferation, which crowding past capacity makes negative); the positivity check skips them."""
+        return np.array([bool(getattr(s, "signed", False)) for s in self.model.states])
+
+    @cached_property
     def signal_scale(self) -> np.ndarray:
         """Typical magnitude of each state (cells: 0, filled with the dose at solve time; signals: declared)."""
         return np.array([0.0 if c else s.scale for c, s in zip(self.cell_mask, self.model.states)])

@@ -33,6 +33,7 @@ class State:
     scale: float = 1.0  # typical magnitude (sets the absolute tolerance of a signal state)
     initial: str | None = None  # parameter giving the state's value at the start (signals only)
     baseline: Literal["free", "held"] = "free"  # held: kept at its start value while the chronic state is found
+    signed: bool = False  # a running total of a net rate, which may fall below zero (exempt from the positivity check)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class _StateRec(BaseModel):
     scale: float = Field(default=1.0, gt=0)
     initial: str | None = None
     baseline: Literal["free", "held"] = "free"
+    signed: bool = False
 
 
 class _ProcRec(BaseModel):
