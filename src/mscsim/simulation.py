@@ -223,6 +223,7 @@ class Setup:
             P[:, col] = values if ref == 0 else P[:, col] * (values / ref)
         return P
 
+
 @dataclass(frozen=True)
 class _Inputs:
     """Everything a scenario resolves to before its model is compiled (all names and values checked)."""
