@@ -251,3 +251,17 @@ def test_a_signed_running_total_may_go_negative_but_no_other_state_may():
     states[:, -1, model.index("tnf")] = -1.0
     with pytest.raises(PositivityError, match="'tnf' went negative"):
         check_positivity(prob, states)
+
+
+def test_a_name_too_long_for_the_file_system_is_an_unknown_name(tmp_path, capsys):
+    """Long-fuzz finding: a design's ``population`` of 300 characters made the cohort lookup raise 'File name too
+    long', shown without the design file or field; such a name is now simply not found, and the error names both.
+    The same holds for a scenario or design given by a name that long on the command line."""
+    from conftest import small_design, write_design
+
+    design = write_design(small_design(population="x" * 300), tmp_path / "design.yaml")
+    line = _cli_error(capsys, "trial", design, "--out", tmp_path / "out")
+    assert str(design) in line and "field 'population" in line and "bundled cohort" in line
+    line = _cli_error(capsys, "simulate", "y" * 300, "--out", tmp_path / "out2")
+    assert "File name too long" not in line and "field 'SCENARIO'" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["design.yaml"]  # nothing half-written

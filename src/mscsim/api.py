@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError
+from .io._validation import exists
 from .io.scenario import Scenario, load_scenario, scenario_from_dict
 from .results import Results
 
@@ -55,10 +56,10 @@ def scenario_path(name_or_path: str | os.PathLike) -> Path:
     """A path to a scenario file, or the name of a bundled preset; anything else is an InputError that lists
     the presets."""
     p = Path(name_or_path)
-    if p.exists():
+    if exists(p):
         return p
     bundled = preset_dir() / f"{name_or_path}.yaml"
-    if bundled.exists():
+    if exists(bundled):
         return bundled
     names = presets()["name"].tolist()
     from difflib import get_close_matches
@@ -77,7 +78,7 @@ def load(scenario: str | os.PathLike | Scenario | Mapping) -> "Simulation":
     if isinstance(scenario, Mapping):
         return Simulation(scenario_from_dict(dict(scenario), file="(scenario mapping)"), origin="(scenario mapping)")
     path = scenario_path(scenario)
-    origin = str(scenario) if not Path(str(scenario)).exists() else str(path)
+    origin = str(scenario) if not exists(str(scenario)) else str(path)
     return Simulation(load_scenario(path), origin=origin)
 
 

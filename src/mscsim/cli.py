@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import InputError, MscsimError
+from .io._validation import exists
 
 DISCLAIMER = "mscsim is a research tool, never medical advice."
 
@@ -372,7 +373,7 @@ def sensitivity_target(arg: str, output: str, patients: int):
 
     if arg == "validation":
         return validation_target(output), 0
-    if (DESIGN_DIR / f"{arg}.yaml").exists() and not Path(arg).exists():  # a bundled trial design by name
+    if exists(DESIGN_DIR / f"{arg}.yaml") and not exists(arg):  # a bundled trial design by name
         design, _ = load_design(arg)
         return design_target(design, output, patients), design.seed
     path = _scenario_path(arg)

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import InputError
-from ..io._validation import input_error, read_yaml
+from ..io._validation import exists, input_error, read_yaml
 from ..model.overrides import ParameterValue
 
 RATIO_HELP = "MSC:responder ratios written 'A:B' with positive numbers, e.g. '1:10'"
@@ -105,7 +105,7 @@ def coculture_from_dict(data: dict, *, file: str | None = None) -> CocultureSpec
 def load_coculture(path: str | Path) -> CocultureSpec:
     """Read and validate a co-culture preset YAML file."""
     path = Path(path)
-    if not path.exists():
+    if not exists(path):
         raise InputError("PRESET", str(path), "a path to an existing co-culture preset YAML file, or the name of "
                          "a bundled one (e.g. coculture_pbmc)")
     data = read_yaml(path)

@@ -84,6 +84,15 @@ class _SafeLoader(yaml.SafeLoader):
 _SafeLoader.add_constructor("tag:yaml.org,2002:int", _SafeLoader.construct_yaml_int)
 
 
+def exists(path: str | Path) -> bool:
+    """Whether a user-given path names an existing file or folder; a name the system cannot even look up (too long,
+    a NUL byte) is simply not there, so the caller's own error (which names the file and field) is the one shown."""
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):
+        return False
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 

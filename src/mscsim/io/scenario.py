@@ -16,7 +16,7 @@ from ..delivery.routes import Guidance, Route, Site, is_local
 from ..errors import InputError
 from ..model.overrides import ParameterValue
 from ..model.parameters import Distribution
-from ._validation import FieldProblem, input_error, read_yaml
+from ._validation import FieldProblem, exists, input_error, read_yaml
 
 Species = Literal["human", "mouse", "rat"]
 
@@ -318,13 +318,13 @@ def scenario_from_dict(data: dict, *, file: str | None = None, base_dir: Path | 
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario YAML file, or a bundled preset by name (``knee_ia_5e7_blind``)."""
     path = Path(path)
-    if not path.exists() and not path.suffix and len(path.parts) == 1:
+    if not exists(path) and not path.suffix and len(path.parts) == 1:
         from ..model.parameters import DATA_DIR
 
         bundled = DATA_DIR / "examples" / f"{path.name}.yaml"
-        if bundled.exists():
+        if exists(bundled):
             path = bundled
-    if not path.exists():
+    if not exists(path):
         raise InputError("SCENARIO", str(path), "a path to an existing scenario YAML file "
                          "(see 'mscsim presets' for the bundled ones)")
     data = read_yaml(path)

@@ -22,7 +22,7 @@ from scipy.special import ndtri
 
 from .. import _ufuncs as uf
 from ..errors import InputError
-from ..io._validation import read_yaml
+from ..io._validation import exists, read_yaml
 from ..io.scenario import PatientSpec
 from ..model.parameters import DATA_DIR
 from ..model.references import bibliography
@@ -401,9 +401,9 @@ def cohort_from_dict(data: dict, *, file: str | None = None, where: str = "popul
 def load_cohort(name_or_path: str | Path) -> CohortSpec:
     """A bundled cohort (data/cohorts/<name>.yaml) by name, or a YAML file holding a ``population:`` block."""
     path = Path(name_or_path)
-    if not path.exists():
+    if not exists(path):
         bundled = COHORT_DIR / f"{name_or_path}.yaml"
-        if path.suffix in (".yaml", ".yml") or not bundled.exists():
+        if path.suffix in (".yaml", ".yml") or not exists(bundled):
             raise InputError("COHORT", str(name_or_path), f"a bundled cohort {bundled_cohorts()} or a path to an "
                              "existing YAML file with a 'population:' block")
         path = bundled

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..delivery.routes import Route, is_local
 from ..endpoints import load_endpoints
 from ..errors import InputError
-from ..io._validation import input_error, read_yaml
+from ..io._validation import exists, input_error, read_yaml
 from ..io.scenario import (Disease, PatientSpec, ProductSpec, RegimenSpec, Scenario, check_rtol,
                            scenario_from_dict)
 from ..model.overrides import ParameterValue
@@ -345,9 +345,9 @@ def design_from_dict(data: dict, *, file: str | None = None) -> DesignSpec:
 def load_design(path_or_name: str | Path) -> tuple[DesignSpec, Path]:
     """A design file, or the name of a bundled design (data/trials/<name>.yaml)."""
     path = Path(path_or_name)
-    if not path.exists():
+    if not exists(path):
         bundled = DESIGN_DIR / f"{path_or_name}.yaml"
-        if not bundled.exists():
+        if not exists(bundled):
             names = sorted(p.stem for p in DESIGN_DIR.glob("*.yaml"))
             raise InputError("DESIGN", str(path_or_name), f"a path to a trial design YAML file or a bundled "
                              f"design: {names}")
@@ -355,7 +355,7 @@ def load_design(path_or_name: str | Path) -> tuple[DesignSpec, Path]:
     data = read_yaml(path)
     pop = data.get("population") if isinstance(data, dict) else None
     if isinstance(pop, str) and pop.endswith((".yaml", ".yml")) and not Path(pop).is_absolute() \
-            and (path.parent / pop).exists():  # a cohort file beside the design, as a lot's FCS files are
+            and exists(path.parent / pop):  # a cohort file beside the design, as a lot's FCS files are
         data = {**data, "population": str((path.parent / pop).resolve())}
     design = design_from_dict(data, file=str(path))
     u = design.uncertainty
