@@ -245,7 +245,7 @@ class RoadRunner:
         m = doc.getModel()
         while m.getNumEvents():
             m.removeEvent(0)
-        hold = model.held_mask | model.cell_mask | ~np.abs(model.stoichiometry).any(axis=1)
+        hold = model.chronic_hold_mask
         for name, held in zip(self.names, hold):
             if held:
                 m.getSpecies(name).setBoundaryCondition(True)
@@ -254,8 +254,8 @@ class RoadRunner:
         ids = list(rr.model.getGlobalParameterIds())
         pidx = np.array([ids.index(p) for p in list(model.param_names) + changed], dtype=np.int32)
         floating = list(rr.model.getFloatingSpeciesIds())
-        return {"rr": rr, "pidx": pidx, "hold": hold, "free": {s for s, h in zip(self.names, hold) if not h},
-                "float": [floating.index(s) for s, h in zip(self.names, hold) if not h],
+        return {"rr": rr, "pidx": pidx, "hold": hold,
+                "float": np.array([floating.index(s) for s, h in zip(self.names, hold) if not h], dtype=np.int32),
                 "held": [(s, bool(self.conc[i]), i) for i, (s, h) in enumerate(zip(self.names, hold)) if h]}
 
     def _burn_in(self, p, x0, atol):
@@ -264,16 +264,10 @@ class RoadRunner:
 
         b = self.burn
         rr, m, hold = b["rr"], b["rr"].model, b["hold"]
-        if b.get("tol") != (self.rtol, atol.tobytes()):
-            rr.integrator.relative_tolerance = self.rtol
-            for s, a in zip(self.names, atol):
-                if s in b["free"]:
-                    rr.integrator.setIndividualTolerance(s, float(a))
-            b["tol"] = (self.rtol, atol.tobytes())
+        self._tolerances(rr, self.rtol, atol, skip=hold)  # boundary species are not integrated
         rr.resetAll()
         m.setGlobalParameterValues(b["pidx"], np.concatenate([p, self.pextra]))
-        free, c = ~hold, self.conc
-        fidx = np.array(b["float"], dtype=np.int32)
+        free, c, fidx = ~hold, self.conc, b["float"]
         for setter, idx, values in ((m.setFloatingSpeciesInitConcentrations, fidx[c[free]], x0[free & c]),
                                     (m.setFloatingSpeciesInitAmounts, fidx[~c[free]], x0[free & ~c])):
             if idx.size:  # the setters refuse empty arrays
@@ -286,12 +280,14 @@ class RoadRunner:
         x[self.setup.model.cell_mask] = 0.0
         return x
 
-    def _tolerances(self, rr, rtol, atol):
+    def _tolerances(self, rr, rtol, atol, skip=None):
+        """Set ``rr``'s tolerances unless already set to these (``skip``: a mask of states it does not integrate)."""
         key = (id(rr), rtol, atol.tobytes())
         if self.tol_set.get(id(rr)) != key:
             rr.integrator.relative_tolerance = rtol
-            for s, a in zip(self.names, atol):
-                rr.integrator.setIndividualTolerance(s, float(a))
+            for k, (s, a) in enumerate(zip(self.names, atol)):
+                if skip is None or not skip[k]:
+                    rr.integrator.setIndividualTolerance(s, float(a))
             self.tol_set[id(rr)] = key
 
     def _simulate(self, rr, p, x0, times):

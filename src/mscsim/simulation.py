@@ -156,9 +156,7 @@ class Setup:
             return None
         model = self.model
         x0 = model.initial_signals(P)
-        # held: declared so, the cells (none yet), and states no enabled process touches (constant anyway; a
-        # switched-off mechanism's mediators would otherwise make the Newton matrix singular)
-        hold = model.held_mask | model.cell_mask | ~np.abs(model.stoichiometry).any(axis=1)
+        hold = model.chronic_hold_mask
         atol = Problem(model, P, np.array([0.0]), x0=x0).atol(1e-13)
         method = np.ones(len(P), dtype=np.int64)
         x = x0.copy()

@@ -126,10 +126,17 @@ class CompiledModel:
         return np.array([s.baseline == "held" for s in self.model.states])
 
     @cached_property
+    def chronic_hold_mask(self) -> np.ndarray:
+        """States kept fixed while the untreated chronic state is found: those declared held, the cells (none yet),
+        and states no enabled process touches (constant anyway; a switched-off mechanism's mediators would
+        otherwise make the Newton matrix singular)."""
+        return self.held_mask | self.cell_mask | ~np.abs(self.stoichiometry).any(axis=1)
+
+    @cached_property
     def signed_mask(self) -> np.ndarray:
         """States that may go below zero (``signed: true``: a running total of a net rate, such as net T-cell
         proliferation, which crowding past capacity makes negative); the positivity check skips them."""
-        return np.array([bool(getattr(s, "signed", False)) for s in self.model.states])
+        return np.array([s.signed for s in self.model.states])
 
     @cached_property
     def signal_scale(self) -> np.ndarray:

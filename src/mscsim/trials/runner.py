@@ -510,7 +510,7 @@ def collect(out: str | Path, chunks: list[Chunk]) -> tuple[pd.DataFrame, pd.Data
 
     Chunks hold disjoint, consecutive ranges of patient ids, so each is put in order on its own and they are
     joined in id order: the same rows as one sort of the whole table (its keys are unique), without the full-size
-    copies a global sort makes (at a million patients those copies were most of the run's peak memory)."""
+    copies a global sort makes."""
     out = Path(out)
     chunks = sorted((c for c in chunks if not isinstance(c, DrawChunk)), key=lambda c: c.start)
     missing = [c.stem for c in chunks if not _is_done(out, c)]
