@@ -23,7 +23,7 @@ _STATUS_COLOURS = {"pass": "#1a7f37", "fail": "#cf222e", "not_tested": "#9a6700"
 
 def _png(fig: Figure) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=90)  # the figures are laid out "constrained": no second tight-bbox pass
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
