@@ -27,6 +27,13 @@ def _png(fig: Figure) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _hist(ax, values, bins, density: bool = False, **style) -> None:
+    """A histogram drawn as one stepped artist (``ax.stairs``) rather than a patch per bar (``ax.hist``): the same
+    picture, drawn several times faster, which is most of the time a QC report takes."""
+    counts, edges = np.histogram(values, bins=bins, density=density)
+    ax.stairs(counts, edges, **style)
+
+
 def _thin(n: int) -> slice:
     return slice(None, None, max(1, n // MAX_PLOTTED_EVENTS))
 
@@ -64,7 +71,7 @@ def gate_figure(t: TubeResult) -> Figure:
         ax.set(xlabel=g.singlet.channels[0], ylabel=g.singlet.channels[1], title="Singlet gate (A/H ratio)")
     elif g.singlet.kind == "width":
         w = d.column(g.singlet.channels[0])[k][sub]
-        ax.hist(w, bins=120, color="#0969da")
+        _hist(ax, w, 120, fill=True, color="#0969da")
         for x in (g.singlet.low, g.singlet.high):
             ax.axvline(x, color="k", lw=1, ls="--")
         ax.set(xlabel=g.singlet.channels[0], ylabel="events", title="Singlet gate (width)")
@@ -75,7 +82,7 @@ def gate_figure(t: TubeResult) -> Figure:
         c = flow_settings().asinh_cofactor
         v = asinh_transform(d.column(g.viability.channel)[g.in_singlet], c)
         ax = axes[2]
-        ax.hist(v, bins=120, color="#8250df")
+        _hist(ax, v, 120, fill=True, color="#8250df")
         ax.axvline(float(asinh_transform(g.viability.threshold, c)), color="k", lw=1, ls="--")
         ax.set(xlabel=f"asinh({g.viability.channel} / {c:g})", ylabel="singlets",
                title=f"Viability dye: {100 * (t.viable_fraction or 0):.1f}% viable")
@@ -93,8 +100,8 @@ def marker_figure(c: ChannelResult) -> Figure:
     lo, hi = min(p.min() for p in parts), max(p.max() for p in parts)
     bins = np.linspace(lo, hi, 120)
     if c.control_values is not None:
-        ax.hist(parts[1], bins=bins, density=True, color="#999999", alpha=0.6, label=c.threshold_source)
-    ax.hist(s, bins=bins, density=True, histtype="step", lw=1.5, color="#cf222e", label="stained")
+        _hist(ax, parts[1], bins, density=True, fill=True, color="#999999", alpha=0.6, label=c.threshold_source)
+    _hist(ax, s, bins, density=True, lw=1.5, color="#cf222e", label="stained")
     ax.axvline(float(asinh_transform(c.threshold, cof)), color="k", ls="--", lw=1, label="threshold")
     ax.set(xlabel=f"asinh({c.channel} / {cof:g})", ylabel="density",
            title=f"{'/'.join(c.markers)} ({c.tube}): {c.percent_positive:.1f}% positive")
