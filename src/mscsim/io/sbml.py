@@ -71,7 +71,7 @@ def build_document(setup: Setup) -> libsbml.SBMLDocument:
     model = doc.createModel()
     units = UnitTable(model)
     _set(model, Id=sbml_id(setup.scenario.name), Name=setup.scenario.name, MetaId="mscsim_model",
-         TimeUnits=units.id("h"), SubstanceUnits=units.id("cell"), ExtentUnits=units.id("cell"))
+         TimeUnits=units.id("h"), SubstanceUnits=units.id(EXTENT), ExtentUnits=units.id(EXTENT))
     problem = exported_problem(setup)
     if not np.array_equal(problem.params[0], setup.nominal):  # the start and doses must be those of the values
         raise MscsimError("SBML export: the exported patient's parameters are not the nominal values written")
@@ -213,16 +213,38 @@ def _add_species(model: libsbml.Model, setup: Setup, x0: np.ndarray, table: Unit
         sp_ = model.createSpecies()
         _set(sp_, Id=name, Name=s.description or name, Compartment=s.compartment, BoundaryCondition=False,
              Constant=False)
+        substance = f"({s.units})*{CONCENTRATION_VOLUME}" if is_concentration(s.units) else s.units
         if is_concentration(s.units):
-            _set(sp_, SubstanceUnits=table.id(f"({s.units})*{CONCENTRATION_VOLUME}", what),
-                 HasOnlySubstanceUnits=False, InitialConcentration=float(value))
+            _set(sp_, SubstanceUnits=table.id(substance, what), HasOnlySubstanceUnits=False,
+                 InitialConcentration=float(value))
         else:
-            _set(sp_, SubstanceUnits=table.id(s.units, what), HasOnlySubstanceUnits=True, InitialAmount=float(value))
+            _set(sp_, SubstanceUnits=table.id(substance, what), HasOnlySubstanceUnits=True, InitialAmount=float(value))
+        if not same_units(substance, EXTENT):
+            _set(sp_, ConversionFactor=_conversion_factor(model, table, substance))
         if s.kind not in CELL_KINDS:
             start = ("the patient's untreated chronic state (mscsim's burn-in, see the model notes)"
                      if setup.has_tissue else f"the declared start ({s.initial or 0})")
             _set(sp_, Notes=_xhtml(f"<p>Signal state in {escape(s.units)}. Initial value {float(value)!r}: "
                                    f"{escape(start)}.</p>"))
+
+
+EXTENT = "cell"  # the model's one extent unit (SBML L3 has one per model): reactions move cells
+
+
+def _conversion_factor(model: libsbml.Model, table: UnitTable, substance: str) -> str:
+    """The constant parameter (value 1, units ``substance`` per cell) that converts the model's extent (cells)
+    into a signal species' own substance units, made once per unit. SBML L3 has one extent unit per model; a
+    reaction that changes a signal states its kinetic law as extent per hour (the rate divided by this factor)
+    and the species' conversionFactor turns it back, so every kinetic law is in cells per hour, libSBML's unit
+    checks pass, and the numbers are unchanged (the factor is 1)."""
+    pid = "cf_" + table.id(substance)
+    if model.getParameter(pid) is None:
+        p = model.createParameter()
+        _set(p, Id=pid, Value=1.0, Units=table.id(f"({substance})/{EXTENT}", f"conversion factor '{pid}'"),
+             Constant=True)
+        _set(p, Notes=_xhtml(f"<p>Conversion factor from the model's extent (cells) to {escape(substance)}: "
+                             "1, a units declaration only (SBML L3 has one extent unit per model).</p>"))
+    return pid
 
 
 def rate_factor(setup: Setup, proc) -> sp.Expr:
@@ -371,6 +393,9 @@ def _add_reactions(model: libsbml.Model, setup: Setup, rules: Rules) -> None:
             if name in used and name not in (proc.source, proc.target):
                 _set(r.createModifier(), Species=name)
         law = rate_factor(setup, proc) * expr
+        factor = model.getSpecies(proc.source or proc.target).getConversionFactor()
+        if factor:
+            law = law / sp.Symbol(factor)  # the kinetic law in extent (cells) per hour, see _conversion_factor
         _set(r.createKineticLaw(), Math=sympy_math(law, model, f"process '{proc.name}'"))
         mech = mechanisms[proc.mechanism]
         _set(r, Notes=_xhtml(f"<p>Mechanism {escape(mech.name)}: {escape(mech.title)}.</p>"
@@ -553,10 +578,11 @@ def model_notes(setup: Setup, refs: list[Reference]) -> str:
         paras += [
             f"Tissue model ({sc.disease}): signal species (mediators, cytokines, immune cells, tissue state) are "
             "concentrations (pg/mL, ng/mL, umol/L, particles/mL: concentration species in a 1 mL compartment) or "
-            "relative densities (dimensionless amounts), with the values mscsim integrates. Reactions that make "
-            "or remove a signal have kinetic laws in that signal's amount per hour (pg/h, nmol/h, 1/h); SBML has "
-            "one extent unit per model (cells here), so unit checkers report those kinetic laws as not in "
-            "extent per time. Every expression is otherwise dimensionally consistent (checked at export).",
+            "relative densities (dimensionless amounts), with the values mscsim integrates. SBML has one extent "
+            "unit per model (cells here): a reaction that makes or removes a signal states its kinetic law in "
+            "cells per hour (its rate divided by the signal's conversion factor cf_*, which is 1), and the "
+            "signal species' conversionFactor turns the extent back into its own amount (pg, nmol, ...). Every "
+            "expression is dimensionally consistent, and libSBML's unit checks report nothing.",
             f"Initial state: the patient's untreated chronic disease, i.e. mscsim's {BURN_IN_DAYS:g}-day burn-in "
             "without cells from the declared start values, with structural loss reset to the patient's grade; "
             "time 0 is the first dose, as in mscsim's results.",
