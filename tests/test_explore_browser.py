@@ -154,3 +154,22 @@ def test_explorer_dose_change_updates_the_plot_and_bad_input_is_a_message(server
     if SCREENSHOT_DIR:
         Path(SCREENSHOT_DIR).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(SCREENSHOT_DIR) / "explore.png")
+
+
+def test_qc_report_interactive_histograms_render_in_a_browser(driver, tmp_path):
+    """The QC report's zoomable histograms (one Bokeh document for all, BokehJS inline) draw in Chromium from a
+    file: URL: one plot per marker, each with a size, and no error in the console."""
+    from mscsim.cli import main
+
+    examples = Path(__file__).resolve().parents[1] / "src" / "mscsim" / "data" / "examples"
+    assert main(["qc", str(examples / "lot_passing.yaml"), "--out", str(tmp_path / "qc")]) in (0, None)
+    html = (tmp_path / "qc" / "qc_report.html").read_text(encoding="utf-8")
+    n = html.count("<figure class='interactive'>")
+    assert n >= 5  # one per marker histogram of the example lot
+    driver.get((tmp_path / "qc" / "qc_report.html").as_uri())
+    sizes = _wait(lambda: (s := driver.execute_script(
+        "return Array.from(document.querySelectorAll('.bk-Figure')).map(e => e.getBoundingClientRect().height)"))
+        and len(s) == n and s, 30, f"{n} Bokeh figures drawn")
+    assert all(h > 100 for h in sizes), sizes
+    assert driver.execute_script("return Bokeh.documents.length") == 1
+    assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]

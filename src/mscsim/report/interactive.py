@@ -2,8 +2,8 @@
 the page itself, so a report opened offline, mailed or archived still works. The static PNGs stay beside them for
 slides.
 
-``page_scripts(models)`` is the inline BokehJS (once per page, only the bundles the plots need);
-``fragment(model)`` is one plot's <div> and its data script.
+``page_scripts(models)`` is the inline BokehJS (once per page, only the bundles the plots need); ``page(models)``
+adds every plot's <div> and one script that fills them all.
 """
 
 from __future__ import annotations
@@ -31,20 +31,16 @@ def page_scripts(models: Sequence) -> str:
     return "".join(f"<script type='text/javascript'>\n{js}\n</script>\n" for js in bundle.js_raw)
 
 
-def fragment(model) -> str:
-    """One plot's <div> and the script that fills it."""
-    script, div = components(model)
-    return f"{div}\n{script}\n"
-
-
 def page(models: Mapping[str, object]) -> str:
     """Every plot with its caption and the inline BokehJS once, as an HTML fragment (empty when no plots)."""
     if not models:
         return ""
     parts = [page_scripts(list(models.values()))]
-    for caption, m in models.items():
-        parts.append(f"<figure class='interactive'>{fragment(m)}<figcaption>{caption} (drag to pan, wheel or box "
+    script, divs = components(list(models.values()))  # one document for all: serialised once, not per plot
+    for caption, div in zip(models, divs):
+        parts.append(f"<figure class='interactive'>{div}<figcaption>{caption} (drag to pan, wheel or box "
                      f"to zoom, hover for values)</figcaption></figure>")
+    parts.append(script)
     return "".join(parts)
 
 
