@@ -115,3 +115,15 @@ def test_untreated_course_does_not_depend_on_the_lesion_organ():
             a, b = runs["systemic"][v].values, runs[organ][v].values
             assert np.allclose(a, b, rtol=1e-9, atol=1e-12 * max(1.0, float(abs(a).max()))), (organ, v)
     assert homed(runs["liver"]) > 2 * homed(runs["systemic"])
+
+
+def test_B04_the_label_of_a_liver_or_lung_lesion_counts_in_its_organ():
+    from mscsim.io.outputs import summary_table
+
+    for organ, label in (("liver", "liver_label_fraction_1h"), ("lung", "lung_label_fraction_1h")):
+        ds = organ_run(organ)
+        states = ["msc_" + organ, "debris_" + organ, "msc_target", "debris_target"]
+        assert float(summary_table(ds)[label][0]) == pytest.approx(frac(ds, states, 1.0), rel=1e-12)
+    kidney = organ_run("kidney")  # a kidney lesion's cells are in neither
+    assert float(summary_table(kidney)["liver_label_fraction_1h"][0]) == pytest.approx(
+        frac(kidney, ["msc_liver", "debris_liver"], 1.0), rel=1e-12)
