@@ -47,6 +47,13 @@ def test_organ_lesion_with_a_local_route_is_refused():
         scenario_from_dict(data, file="bad.yaml")
 
 
+def test_local_injection_into_a_blood_borne_lesion_site_is_refused_naming_the_site():
+    data = example("knee_ia_5e7_ultrasound", regimen={"route": "perilesional", "site": "liver_lesion",
+                                                      "guidance": "ultrasound", "dose": {"cells": 1e7}})
+    with pytest.raises(InputError, match="field 'regimen.site'.*'liver_lesion'.*placement-accuracy.*intravenously"):
+        resolve_setup(scenario_from_dict(data))
+
+
 def test_cli_unknown_lesion_organ_exits_2_naming_file_field_value_and_choices(tmp_path, capsys):
     path = tmp_path / "organ.yaml"
     path.write_text(yaml.safe_dump(example("human_iv_liver_lesion", lesion={"organ": "pancreas"})))

@@ -50,6 +50,10 @@ def is_local(route: str) -> bool:
 def placement_parameter(site: str, guidance: str | None, approach: str | None, pset: ParameterSet,
                         where: str = "regimen.guidance") -> str:
     """Name of the cited placement-accuracy parameter for this site, guidance and (blind) approach."""
+    if not available_guidance(site, pset):
+        local = sorted({s for r, s in DEFAULT_SITE.items() if is_local(r)})
+        raise InputError("regimen.site", site, f"a site with placement-accuracy data for a local injection: {local} "
+                         f"(none is recorded for {site}, a lesion reached from blood: dose it intravenously)")
     if guidance is None:
         raise InputError(where, None, f"a guidance for a local injection: {available_guidance(site, pset)}")
     name = f"placement_{guidance}" + (f"_{approach}" if approach else "")
