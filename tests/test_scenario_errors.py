@@ -22,6 +22,10 @@ BAD = [
     ({"product": {"sourse": "adipose"}}, "product.sourse", "known fields"),  # typo: unknown field
     ({"seed": 1.5}, "seed", "valid integer"),
     ({"mechanisms": {"engraftment": "sometimes"}}, "mechanisms.engraftment", "valid boolean"),
+    ({"lesion": {"organ": "pancreas"}}, "lesion.organ", "'systemic', 'liver', 'kidney', 'lung', 'heart', 'gut' or "
+     "'brain'"),  # an organ without a lesion site
+    ({"lesion": {"organ": "liver"}, "regimen": {"route": "intravenous", "site": "systemic_lesion",
+                                                  "dose": {"cells": 1e6}}}, "regimen.site", "liver_lesion"),
 ]
 
 
@@ -34,6 +38,30 @@ def test_bad_scenario_names_field_value_and_allowed(change, field, allowed):
         scenario_from_dict(data, file="bad.yaml")
     msg = str(exc.value)
     assert f"field '{field}'" in msg and allowed in msg and "bad.yaml" in msg
+
+
+def test_organ_lesion_with_a_local_route_is_refused():
+    # no placement accuracy is recorded for an injection into an organ lesion: a local route keeps its own site
+    data = example("knee_ia_5e7_ultrasound", lesion={"organ": "liver"})
+    with pytest.raises(InputError, match="field 'lesion.organ'.*'liver'.*intravenous"):
+        scenario_from_dict(data, file="bad.yaml")
+
+
+def test_local_injection_into_a_blood_borne_lesion_site_is_refused_naming_the_site():
+    data = example("knee_ia_5e7_ultrasound", regimen={"route": "perilesional", "site": "liver_lesion",
+                                                      "guidance": "ultrasound", "dose": {"cells": 1e7}})
+    with pytest.raises(InputError, match="field 'regimen.site'.*'liver_lesion'.*placement-accuracy.*intravenously"):
+        resolve_setup(scenario_from_dict(data))
+
+
+def test_cli_unknown_lesion_organ_exits_2_naming_file_field_value_and_choices(tmp_path, capsys):
+    path = tmp_path / "organ.yaml"
+    path.write_text(yaml.safe_dump(example("human_iv_liver_lesion", lesion={"organ": "pancreas"})))
+    out = tmp_path / "out"
+    assert main(["simulate", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "lesion.organ" in err and "'pancreas'" in err and "'kidney'" in err
+    assert not out.exists()
 
 
 def test_missing_required_field():

@@ -16,7 +16,7 @@ import pandas as pd
 import xarray as xr
 
 from . import __version__
-from .delivery.routes import DEFAULT_SITE, is_local, placement_parameter, split_dose
+from .delivery.routes import is_local, placement_parameter, site_of, split_dose
 from .endpoints import add_endpoints, load_endpoints
 from .errors import ConservationError, InputError, MscsimError, PositivityError
 from .io.scenario import Scenario
@@ -254,7 +254,7 @@ def _inputs(scenario: Scenario, file: str | None, values: Mapping[str, float] | 
     """``values`` replaces data-file values by name before anything is derived from them (one parameter set drawn
     from the uncertainty distributions: potency, placement and the patient's environment follow it)."""
     reg = scenario.regimen
-    site = reg.site or DEFAULT_SITE[reg.route]
+    site = scenario_site(scenario)
     pset = load_parameter_sets(parameter_files(scenario))
     _check_weight(scenario, pset)
     if values:
@@ -314,9 +314,15 @@ def _compile_setup(scenario: Scenario, inputs: _Inputs) -> Setup:
                  inputs.overrides)
 
 
+def scenario_site(scenario: Scenario) -> str:
+    """The site a scenario delivers to: regimen.site, else its lesion's organ (intravenous), else the route's."""
+    lesion = scenario.lesion
+    return site_of(scenario.regimen.route, scenario.regimen.site, lesion.organ if lesion else None)
+
+
 def parameter_files(scenario: Scenario) -> list[str]:
     """The bundled parameter files a scenario's run reads, later ones overriding earlier ones."""
-    site = scenario.regimen.site or DEFAULT_SITE[scenario.regimen.route]
+    site = scenario_site(scenario)
     files = ["kinetics", "product", f"species_{scenario.species}", f"site_{site}"]
     if scenario.disease:
         files += ["tissue", f"disease_{scenario.disease}"]

@@ -11,7 +11,11 @@ from ..model.parameters import ParameterSet
 
 Route = Literal["intravenous", "intra_articular", "intradiscal", "intramuscular", "perilesional", "perianal"]
 Guidance = Literal["ultrasound", "fluoroscopy", "landmark", "direct_vision"]
-Site = Literal["knee_joint", "intervertebral_disc", "skeletal_muscle", "perianal_fistula", "systemic_lesion"]
+Site = Literal["knee_joint", "intervertebral_disc", "skeletal_muscle", "perianal_fistula", "systemic_lesion",
+               "liver_lesion", "kidney_lesion", "lung_lesion", "heart_lesion", "gut_lesion", "brain_lesion"]
+# The organ a blood-borne lesion lies in (scenario ``lesion.organ``); ``systemic`` is a lesion of skin or another
+# organ without a site file of its own (the systemic_lesion site, the default).
+LesionOrgan = Literal["systemic", "liver", "kidney", "lung", "heart", "gut", "brain"]
 
 LOCAL_ROUTES = ("intra_articular", "intradiscal", "intramuscular", "perilesional", "perianal")
 DEFAULT_SITE: dict[str, str] = {
@@ -24,6 +28,21 @@ DEFAULT_SITE: dict[str, str] = {
 }
 
 
+def lesion_site(organ: str) -> str:
+    """The site (parameter file ``site_<site>.yaml``) of a lesion in ``organ``."""
+    return "systemic_lesion" if organ == "systemic" else f"{organ}_lesion"
+
+
+def site_of(route: str, site: str | None, organ: str | None) -> str:
+    """The site a regimen delivers to: the one named, else the lesion's organ (intravenous dosing), else the
+    route's default."""
+    if site is not None:
+        return site
+    if organ is not None and not is_local(route):
+        return lesion_site(organ)
+    return DEFAULT_SITE[route]
+
+
 def is_local(route: str) -> bool:
     return route in LOCAL_ROUTES
 
@@ -31,6 +50,10 @@ def is_local(route: str) -> bool:
 def placement_parameter(site: str, guidance: str | None, approach: str | None, pset: ParameterSet,
                         where: str = "regimen.guidance") -> str:
     """Name of the cited placement-accuracy parameter for this site, guidance and (blind) approach."""
+    if not available_guidance(site, pset):
+        local = sorted({s for r, s in DEFAULT_SITE.items() if is_local(r)})
+        raise InputError("regimen.site", site, f"a site with placement-accuracy data for a local injection: {local} "
+                         f"(none is recorded for {site}, a lesion reached from blood: dose it intravenously)")
     if guidance is None:
         raise InputError(where, None, f"a guidance for a local injection: {available_guidance(site, pset)}")
     name = f"placement_{guidance}" + (f"_{approach}" if approach else "")

@@ -58,6 +58,13 @@ def summary_table(ds: xr.Dataset) -> pd.DataFrame:
             "potent_dose_at_target": ds["potent_dose_at_target"].values}
     lung_label = ds["msc_lung"] + ds["debris_lung"]
     liver_label = ds["msc_liver"] + ds["debris_liver"]
+    # a lesion in the lung or the liver is part of that organ: an image of the label sees its cells there too
+    at_lesion = ds["msc_target"] + ds["debris_target"]
+    site = ds.attrs.get("site")
+    if site == "lung_lesion":
+        lung_label = lung_label + at_lesion
+    elif site == "liver_lesion":
+        liver_label = liver_label + at_lesion
     for label, th in SUMMARY_TIMES_H.items():
         if th > t[-1]:
             continue

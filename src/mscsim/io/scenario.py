@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from ..delivery.routes import Guidance, Route, Site, is_local
+from ..delivery.routes import Guidance, LesionOrgan, Route, Site, is_local, lesion_site
 from ..errors import InputError
 from ..model.overrides import ParameterValue
 from ..model.parameters import Distribution
@@ -106,6 +106,13 @@ class RegimenSpec(_Strict):
         if not is_local(self.route) and self.guidance is not None:
             raise ValueError("guidance applies to local injections; leave it out for intravenous dosing")
         return self
+
+
+class LesionSpec(_Strict):
+    """Where the lesion is: the organ whose blood flow, capillary bed and inflammation decide how many
+    intravenous cells reach it (``systemic``: skin or another organ, the systemic_lesion site)."""
+
+    organ: LesionOrgan = "systemic"
 
 
 class PatientSpec(_Strict):
@@ -204,6 +211,7 @@ class Scenario(_Strict):
     species: Species = "human"
     disease: Disease | None = None
     patient: PatientSpec = PatientSpec()
+    lesion: LesionSpec | None = None
     product: ProductSpec = ProductSpec()
     regimen: RegimenSpec
     duration_days: float = Field(le=3650)
@@ -262,6 +270,23 @@ class Scenario(_Strict):
         if times is not None and times[-1] > self.duration_days * 24.0:
             raise ValueError(f"outputs.times_hours reach {times[-1]:g} h, after the end of the run "
                              f"(duration_days={self.duration_days:g}, {self.duration_days * 24.0:g} h)")
+        return self
+
+    @model_validator(mode="after")
+    def _lesion_rules(self):
+        if self.lesion is None:
+            return self
+        organ, reg = self.lesion.organ, self.regimen
+        if is_local(reg.route):
+            # A local injection's site is its own lesion (regimen.site or the route's default, each with cited
+            # placement accuracy); no site file gives the accuracy of an injection into an organ lesion.
+            raise FieldProblem("lesion.organ", organ, f"a lesion reached from blood: give 'lesion' with route "
+                               f"'intravenous' (route '{reg.route}' injects into its site, regimen.site or the "
+                               "route's default, and no placement accuracy is recorded for an injection into an "
+                               "organ lesion)")
+        if reg.site is not None and reg.site != lesion_site(organ):
+            raise FieldProblem("regimen.site", reg.site, f"'{lesion_site(organ)}' (the site of lesion.organ "
+                               f"'{organ}'), or leave regimen.site out")
         return self
 
     @model_validator(mode="after")
