@@ -150,6 +150,26 @@ class PublishedSpec(_Strict):
         return self
 
 
+class EnrolmentCriterion(_Strict):
+    """Who is enrolled, judged on a disease endpoint at baseline (the untreated chronic state before the first
+    dose): its value lies within [min, max]. A patient who fails is a screen failure: not enrolled, not followed,
+    and replaced by the arm's next simulated patient (e.g. ``{endpoint: organ_stage, min: 1}``: active GVHD)."""
+
+    endpoint: str
+    min: float | None = None
+    max: float | None = None
+    source: list[str] = Field(default_factory=list)
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.min is None and self.max is None:
+            raise _FieldProblem("min", None, "'min' and/or 'max': the range of the endpoint at baseline that enrols")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise _FieldProblem("min", [self.min, self.max], "min <= max")
+        return self
+
+
 class DesignUncertainty(_Strict):
     """Bands from parameter uncertainty: ``draws`` parameter sets (model, endpoint maps and the trial-level
     responses), each run on the first ``pool_per_arm`` patients of every arm (the same patients in every draw), so
@@ -187,6 +207,8 @@ class DesignSpec(_Strict):
     arms: list[ArmSpec] = Field(min_length=1)
     visits_days: list[float] = Field(min_length=1)
     endpoints: dict[str, EndpointSpec] = Field(min_length=1)
+    inclusion: list[EnrolmentCriterion] = Field(default_factory=list, description="enrolment on disease endpoints "
+                                                "at baseline (covariate criteria belong to the population)")
     primary: PrimarySpec
     dropout: DropoutSpec = DropoutSpec()
     power: PowerSpec | None = None
@@ -220,6 +242,8 @@ class DesignSpec(_Strict):
             raise _FieldProblem("primary.visit_day", self.primary.visit_day, f"one of visits_days {self.visits_days}")
         _check_citations("source", self.source)
         _check_citations("dropout.source", self.dropout.source)
+        for i, c in enumerate(self.inclusion):
+            _check_citations(f"inclusion.{i}.source", c.source)
         control = self.control
         for i, p in enumerate(self.published):
             if p.arm not in names:
@@ -303,6 +327,16 @@ def _check_endpoints(design: DesignSpec, file: str | None) -> None:
         if name not in known:
             raise InputError(f"endpoints.{name}", name, f"endpoints of disease '{design.disease}': {sorted(known)}",
                              file=file)
+    for i, crit in enumerate(design.inclusion):
+        if crit.endpoint not in eps.spec.endpoints:
+            raise InputError(f"inclusion.{i}.endpoint", crit.endpoint, f"an endpoint of disease '{design.disease}' "
+                             f"measured at baseline: {sorted(eps.spec.endpoints)}", file=file)
+        low, high = eps.spec.endpoints[crit.endpoint].range or (float("-inf"), float("inf"))
+        lo = low if crit.min is None else crit.min
+        hi = high if crit.max is None else crit.max
+        if lo > high or hi < low:
+            raise InputError(f"inclusion.{i}", {"min": crit.min, "max": crit.max}, f"a range that meets "
+                             f"{crit.endpoint}'s values [{low:g}, {high:g}]; no patient could be enrolled", file=file)
 
 
 def design_from_dict(data: dict, *, file: str | None = None) -> DesignSpec:

@@ -21,7 +21,7 @@ from .analysis import TrialAnalysis, analyse
 from .design import DesignSpec, design_record
 from .observe import endpoint_kinds, response_parameters
 from .report import comparison_markdown, forest_plot, timecourse_plot, write_html_report
-from .runner import collect, collect_draws, execute
+from .runner import collect, collect_draws, execute, screen, screening_record
 from .safety import load_safety_parameters
 
 DISCLAIMER = "mscsim is a research tool, never medical advice."
@@ -164,6 +164,12 @@ def run_trial(design: DesignSpec, out: str | Path, *, design_path: str | None = 
     except MscsimError as exc:  # a run whose numbers cannot be trusted: say which design
         raise type(exc)(f"{design_path or design.name}: {exc}") from None
     endpoints, patients = collect(store, chunks)
+    patients = screen(design, patients)
+    screened = screening_record(design, patients)
+    short = [r for r in screened if r["in_trial"] < r["asked"]]
+    if short and notice:
+        notice("; ".join(f"arm '{r['arm']}': {r['in_trial']} of {r['asked']} patients enrolled ({r['screen_failures']}"
+                         f" of {r['screened']} simulated failed the design's inclusion)" for r in short))
     analysis = analyse(design, endpoints, patients)
     draw_obs, failed = collect_draws(store, chunks)
     if draws is not None:
@@ -208,7 +214,7 @@ def run_trial(design: DesignSpec, out: str | Path, *, design_path: str | None = 
         (tmp / "comparison.md").write_text(comparison_markdown(analysis.published))
         manifest = {"mscsim_version": __version__, "design": design_record(design), "design_file": design_path,
                     "seed": design.seed, "design_digest": design.digest(), "n_simulated": int(len(patients)),
-                    "n_in_trial": int(patients["in_trial"].sum()), "citations": citation_keys(design),
+                    "n_in_trial": int(patients["in_trial"].sum()), "screening": screened, "citations": citation_keys(design),
                     "fitted_parameters": meta["fitted"], "parameter_overrides": parameter_overrides(design),
                     "allow_out_of_bounds": list(design.allow_out_of_bounds), "uncertainty": meta["uncertainty"],
                     "files": sorted(p.name for p in tmp.iterdir()),
