@@ -74,3 +74,59 @@ def test_B15_bad_inclusion_is_refused_naming_file_field_and_value(tmp_path, incl
         load_design(path)
     assert err.value.where == where and err.value.file == str(path)
     assert "organ_stage" in err.value.allowed or "min" in err.value.allowed
+
+
+# --- complete and partial responses, at day 28 and best by day 100 ---------------------------------------------
+
+def test_B16_best_response_by_day_100_is_the_best_category_reached_at_any_visit():
+    import numpy as np
+
+    from mscsim.endpoints import RESPONSE_CODES, best_stage_response, stage_response
+
+    days = np.array([0.0, 28.0, 56.0, 100.0])
+    stage = np.array([[3, 3, 0, 2],   # none at day 28, complete at day 56, partial at day 100
+                      [2, 1, 3, 3],   # partial at day 28, then progression
+                      [2, 3, 3, 3],   # progression throughout
+                      [4, 4, 4, 4]], dtype=float)
+    codes = RESPONSE_CODES
+    assert stage_response(stage, days, 28).tolist() == [codes["none"], codes["partial"], codes["progression"],
+                                                        codes["none"]]
+    assert best_stage_response(stage, days, [28, 56, 100]).tolist() == [codes["complete"], codes["partial"],
+                                                                      codes["progression"], codes["none"]]
+
+
+def test_B18_trial_reports_complete_partial_and_overall_response_per_arm(paediatric):
+    import pandas as pd
+
+    design, out = paediatric
+    summary = pd.read_csv(out / "arm_summary.csv").set_index(["arm", "endpoint", "visit_day"])
+    for arm in ("control", "msc"):
+        for response, day in (("response_day28", 28.0), ("best_response_day100", 100.0)):
+            overall = summary.loc[(arm, response, day), "mean"]
+            complete = summary.loc[(arm, f"{response}_complete", day), "mean"]
+            partial = summary.loc[(arm, f"{response}_partial", day), "mean"]
+            assert summary.loc[(arm, response, day), "n"] == N
+            assert overall == pytest.approx(complete + partial)
+        # the best by day 100 is at least the day-28 response (day 28 is one of its visits)
+        assert summary.loc[(arm, "best_response_day100", 100.0), "mean"] >= \
+            summary.loc[(arm, "response_day28", 28.0), "mean"]
+    published = pd.read_csv(out / "published_vs_simulated.csv")
+    msc = published[(published["arm"] == "msc") & (published["endpoint"] == "response_day28")]
+    rows = msc.set_index("quantity")
+    assert {"complete response rate", "partial response rate",
+            "overall response rate (complete or partial)"} <= set(rows.index)
+    for quantity, part in (("complete response rate", "complete"), ("partial response rate", "partial")):
+        assert rows.loc[quantity, "simulated"] == pytest.approx(summary.loc[("msc", f"response_day28_{part}", 28.0),
+                                                                            "mean"])
+        assert rows.loc[quantity, "published"] == next(
+            p.value for p in design.published if p.statistic == f"{part}_rate")
+
+
+def test_B18_complete_or_partial_rate_of_a_non_response_is_refused(tmp_path):
+    data = small_design(DESIGN)
+    data["published"] = [{"endpoint": "organ_stage", "visit_day": 28, "arm": "msc", "statistic": "complete_rate",
+                          "value": 0.3, "source": ["kurtzberg2020b"]}]
+    path = write_design(data, tmp_path / "design.yaml")
+    with pytest.raises(InputError) as err:
+        load_design(path)
+    assert err.value.where == "published.0.statistic" and "response_day28" in err.value.allowed

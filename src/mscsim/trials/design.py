@@ -129,7 +129,9 @@ class PublishedSpec(_Strict):
     visit_day: float = Field(gt=0)
     arm: str
     statistic: Literal["rate", "mean_change", "median_change", "mean", "median", "difference_rate",
-                       "difference_mean_change"]
+                       "difference_mean_change", "complete_rate", "partial_rate"] = Field(
+        description="of a response endpoint: 'rate' is the overall (complete or partial) response rate, "
+                    "'complete_rate' and 'partial_rate' its complete and partial responses")
     value: float
     ci_low: float | None = None
     ci_high: float | None = None
@@ -140,7 +142,8 @@ class PublishedSpec(_Strict):
     def _ranges(self):
         if self.ci_low is not None and self.ci_high is not None and self.ci_low > self.ci_high:
             raise _FieldProblem("ci_low", [self.ci_low, self.ci_high], "a confidence interval with ci_low <= ci_high")
-        low, high = {"rate": (0.0, 1.0), "difference_rate": (-1.0, 1.0)}.get(self.statistic, (None, None))
+        low, high = {"rate": (0.0, 1.0), "complete_rate": (0.0, 1.0), "partial_rate": (0.0, 1.0),
+                     "difference_rate": (-1.0, 1.0)}.get(self.statistic, (None, None))
         if low is not None:
             for name in ("value", "ci_low", "ci_high"):
                 v = getattr(self, name)
@@ -148,6 +151,14 @@ class PublishedSpec(_Strict):
                     raise _FieldProblem(name, v, f"a {self.statistic.replace('_', ' ')} within [{low:g}, {high:g}] "
                                         "(a proportion, not a percent)")
         return self
+
+    @property
+    def measured(self) -> tuple[str, str]:
+        """(endpoint, statistic) as the trial records it: a complete or partial response rate is the rate of the
+        response's own 0/1 endpoint (``response_day28_complete``)."""
+        if self.statistic in ("complete_rate", "partial_rate"):
+            return f"{self.endpoint}_{self.statistic.removesuffix('_rate')}", "rate"
+        return self.endpoint, self.statistic
 
 
 class EnrolmentCriterion(_Strict):
@@ -327,6 +338,11 @@ def _check_endpoints(design: DesignSpec, file: str | None) -> None:
         if name not in known:
             raise InputError(f"endpoints.{name}", name, f"endpoints of disease '{design.disease}': {sorted(known)}",
                              file=file)
+    for i, p in enumerate(design.published):
+        if p.statistic in ("complete_rate", "partial_rate") and p.endpoint not in eps.spec.responses:
+            raise InputError(f"published.{i}.statistic", p.statistic, f"'rate' (or a mean, median or change) for "
+                             f"{p.endpoint}; complete and partial rates are of a response: "
+                             f"{sorted(eps.spec.responses)}", file=file)
     for i, crit in enumerate(design.inclusion):
         if crit.endpoint not in eps.spec.endpoints:
             raise InputError(f"inclusion.{i}.endpoint", crit.endpoint, f"an endpoint of disease '{design.disease}' "

@@ -25,7 +25,7 @@ import pandas as pd
 
 from .. import __version__
 from ..delivery.routes import is_local
-from ..endpoints import endpoint_values, load_endpoints, stage_response
+from ..endpoints import endpoint_values, load_endpoints, response_codes
 from ..errors import InputError, MscsimError
 from ..model.compile import CompiledModel
 from ..simulation import Setup, resolve_setup, solve, untreated
@@ -240,8 +240,8 @@ def observed(design: DesignSpec, arm: ArmSpec, setup: Setup, ids: np.ndarray, co
     at = [int(np.argmin(np.abs(days - d))) for d in [0.0, *design.visits_days]]
     values = endpoint_values(design.disease, {s: states[:, :, k] for k, s in enumerate(names)}, names, coefficients)
     eps = load_endpoints(design.disease)
-    responses = {name: stage_response(values[r.of], days, r.day) for name, r in eps.spec.responses.items()
-                 if name in design.endpoints}
+    responses = {name: response_codes(r, values[r.of], days, design.visits_days)
+                 for name, r in eps.spec.responses.items() if name in design.endpoints}
     modelled = {name: v[:, at] for name, v in values.items()}
     enrolled = meets_inclusion(design, {name: v[:, 0] for name, v in modelled.items()})
     long, per_patient = observe(design, arm, ids, modelled, responses, params)

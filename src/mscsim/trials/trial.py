@@ -19,7 +19,7 @@ from ..io.outputs import atomic_output_dir, check_output_dir
 from ..model.references import resolve
 from .analysis import TrialAnalysis, analyse
 from .design import DesignSpec, design_record
-from .observe import endpoint_kinds, response_parameters
+from .observe import endpoint_kinds, response_parameters, response_parts
 from .report import comparison_markdown, forest_plot, timecourse_plot, write_html_report
 from .runner import collect, collect_draws, execute, screen, screening_record
 from .safety import load_safety_parameters
@@ -48,10 +48,17 @@ def _labels(design: DesignSpec) -> dict[str, str]:
     out = {}
     for name in design.endpoints:
         if name in eps.spec.responses:
-            out[name] = f"overall response (complete or partial) at day {eps.spec.responses[name].day:g}"
+            out[name] = f"overall response (complete or partial) {_when(eps.spec.responses[name])}"
         else:
             out[name] = display(name).axis_label()
+    for name, (response, category) in response_parts(design).items():
+        out[name] = f"{category} response {_when(eps.spec.responses[response])}"
     return out
+
+
+def _when(response) -> str:
+    """'at day 28' for a response judged at one visit, 'best by day 100' for the best over the visits."""
+    return f"best by day {response.day:g}" if response.kind == "best_stage_response" else f"at day {response.day:g}"
 
 
 def _better(design: DesignSpec, kinds: dict[str, str]) -> dict[str, str]:
