@@ -13,6 +13,7 @@ import pytest
 from conftest import small_design, write_design
 from mscsim.errors import InputError
 from mscsim.trials import design_from_dict, load_design
+from mscsim.trials.cohort import load_cohort
 from mscsim.trials.runner import meets_inclusion, screen, simulated_per_arm
 from mscsim.trials.trial import run_trial
 
@@ -130,3 +131,31 @@ def test_B18_complete_or_partial_rate_of_a_non_response_is_refused(tmp_path):
     with pytest.raises(InputError) as err:
         load_design(path)
     assert err.value.where == "published.0.statistic" and "response_day28" in err.value.allowed
+
+
+# --- the adult cohort and design ------------------------------------------------------------------------------
+
+def test_B18_adult_sr_agvhd_cohort_draws_its_cited_covariates_and_organs_act_on_nothing():
+    from mscsim.trials.cohort import draw_cohort, to_model_covariates
+
+    spec = load_cohort("sr_agvhd_adults")
+    adults = draw_cohort(spec, seed=3, start=0, count=3000)
+    assert adults["age_years"].between(18, 70).all()
+    assert adults["age_years"].median() == pytest.approx(52, abs=1.5)  # Muroi 2013's median
+    shares = adults["gvhd_grade"].value_counts(normalize=True)
+    assert set(shares.index) == {"II", "III"}  # no grade IV in Muroi 2013
+    assert shares["II"] == pytest.approx(0.643, abs=0.03)
+    for organ, p in (("gvhd_gut", 0.714), ("gvhd_skin", 0.643), ("gvhd_liver", 0.214)):
+        assert adults[organ].mean() == pytest.approx(p, abs=0.03)
+    model_inputs = set(to_model_covariates(adults).columns)
+    assert {"age_years", "gvhd_grade", "nutrition", "weight_kg"} <= model_inputs
+    assert not {"gvhd_gut", "gvhd_skin", "gvhd_liver", "sex_female"} & model_inputs
+
+
+def test_B18_adult_design_compares_complete_and_partial_response_with_muroi2013():
+    design, _ = load_design("sr_agvhd_adults_muroi2013")
+    assert design.cohort == load_cohort("sr_agvhd_adults")
+    stats = {p.statistic: p.value for p in design.published if p.endpoint == "response_day28"}
+    assert stats == {"rate": pytest.approx(13 / 14, abs=1e-3), "complete_rate": pytest.approx(8 / 14, abs=1e-3),
+                     "partial_rate": pytest.approx(5 / 14, abs=1e-3)}
+    assert [c.endpoint for c in design.inclusion] == ["organ_stage"] and design.inclusion[0].min == 1
