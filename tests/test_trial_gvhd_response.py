@@ -159,3 +159,17 @@ def test_B18_adult_design_compares_complete_and_partial_response_with_muroi2013(
     assert stats == {"rate": pytest.approx(13 / 14, abs=1e-3), "complete_rate": pytest.approx(8 / 14, abs=1e-3),
                      "partial_rate": pytest.approx(5 / 14, abs=1e-3)}
     assert [c.endpoint for c in design.inclusion] == ["organ_stage"] and design.inclusion[0].min == 1
+
+
+def test_B18_response_table_gives_complete_partial_and_overall_per_arm(paediatric):
+    import pandas as pd
+
+    from mscsim.trials.observe import response_parts
+    from mscsim.trials.report import response_table
+
+    design, out = paediatric
+    table = response_table(pd.read_csv(out / "arm_summary.csv"), response_parts(design))
+    assert list(table["response"].unique()) == ["response_day28", "best_response_day100"]  # the design's order
+    assert set(table["arm"]) == {"control", "msc"} and (table["n"] == N).all()
+    assert (table["overall"] - table["complete"] - table["partial"]).abs().max() < 1e-12
+    assert table[["complete", "partial", "overall"]].stack().between(0, 1).all()

@@ -180,6 +180,12 @@ class EnrolmentCriterion(_Strict):
             raise _FieldProblem("min", [self.min, self.max], "min <= max")
         return self
 
+    def describe(self) -> str:
+        """The criterion as a person writes it: 'organ_stage >= 1', 'organ_stage 1 to 3'."""
+        if self.min is not None and self.max is not None:
+            return f"{self.endpoint} {self.min:g} to {self.max:g}"
+        return f"{self.endpoint} >= {self.min:g}" if self.min is not None else f"{self.endpoint} <= {self.max:g}"
+
 
 class DesignUncertainty(_Strict):
     """Bands from parameter uncertainty: ``draws`` parameter sets (model, endpoint maps and the trial-level

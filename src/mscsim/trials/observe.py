@@ -55,7 +55,7 @@ def response_parts(design: DesignSpec) -> dict[str, tuple[str, str]]:
     responses as 0/1 endpoints (``response_day28_complete``, ``response_day28_partial``), so the trial reports CR,
     PR and overall (CR + PR) rates per arm, as GVHD trials do."""
     eps = load_endpoints(design.disease)
-    return {f"{name}_{c}": (name, c) for name in sorted(design.endpoints) if name in eps.spec.responses
+    return {f"{name}_{c}": (name, c) for name in design.endpoints if name in eps.spec.responses
             for c in RESPONSE_PARTS}
 
 

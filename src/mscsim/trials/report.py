@@ -328,6 +328,29 @@ def timecourse_plot(summary: pd.DataFrame, meta: Mapping, path: str | Path) -> P
 
 # ---------------------------------------------------------------- published vs simulated table
 
+RESPONSE_COLUMNS = ("arm", "response", "visit_day", "n", "complete", "partial", "overall")
+
+
+def response_table(summary: pd.DataFrame, parts: Mapping[str, tuple[str, str]]) -> pd.DataFrame:
+    """Per arm and response, the complete, partial and overall (complete or partial) response rates, as GVHD
+    trials report them; ``parts`` maps each response's 0/1 parts to (response, category) (observe.response_parts)."""
+    responses = list(dict.fromkeys(r for r, _ in parts.values()))
+    if summary is None or summary.empty or not responses:
+        return pd.DataFrame(columns=RESPONSE_COLUMNS)
+    s = summary.set_index(["arm", "endpoint"])
+    rows = []
+    for arm in dict.fromkeys(summary["arm"].astype(str)):
+        for r in responses:
+            if (arm, r) not in s.index:
+                continue
+            rate = {ep: float(s.loc[(arm, ep), "mean"]) if (arm, ep) in s.index else math.nan
+                    for ep in (r, f"{r}_complete", f"{r}_partial")}
+            rows.append({"arm": arm, "response": r, "visit_day": float(s.loc[(arm, r), "visit_day"]),
+                         "n": int(s.loc[(arm, r), "n"]), "complete": rate[f"{r}_complete"],
+                         "partial": rate[f"{r}_partial"], "overall": rate[r]})
+    return pd.DataFrame(rows, columns=RESPONSE_COLUMNS)
+
+
 def comparison_table(published: pd.DataFrame | None) -> pd.DataFrame:
     """The published-vs-simulated rows as display strings: endpoint, visit, arm, quantity, published (with
     CI), simulated (with interval), source, agrees (yes/no)."""

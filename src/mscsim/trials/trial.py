@@ -193,6 +193,9 @@ def run_trial(design: DesignSpec, out: str | Path, *, design_path: str | None = 
         "disclaimer": DISCLAIMER, "endpoint_labels": _labels(design), "better": _better(design, kinds),
         "uncertainty": None if draws is None else _uncertainty_record(design, draws, failed),
     }
+    # complete and partial responses are in the tables (arm summary, published vs simulated, forest plot); the
+    # panels over time show each response once, as its overall rate
+    over_time = analysis.summary[~analysis.summary["endpoint"].isin(response_parts(design))]
     with atomic_output_dir(out) as tmp:
         endpoints.to_parquet(tmp / "endpoints.parquet", index=False)
         if draws is not None:
@@ -207,12 +210,12 @@ def run_trial(design: DesignSpec, out: str | Path, *, design_path: str | None = 
             analysis.power.to_csv(tmp / "power.csv", index=False)
         figures = {"Difference against control": forest_plot(analysis.comparisons, analysis.published, meta,
                                                              tmp / "forest.png"),
-                   "Endpoints over time by arm": timecourse_plot(analysis.summary, meta, tmp / "timecourse.png")}
+                   "Endpoints over time by arm": timecourse_plot(over_time, meta, tmp / "timecourse.png")}
         from ..report.interactive import trial_forest, trial_timecourse
 
         interactive = {k: v for k, v in (
             ("Endpoints over time by arm (mean or rate with 95% CI; day 0: baseline)",
-             trial_timecourse(analysis.summary, meta)),
+             trial_timecourse(over_time, meta)),
             ("Difference against control (95% CI; red diamond: published)",
              trial_forest(analysis.comparisons, analysis.published, meta))) if v is not None}
         write_html_report(tmp / "report.html", meta, analysis.summary, analysis.comparisons, analysis.published,
