@@ -11,8 +11,8 @@ Dask cluster (``scheduler``).
 from __future__ import annotations
 
 import copyreg
-import math
 import json
+import math
 import os
 import shutil
 import signal
