@@ -173,3 +173,15 @@ def test_B18_response_table_gives_complete_partial_and_overall_per_arm(paediatri
     assert set(table["arm"]) == {"control", "msc"} and (table["n"] == N).all()
     assert (table["overall"] - table["complete"] - table["partial"]).abs().max() < 1e-12
     assert table[["complete", "partial", "overall"]].stack().between(0, 1).all()
+
+
+def test_B18_cli_prints_screening_and_complete_partial_overall_per_arm(tmp_path, capsys):
+    from mscsim.cli import main
+
+    path = write_design(small_design(DESIGN, n=4), tmp_path / "design.yaml")
+    assert main(["trial", str(path), "--out", str(tmp_path / "out")]) == 0
+    text = capsys.readouterr().out
+    assert "screening:" in text and "organ_stage >= 1" in text
+    lines = [ln for ln in text.splitlines() if "complete" in ln and "partial" in ln and "overall" in ln]
+    assert any("day-28 response" in ln for ln in lines) and any("best response by day 100" in ln for ln in lines)
+    assert "complete response rate" in text and "partial response rate" in text  # published vs simulated rows
