@@ -48,6 +48,8 @@ def test_B15_no_enrolled_sr_agvhd_patient_has_stage_0_at_baseline(paediatric):
     assert {r["arm"] for r in record} == {a.name for a in design.arms}
     assert sum(r["screen_failures"] for r in record) == len(failures)
     assert all(r["in_trial"] == r["asked"] == N for r in record)
+    report = (out / "report.html").read_text()
+    assert "Response by arm" in report and "failed the inclusion at baseline" in report
 
 
 def test_B15_screening_keeps_the_first_n_enrolled_of_each_arm():

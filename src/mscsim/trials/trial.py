@@ -20,7 +20,7 @@ from ..model.references import resolve
 from .analysis import TrialAnalysis, analyse
 from .design import DesignSpec, design_record
 from .observe import endpoint_kinds, response_parameters, response_parts
-from .report import comparison_markdown, forest_plot, timecourse_plot, write_html_report
+from .report import comparison_markdown, forest_plot, response_table, timecourse_plot, write_html_report
 from .runner import collect, collect_draws, execute, screen, screening_record
 from .safety import load_safety_parameters
 
@@ -192,6 +192,8 @@ def run_trial(design: DesignSpec, out: str | Path, *, design_path: str | None = 
         "citations": [r.formatted() for r in resolve(citation_keys(design))],
         "disclaimer": DISCLAIMER, "endpoint_labels": _labels(design), "better": _better(design, kinds),
         "uncertainty": None if draws is None else _uncertainty_record(design, draws, failed),
+        "screening": screened,
+        "responses": response_table(analysis.summary, response_parts(design)).to_dict("records"),
     }
     # complete and partial responses are in the tables (arm summary, published vs simulated, forest plot); the
     # panels over time show each response once, as its overall rate
