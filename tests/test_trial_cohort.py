@@ -286,7 +286,7 @@ def test_model_covariates_keep_only_what_the_model_reads():
 # --- bundled cohorts ----------------------------------------------------------------------------------------------
 
 DISEASE = {"knee_oa_adults": "knee_osteoarthritis", "sr_agvhd_children": "acute_gvhd",
-           "crohn_perianal_adults": "perianal_fistula"}
+           "sr_agvhd_adults": "acute_gvhd", "crohn_perianal_adults": "perianal_fistula"}
 
 
 @pytest.mark.parametrize("name", sorted(DISEASE))

@@ -296,6 +296,20 @@ def trial_summary(run) -> str:
                 f"{r['param_high90']:.3g})") if "param_median" in r and not _missing(r["param_median"]) else ""
         lines.append(f"  {lab.get(r['arm'], r['arm'])} vs {lab.get(r['control'], r['control'])}: {r['estimate']:.3g} "
                      f"(95% CI {r['ci_low']:.3g} to {r['ci_high']:.3g}), p = {r['p_value']:.3g} ({r['test']}){band}")
+    from .trials.observe import response_parts
+    from .trials.report import response_table
+
+    if design.inclusion and "enrolled" in run.patients:
+        failed = int((~run.patients["enrolled"].astype(bool)).sum())
+        rule = ", ".join(c.describe() for c in design.inclusion)
+        lines.append(f"screening: {failed} of {len(run.patients):,} simulated patients failed the inclusion at "
+                     f"baseline ({rule}); they are not followed, and the next enrolled patient takes their place")
+    responses = response_table(run.summary, response_parts(design))
+    if len(responses):
+        lines.append("responses in this one virtual trial (complete, partial, overall = complete or partial):")
+        for _, r in responses.iterrows():
+            lines.append(f"  {lab.get(r['arm'], r['arm'])}, {display(r['response']).label} (n = {r['n']}): "
+                         f"complete {r['complete']:.0%}, partial {r['partial']:.0%}, overall {r['overall']:.0%}")
     if len(run.published):
         pred = design.prediction
         how = (f"simulated: the value over {pred.pool_per_arm} virtual patients per arm, with the 95% range of "

@@ -36,10 +36,12 @@ class Endpoint(_Strict):
 
 
 class Response(_Strict):
-    """A categorical response at a visit from a staged endpoint, by the usual definitions (e.g. aGVHD day 28):
-    complete = stage 0; partial = lower stage than at baseline; none = same stage; progression = higher."""
+    """A categorical response from a staged endpoint, by the usual definitions (e.g. aGVHD day 28): complete =
+    stage 0; partial = lower stage than at baseline; none = same stage; progression = higher. ``stage_response``
+    is judged at ``day``; ``best_stage_response`` is the best category reached at any visit up to ``day`` (best
+    overall response by day 100, as GVHD trials report it)."""
 
-    kind: Literal["stage_response"]
+    kind: Literal["stage_response", "best_stage_response"]
     of: str
     day: float = Field(gt=0)
     long_name: str

@@ -13,7 +13,7 @@ import sympy as sp
 import xarray as xr
 
 from ..errors import DataError
-from .definitions import EndpointSet, load_endpoints
+from .definitions import EndpointSet, Response, load_endpoints
 
 RESPONSE_CODES = {"complete": 0, "partial": 1, "none": 2, "progression": 3}
 _STEP = sp.Function("step")
@@ -78,6 +78,20 @@ def stage_response(stage: np.ndarray, t_days: np.ndarray, day: float) -> np.ndar
                                                            RESPONSE_CODES["none"]], RESPONSE_CODES["progression"])
 
 
+def best_stage_response(stage: np.ndarray, t_days: np.ndarray, days) -> np.ndarray:
+    """The best response category code per patient over the visits ``days`` (complete < partial < none <
+    progression), each judged against the stage at time 0 as ``stage_response``."""
+    return np.stack([stage_response(stage, t_days, d) for d in days]).min(axis=0)
+
+
+def response_codes(response: Response, stage: np.ndarray, t_days: np.ndarray, visits_days) -> np.ndarray:
+    """A response's category codes per patient: at its day, or the best over the visits up to its day."""
+    if response.kind == "best_stage_response":
+        days = [d for d in visits_days if d <= response.day] or [response.day]
+        return best_stage_response(stage, t_days, days)
+    return stage_response(stage, t_days, response.day)
+
+
 def add_endpoints(ds: xr.Dataset, disease: str, state_names: tuple[str, ...],
                   coefficients: dict[str, float | np.ndarray] | None = None) -> xr.Dataset:
     """Add a disease's endpoints (and their untreated comparators and responses) to simulation results
@@ -96,7 +110,7 @@ def add_endpoints(ds: xr.Dataset, disease: str, state_names: tuple[str, ...],
                                      {"units": ep.units, "long_name": ep.long_name + (" (untreated)" if suffix else ""),
                                       "kind": "endpoint", "expression": ep.expression, "source": ",".join(ep.source)})
         for name, resp in eps.spec.responses.items():
-            codes = stage_response(values[resp.of], t_days, resp.day)
+            codes = response_codes(resp, values[resp.of], t_days, eps.spec.visits_days)
             ds[f"{name}{suffix}"] = (("patient",), codes.astype(np.int8),
                                      {"long_name": resp.long_name + (" (untreated)" if suffix else ""),
                                       "kind": "response", "flag_values": list(RESPONSE_CODES.values()),

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..endpoints import load_endpoints
 from .design import DesignSpec
 from .observe import endpoint_kinds
 from .safety import safety_table
@@ -72,19 +73,20 @@ def _replicated(design: DesignSpec, p, k: int, obs_all: pd.DataFrame) -> tuple[f
     sure one can be of it."""
     spec = design.prediction
     sizes = {a.name: a.n for a in design.arms}
-    column = "change" if p.statistic in ("mean_change", "median_change", "difference_mean_change") else "value"
-    at = obs_all[(obs_all["endpoint"] == p.endpoint) & (obs_all["visit_day"] == p.visit_day)]
+    endpoint, statistic = p.measured
+    column = "change" if statistic in ("mean_change", "median_change", "difference_mean_change") else "value"
+    at = obs_all[(obs_all["endpoint"] == endpoint) & (obs_all["visit_day"] == p.visit_day)]
 
     def pool(arm: str) -> np.ndarray:
         return at.loc[at["arm"] == arm, column].to_numpy(dtype=float)
 
     a = pool(p.arm)
-    c = pool(design.control.name) if p.statistic.startswith("difference") else None
-    value = float(_statistic(p.statistic, a[None, :], None if c is None else c[None, :])[0])
+    c = pool(design.control.name) if statistic.startswith("difference") else None
+    value = float(_statistic(statistic, a[None, :], None if c is None else c[None, :])[0])
     rng = np.random.default_rng([int(design.seed), PREDICTION_STREAM, k])
     ra = a[rng.integers(0, len(a), size=(spec.replicates, sizes[p.arm]))]
     rc = None if c is None else c[rng.integers(0, len(c), size=(spec.replicates, sizes[design.control.name]))]
-    reps = _statistic(p.statistic, ra, rc)
+    reps = _statistic(statistic, ra, rc)
     reps = reps[~np.isnan(reps)]
     if not len(reps):
         return value, np.nan, np.nan
@@ -98,32 +100,35 @@ def published_comparison(design: DesignSpec, obs: pd.DataFrame, summary: pd.Data
     'agrees' when the published value lies inside it. With ``design.prediction`` (and ``obs_all``, the whole
     virtual pool), the value is the pool's and the interval the 95% range of repeated trials of the published size
     (a prediction interval); otherwise it is the one simulated trial's result with its 95% confidence interval."""
+    responses = set(load_endpoints(design.disease).spec.responses)
     rows = []
     for k, p in enumerate(design.published):
         if design.prediction is not None and obs_all is not None:
             value, low, high = _replicated(design, p, k, obs_all)
-            rows.append(_published_row(p, value, low, high, f"95% range of {design.prediction.replicates} trials"))
+            rows.append(_published_row(p, value, low, high, f"95% range of {design.prediction.replicates} trials",
+                                       responses))
             continue
-        sel = (obs["arm"] == p.arm) & (obs["endpoint"] == p.endpoint) & (obs["visit_day"] == p.visit_day)
-        s = summary[(summary["arm"] == p.arm) & (summary["endpoint"] == p.endpoint)
+        endpoint, statistic = p.measured
+        sel = (obs["arm"] == p.arm) & (obs["endpoint"] == endpoint) & (obs["visit_day"] == p.visit_day)
+        s = summary[(summary["arm"] == p.arm) & (summary["endpoint"] == endpoint)
                     & (summary["visit_day"] == p.visit_day)]
-        if p.statistic in ("rate", "mean", "mean_change"):
-            col = "mean_change" if p.statistic == "mean_change" else "mean"
+        if statistic in ("rate", "mean", "mean_change"):
+            col = "mean_change" if statistic == "mean_change" else "mean"
             r = s.iloc[0]
             value, low, high = float(r[col]), float(r["ci_low"]), float(r["ci_high"])
-            if p.statistic == "mean" and not np.isnan(r["mean_change"]):  # the summary's CI is of the change
+            if statistic == "mean" and not np.isnan(r["mean_change"]):  # the summary's CI is of the change
                 sd, n = float(r["sd"]), float(r["n"])
                 half = stats.t.ppf(0.975, max(n - 1, 1)) * sd / np.sqrt(n) if n > 1 else np.nan
                 low, high = value - half, value + half
-        elif p.statistic in ("median", "median_change"):
-            value, low, high = _median_ci(obs.loc[sel, "change" if p.statistic == "median_change" else "value"]
+        elif statistic in ("median", "median_change"):
+            value, low, high = _median_ci(obs.loc[sel, "change" if statistic == "median_change" else "value"]
                                           .to_numpy(dtype=float))
         else:
             c = comparisons[(comparisons["arm"] == p.arm) & (comparisons["endpoint"] == p.endpoint)
                             & (comparisons["visit_day"] == p.visit_day)]
             r = c.iloc[0]
             value, low, high = float(r["estimate"]), float(r["ci_low"]), float(r["ci_high"])
-        rows.append(_published_row(p, value, low, high, "95% CI of the simulated trial"))
+        rows.append(_published_row(p, value, low, high, "95% CI of the simulated trial", responses))
     columns = ["endpoint", "visit_day", "arm", "quantity", "published", "published_ci_low", "published_ci_high",
                "simulated", "simulated_ci_low", "simulated_ci_high", "simulated_interval", "source", "agrees",
                "note"]
@@ -133,12 +138,16 @@ def published_comparison(design: DesignSpec, obs: pd.DataFrame, summary: pd.Data
 _QUANTITY = {"rate": "rate", "mean_change": "mean change from baseline", "median_change":
              "median change from baseline", "mean": "mean", "median": "median",
              "difference_rate": "difference in rate vs control",
-             "difference_mean_change": "difference in mean change vs control"}
+             "difference_mean_change": "difference in mean change vs control",
+             "complete_rate": "complete response rate", "partial_rate": "partial response rate"}
 
 
-def _published_row(p, value: float, low: float, high: float, interval: str) -> dict:
+def _published_row(p, value: float, low: float, high: float, interval: str, responses=frozenset()) -> dict:
     agrees = bool(low <= p.value <= high) if not (np.isnan(low) or np.isnan(high)) else False
-    return {"endpoint": p.endpoint, "visit_day": p.visit_day, "arm": p.arm, "quantity": _QUANTITY[p.statistic],
+    quantity = _QUANTITY[p.statistic]
+    if p.statistic == "rate" and p.endpoint in responses:
+        quantity = "overall response rate (complete or partial)"
+    return {"endpoint": p.endpoint, "visit_day": p.visit_day, "arm": p.arm, "quantity": quantity,
             "published": p.value, "published_ci_low": p.ci_low if p.ci_low is not None else np.nan,
             "published_ci_high": p.ci_high if p.ci_high is not None else np.nan,
             "simulated": value, "simulated_ci_low": low, "simulated_ci_high": high, "simulated_interval": interval,

@@ -91,20 +91,21 @@ def published_bands(design: DesignSpec, published: pd.DataFrame, draws: pd.DataF
     per_draw = max(1, math.ceil(replicates / max(len(keys), 1)))
     rows = []
     for k, p in enumerate(design.published):
-        column = "change" if p.statistic in ("mean_change", "median_change", "difference_mean_change") else "value"
-        at = draws[(draws["endpoint"] == p.endpoint) & (draws["visit_day"] == p.visit_day)]
+        endpoint, statistic = p.measured
+        column = "change" if statistic in ("mean_change", "median_change", "difference_mean_change") else "value"
+        at = draws[(draws["endpoint"] == endpoint) & (draws["visit_day"] == p.visit_day)]
         values, reps = [], []
         for key, g in at.groupby("draw", sort=True):
             a = g.loc[g["arm"] == p.arm, column].to_numpy(dtype=float)
-            c = g.loc[g["arm"] == control, column].to_numpy(dtype=float) if p.statistic.startswith("difference") \
+            c = g.loc[g["arm"] == control, column].to_numpy(dtype=float) if statistic.startswith("difference") \
                 else None
             if not len(a) or (c is not None and not len(c)):
                 continue
-            values.append(float(_statistic(p.statistic, a[None, :], None if c is None else c[None, :])[0]))
+            values.append(float(_statistic(statistic, a[None, :], None if c is None else c[None, :])[0]))
             rng = np.random.default_rng([int(design.seed), PREDICTIVE_STREAM, k, int(key)])
             ra = a[rng.integers(0, len(a), size=(per_draw, sizes[p.arm]))]
             rc = None if c is None else c[rng.integers(0, len(c), size=(per_draw, sizes[control]))]
-            reps.append(_statistic(p.statistic, ra, rc))
+            reps.append(_statistic(statistic, ra, rc))
         reps = np.concatenate(reps) if reps else np.array([])
         reps = reps[np.isfinite(reps)]
         low, high = (np.quantile(reps, [0.025, 0.975]) if reps.size else (np.nan, np.nan))

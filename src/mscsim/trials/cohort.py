@@ -78,11 +78,17 @@ def _kind_from_field(name: str) -> _Kind:
     return _Kind("continuous", low=float(low), high=float(high))
 
 
-# auxiliary covariates (not model inputs): sex, and body-mass index and height, from which weight is derived;
-# their ranges keep the derived weight within PatientSpec's (70 * 2.3**2 = 370 kg <= 400 kg)
+# auxiliary covariates (not model inputs): sex, and body-mass index and height, from which weight is derived
+# (their ranges keep the derived weight within PatientSpec's: 70 * 2.3**2 = 370 kg <= 400 kg); and the organs
+# acute GVHD involves, recorded as trials describe their patients (the model's lesion is one systemic lesion, so
+# they act on nothing: they show in the subgroup tables that no organ responds differently in the model)
+_YES_NO = _Kind("bool", cast=bool, values=(False, True))
 KINDS: dict[str, _Kind] = {
     **{name: _kind_from_field(name) for name in COVARIATES},
-    "sex_female": _Kind("bool", cast=bool, values=(False, True)),
+    "sex_female": _YES_NO,
+    "gvhd_gut": _YES_NO,
+    "gvhd_skin": _YES_NO,
+    "gvhd_liver": _YES_NO,
     "bmi": _Kind("continuous", low=10.0, high=70.0),
     "height_m": _Kind("continuous", low=0.4, high=2.3),
 }

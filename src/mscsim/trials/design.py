@@ -129,7 +129,9 @@ class PublishedSpec(_Strict):
     visit_day: float = Field(gt=0)
     arm: str
     statistic: Literal["rate", "mean_change", "median_change", "mean", "median", "difference_rate",
-                       "difference_mean_change"]
+                       "difference_mean_change", "complete_rate", "partial_rate"] = Field(
+        description="of a response endpoint: 'rate' is the overall (complete or partial) response rate, "
+                    "'complete_rate' and 'partial_rate' its complete and partial responses")
     value: float
     ci_low: float | None = None
     ci_high: float | None = None
@@ -140,7 +142,8 @@ class PublishedSpec(_Strict):
     def _ranges(self):
         if self.ci_low is not None and self.ci_high is not None and self.ci_low > self.ci_high:
             raise _FieldProblem("ci_low", [self.ci_low, self.ci_high], "a confidence interval with ci_low <= ci_high")
-        low, high = {"rate": (0.0, 1.0), "difference_rate": (-1.0, 1.0)}.get(self.statistic, (None, None))
+        low, high = {"rate": (0.0, 1.0), "complete_rate": (0.0, 1.0), "partial_rate": (0.0, 1.0),
+                     "difference_rate": (-1.0, 1.0)}.get(self.statistic, (None, None))
         if low is not None:
             for name in ("value", "ci_low", "ci_high"):
                 v = getattr(self, name)
@@ -148,6 +151,40 @@ class PublishedSpec(_Strict):
                     raise _FieldProblem(name, v, f"a {self.statistic.replace('_', ' ')} within [{low:g}, {high:g}] "
                                         "(a proportion, not a percent)")
         return self
+
+    @property
+    def measured(self) -> tuple[str, str]:
+        """(endpoint, statistic) as the trial records it: a complete or partial response rate is the rate of the
+        response's own 0/1 endpoint (``response_day28_complete``)."""
+        if self.statistic in ("complete_rate", "partial_rate"):
+            return f"{self.endpoint}_{self.statistic.removesuffix('_rate')}", "rate"
+        return self.endpoint, self.statistic
+
+
+class EnrolmentCriterion(_Strict):
+    """Who is enrolled, judged on a disease endpoint at baseline (the untreated chronic state before the first
+    dose): its value lies within [min, max]. A patient who fails is a screen failure: not enrolled, not followed,
+    and replaced by the arm's next simulated patient (e.g. ``{endpoint: organ_stage, min: 1}``: active GVHD)."""
+
+    endpoint: str
+    min: float | None = None
+    max: float | None = None
+    source: list[str] = Field(default_factory=list)
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.min is None and self.max is None:
+            raise _FieldProblem("min", None, "'min' and/or 'max': the range of the endpoint at baseline that enrols")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise _FieldProblem("min", [self.min, self.max], "min <= max")
+        return self
+
+    def describe(self) -> str:
+        """The criterion as a person writes it: 'organ_stage >= 1', 'organ_stage 1 to 3'."""
+        if self.min is not None and self.max is not None:
+            return f"{self.endpoint} {self.min:g} to {self.max:g}"
+        return f"{self.endpoint} >= {self.min:g}" if self.min is not None else f"{self.endpoint} <= {self.max:g}"
 
 
 class DesignUncertainty(_Strict):
@@ -187,6 +224,8 @@ class DesignSpec(_Strict):
     arms: list[ArmSpec] = Field(min_length=1)
     visits_days: list[float] = Field(min_length=1)
     endpoints: dict[str, EndpointSpec] = Field(min_length=1)
+    inclusion: list[EnrolmentCriterion] = Field(default_factory=list, description="enrolment on disease endpoints "
+                                                "at baseline (covariate criteria belong to the population)")
     primary: PrimarySpec
     dropout: DropoutSpec = DropoutSpec()
     power: PowerSpec | None = None
@@ -220,6 +259,8 @@ class DesignSpec(_Strict):
             raise _FieldProblem("primary.visit_day", self.primary.visit_day, f"one of visits_days {self.visits_days}")
         _check_citations("source", self.source)
         _check_citations("dropout.source", self.dropout.source)
+        for i, c in enumerate(self.inclusion):
+            _check_citations(f"inclusion.{i}.source", c.source)
         control = self.control
         for i, p in enumerate(self.published):
             if p.arm not in names:
@@ -303,6 +344,21 @@ def _check_endpoints(design: DesignSpec, file: str | None) -> None:
         if name not in known:
             raise InputError(f"endpoints.{name}", name, f"endpoints of disease '{design.disease}': {sorted(known)}",
                              file=file)
+    for i, p in enumerate(design.published):
+        if p.statistic in ("complete_rate", "partial_rate") and p.endpoint not in eps.spec.responses:
+            raise InputError(f"published.{i}.statistic", p.statistic, f"'rate' (or a mean, median or change) for "
+                             f"{p.endpoint}; complete and partial rates are of a response: "
+                             f"{sorted(eps.spec.responses)}", file=file)
+    for i, crit in enumerate(design.inclusion):
+        if crit.endpoint not in eps.spec.endpoints:
+            raise InputError(f"inclusion.{i}.endpoint", crit.endpoint, f"an endpoint of disease '{design.disease}' "
+                             f"measured at baseline: {sorted(eps.spec.endpoints)}", file=file)
+        low, high = eps.spec.endpoints[crit.endpoint].range or (float("-inf"), float("inf"))
+        lo = low if crit.min is None else crit.min
+        hi = high if crit.max is None else crit.max
+        if lo > high or hi < low:
+            raise InputError(f"inclusion.{i}", {"min": crit.min, "max": crit.max}, f"a range that meets "
+                             f"{crit.endpoint}'s values [{low:g}, {high:g}]; no patient could be enrolled", file=file)
 
 
 def design_from_dict(data: dict, *, file: str | None = None) -> DesignSpec:

@@ -43,7 +43,20 @@ def endpoint_kinds(design: DesignSpec) -> dict[str, str]:
             out[name] = "binary"
         else:
             out[name] = "continuous"
+    out.update({name: "binary" for name in response_parts(design)})
     return out
+
+
+RESPONSE_PARTS = ("complete", "partial")  # categories a response also reports as 0/1 endpoints of their own
+
+
+def response_parts(design: DesignSpec) -> dict[str, tuple[str, str]]:
+    """{derived endpoint: (response, category)}: each response of the design also gives its complete and partial
+    responses as 0/1 endpoints (``response_day28_complete``, ``response_day28_partial``), so the trial reports CR,
+    PR and overall (CR + PR) rates per arm, as GVHD trials do."""
+    eps = load_endpoints(design.disease)
+    return {f"{name}_{c}": (name, c) for name in design.endpoints if name in eps.spec.responses
+            for c in RESPONSE_PARTS}
 
 
 def noise_sd(design: DesignSpec, endpoint: str, params: ParameterSet | None = None) -> float:
@@ -106,12 +119,14 @@ def observe(design: DesignSpec, arm: ArmSpec, ids: np.ndarray, modelled: dict[st
             sc_code = np.where(gvhd_sc_complete, RESPONSE_CODES["complete"],
                                np.where(gvhd_sc_response, RESPONSE_CODES["partial"], RESPONSE_CODES["none"]))
             best = np.minimum(codes, sc_code)  # the better of the two routes to a response
-            val = np.full((n, len(days)), np.nan)
             j = int(np.argmin(np.abs(days - resp.day)))
-            val[:, j] = (best <= RESPONSE_CODES["partial"]).astype(float)
-            true_values[name] = np.where(np.isnan(val), np.nan,
-                                         (codes <= RESPONSE_CODES["partial"]).astype(float)[:, None])
-            observed[name] = val
+            outcomes = {name: lambda code: code <= RESPONSE_CODES["partial"]}  # overall: complete or partial
+            outcomes.update({f"{name}_{c}": (lambda code, c=c: code == RESPONSE_CODES[c]) for c in RESPONSE_PARTS})
+            for part, hit in outcomes.items():
+                val = np.full((n, len(days)), np.nan)
+                val[:, j] = hit(best)
+                true_values[part] = np.where(np.isnan(val), np.nan, hit(codes).astype(float)[:, None])
+                observed[part] = val
             continue
         if name == "omeract_oarsi_responder":
             continue
@@ -138,8 +153,9 @@ def observe(design: DesignSpec, arm: ArmSpec, ids: np.ndarray, modelled: dict[st
         observed["omeract_oarsi_responder"] = resp
         true_values["omeract_oarsi_responder"] = np.full((n, len(days)), np.nan)
 
+    parts = response_parts(design)
     rows = []
-    for name in names:
+    for name in [*names, *parts]:
         val = np.where(present, observed[name], np.nan)
         base = np.repeat(val[:, :1], len(visits), axis=1)
         v = val[:, 1:]
@@ -154,8 +170,8 @@ def observe(design: DesignSpec, arm: ArmSpec, ids: np.ndarray, modelled: dict[st
             "modelled": true_values[name][:, 1:].ravel(),
         }))
     long = pd.concat(rows, ignore_index=True)
-    for name in responses:  # a response is judged at one visit only
-        day = eps.spec.responses[name].day
+    for name in [*responses, *parts]:  # a response is judged at one visit only
+        day = eps.spec.responses[parts[name][0] if name in parts else name].day
         long = long[(long["endpoint"] != name) | (long["visit_day"] == day)]
     long = long.reset_index(drop=True)
     per_patient = pd.DataFrame({"patient": ids, "dropout_day": dropout_day,

@@ -328,6 +328,52 @@ def timecourse_plot(summary: pd.DataFrame, meta: Mapping, path: str | Path) -> P
 
 # ---------------------------------------------------------------- published vs simulated table
 
+RESPONSE_COLUMNS = ("arm", "response", "visit_day", "n", "complete", "partial", "overall")
+
+
+def response_table(summary: pd.DataFrame, parts: Mapping[str, tuple[str, str]]) -> pd.DataFrame:
+    """Per arm and response, the complete, partial and overall (complete or partial) response rates, as GVHD
+    trials report them; ``parts`` maps each response's 0/1 parts to (response, category) (observe.response_parts)."""
+    responses = list(dict.fromkeys(r for r, _ in parts.values()))
+    if summary is None or summary.empty or not responses:
+        return pd.DataFrame(columns=RESPONSE_COLUMNS)
+    s = summary.set_index(["arm", "endpoint"])
+    rows = []
+    for arm in dict.fromkeys(summary["arm"].astype(str)):
+        for r in responses:
+            if (arm, r) not in s.index:
+                continue
+            rate = {ep: float(s.loc[(arm, ep), "mean"]) if (arm, ep) in s.index else math.nan
+                    for ep in (r, f"{r}_complete", f"{r}_partial")}
+            rows.append({"arm": arm, "response": r, "visit_day": float(s.loc[(arm, r), "visit_day"]),
+                         "n": int(s.loc[(arm, r), "n"]), "complete": rate[f"{r}_complete"],
+                         "partial": rate[f"{r}_partial"], "overall": rate[r]})
+    return pd.DataFrame(rows, columns=RESPONSE_COLUMNS)
+
+
+def _responses_html(meta: Mapping) -> str:
+    """The response section: complete, partial and overall rates per arm (``meta['responses']``, rows of
+    response_table) and the screening at baseline (``meta['screening']``); empty when the design has neither."""
+    e = html.escape
+    rows = meta.get("responses") or []
+    screening = [r for r in meta.get("screening") or [] if r.get("screen_failures")]
+    if not rows and not screening:
+        return ""
+    from ..display import display
+
+    arm_label = _arm_labels(meta)
+    table = _table(["arm", "response", "n", "complete", "partial", "overall (complete or partial)"],
+                   [[arm_label.get(str(r["arm"]), str(r["arm"])), display(r["response"]).label, r["n"],
+                     f"{r['complete']:.0%}", f"{r['partial']:.0%}", f"{r['overall']:.0%}"] for r in rows])
+    screened = "".join(f"<li>{e(arm_label.get(str(r['arm']), str(r['arm'])))}: {r['screen_failures']} of "
+                       f"{r['screened']} simulated patients failed the inclusion at baseline; {r['in_trial']} of "
+                       f"{r['asked']} enrolled</li>" for r in screening)
+    return ("<h2>Response by arm</h2><p class='small'>In this one virtual trial; each response's complete and partial "
+            f"responses add up to its overall rate.</p>{table}"
+            + (f"<p class='small'>Screening (patients whose disease is inactive at baseline are not enrolled and are "
+               f"replaced by the next draw):</p><ul>{screened}</ul>" if screened else ""))
+
+
 def comparison_table(published: pd.DataFrame | None) -> pd.DataFrame:
     """The published-vs-simulated rows as display strings: endpoint, visit, arm, quantity, published (with
     CI), simulated (with interval), source, agrees (yes/no)."""
@@ -553,6 +599,8 @@ def write_html_report(path: str | Path, meta: Mapping, summary: pd.DataFrame | N
                    f"control in this one virtual trial ({e(arm_sizes)} patients per arm):</p><ul>{answer}</ul>"
                    if answer else "")
 
+    responses_html = _responses_html(meta)
+
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
 <style>{_CSS}</style></head>
@@ -562,6 +610,7 @@ def write_html_report(path: str | Path, meta: Mapping, summary: pd.DataFrame | N
 <h2>Design</h2>{design}{arms}
 {answer_html}
 <h2>Published vs simulated</h2>{pub_lead}{pub_html}
+{responses_html}
 {live_html}
 <h2>Figures</h2><p class="small">Static, for slides (each also as SVG and PDF beside the report).</p>{figs}
 <h2>Summary by arm and visit</h2>{summ_html}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copyreg
 import json
+import math
 import os
 import shutil
 import signal
@@ -24,7 +25,7 @@ import pandas as pd
 
 from .. import __version__
 from ..delivery.routes import is_local
-from ..endpoints import endpoint_values, load_endpoints, stage_response
+from ..endpoints import endpoint_values, load_endpoints, response_codes
 from ..errors import InputError, MscsimError
 from ..model.compile import CompiledModel
 from ..simulation import Setup, resolve_setup, solve, untreated
@@ -57,7 +58,13 @@ def simulated_per_arm(design: DesignSpec) -> dict[str, int]:
     resample from."""
     pool = max(design.power.pool_per_arm if design.power and design.power.pool_per_arm else 0,
                design.prediction.pool_per_arm if design.prediction else 0)
-    return {a.name: max(a.n, pool) for a in design.arms}
+    reserve = SCREEN_RESERVE if design.inclusion else 0.0
+    return {a.name: max(a.n, pool) + math.ceil(reserve * a.n) for a in design.arms}
+
+
+# Patients simulated beyond an arm's size when the design enrols on baseline endpoints, so that screen failures are
+# replaced (a share of n; a run that still falls short says so and records it in the manifest's 'screening').
+SCREEN_RESERVE = 0.5
 
 
 # The README's 1,000,000-patient Lee 2019 benchmark ran at about 880 patients/s per worker on the 2-vCPU development
@@ -233,10 +240,12 @@ def observed(design: DesignSpec, arm: ArmSpec, setup: Setup, ids: np.ndarray, co
     at = [int(np.argmin(np.abs(days - d))) for d in [0.0, *design.visits_days]]
     values = endpoint_values(design.disease, {s: states[:, :, k] for k, s in enumerate(names)}, names, coefficients)
     eps = load_endpoints(design.disease)
-    responses = {name: stage_response(values[r.of], days, r.day) for name, r in eps.spec.responses.items()
-                 if name in design.endpoints}
+    responses = {name: response_codes(r, values[r.of], days, design.visits_days)
+                 for name, r in eps.spec.responses.items() if name in design.endpoints}
     modelled = {name: v[:, at] for name, v in values.items()}
+    enrolled = meets_inclusion(design, {name: v[:, 0] for name, v in modelled.items()})
     long, per_patient = observe(design, arm, ids, modelled, responses, params)
+    long = long[long["patient"].isin(ids[enrolled])].reset_index(drop=True)  # screen failures are not followed
     if not safety:
         return long, per_patient
     count = len(ids)
@@ -254,7 +263,8 @@ def observed(design: DesignSpec, arm: ArmSpec, setup: Setup, ids: np.ndarray, co
     patients = cohort.reset_index(drop=True).copy()
     patients.insert(0, "patient", ids)
     patients.insert(1, "arm", arm.name)
-    patients["in_trial"] = ids < arm_offsets(design)[arm.name] + arm.n
+    patients["enrolled"] = enrolled
+    patients["in_trial"] = ids < arm_offsets(design)[arm.name] + arm.n  # set again by ``screen`` once all are in
     patients["dose_cells"] = doses
     patients["peak_lung_cells_per_kg"] = lung
     for name, codes in responses.items():
@@ -265,6 +275,43 @@ def observed(design: DesignSpec, arm: ArmSpec, setup: Setup, ids: np.ndarray, co
     for col in aes.columns:
         patients[f"ae_{col}"] = aes[col].to_numpy()
     return long, patients
+
+
+def meets_inclusion(design: DesignSpec, baseline: dict[str, np.ndarray]) -> np.ndarray:
+    """Whether each patient meets the design's enrolment criteria on the disease endpoints at baseline."""
+    n = len(next(iter(baseline.values()))) if baseline else 0
+    ok = np.ones(n, dtype=bool)
+    for crit in design.inclusion:
+        v = np.asarray(baseline[crit.endpoint], dtype=float)
+        if crit.min is not None:
+            ok &= v >= crit.min
+        if crit.max is not None:
+            ok &= v <= crit.max
+    return ok
+
+
+def screen(design: DesignSpec, patients: pd.DataFrame) -> pd.DataFrame:
+    """The trial's patients once screening is done: in each arm, the first ``n`` enrolled patients (a screen
+    failure is replaced by the arm's next simulated patient); the rest of the enrolled are the resampling pool."""
+    out = patients.copy()
+    if "enrolled" not in out:
+        out["enrolled"] = True
+    enrolled = out["enrolled"].astype(bool)
+    rank = enrolled.astype(int).groupby(out["arm"]).cumsum()
+    size = out["arm"].map({a.name: a.n for a in design.arms})
+    out["in_trial"] = enrolled & (rank <= size)
+    return out
+
+
+def screening_record(design: DesignSpec, patients: pd.DataFrame) -> list[dict]:
+    """Per arm: patients screened (simulated), screen failures, enrolled in the trial, and those the design asked
+    for (fewer enrolled than asked means the simulated patients ran out of replacements)."""
+    rows = []
+    for arm in design.arms:
+        p = patients[patients["arm"] == arm.name]
+        rows.append({"arm": arm.name, "screened": int(len(p)), "screen_failures": int((~p["enrolled"]).sum()),
+                     "in_trial": int(p["in_trial"].sum()), "asked": arm.n})
+    return rows
 
 
 def load_endpoint_codes() -> dict[str, int]:

@@ -19,9 +19,9 @@ from ..io.outputs import atomic_output_dir, check_output_dir
 from ..model.references import resolve
 from .analysis import TrialAnalysis, analyse
 from .design import DesignSpec, design_record
-from .observe import endpoint_kinds, response_parameters
-from .report import comparison_markdown, forest_plot, timecourse_plot, write_html_report
-from .runner import collect, collect_draws, execute
+from .observe import endpoint_kinds, response_parameters, response_parts
+from .report import comparison_markdown, forest_plot, response_table, timecourse_plot, write_html_report
+from .runner import collect, collect_draws, execute, screen, screening_record
 from .safety import load_safety_parameters
 
 DISCLAIMER = "mscsim is a research tool, never medical advice."
@@ -48,10 +48,17 @@ def _labels(design: DesignSpec) -> dict[str, str]:
     out = {}
     for name in design.endpoints:
         if name in eps.spec.responses:
-            out[name] = f"overall response (complete or partial) at day {eps.spec.responses[name].day:g}"
+            out[name] = f"overall response (complete or partial) {_when(eps.spec.responses[name])}"
         else:
             out[name] = display(name).axis_label()
+    for name, (response, category) in response_parts(design).items():
+        out[name] = f"{category} response {_when(eps.spec.responses[response])}"
     return out
+
+
+def _when(response) -> str:
+    """'at day 28' for a response judged at one visit, 'best by day 100' for the best over the visits."""
+    return f"best by day {response.day:g}" if response.kind == "best_stage_response" else f"at day {response.day:g}"
 
 
 def _better(design: DesignSpec, kinds: dict[str, str]) -> dict[str, str]:
@@ -164,6 +171,12 @@ def run_trial(design: DesignSpec, out: str | Path, *, design_path: str | None = 
     except MscsimError as exc:  # a run whose numbers cannot be trusted: say which design
         raise type(exc)(f"{design_path or design.name}: {exc}") from None
     endpoints, patients = collect(store, chunks)
+    patients = screen(design, patients)
+    screened = screening_record(design, patients)
+    short = [r for r in screened if r["in_trial"] < r["asked"]]
+    if short and notice:
+        notice("; ".join(f"arm '{r['arm']}': {r['in_trial']} of {r['asked']} patients enrolled ({r['screen_failures']}"
+                         f" of {r['screened']} simulated failed the design's inclusion)" for r in short))
     analysis = analyse(design, endpoints, patients)
     draw_obs, failed = collect_draws(store, chunks)
     if draws is not None:
@@ -179,7 +192,12 @@ def run_trial(design: DesignSpec, out: str | Path, *, design_path: str | None = 
         "citations": [r.formatted() for r in resolve(citation_keys(design))],
         "disclaimer": DISCLAIMER, "endpoint_labels": _labels(design), "better": _better(design, kinds),
         "uncertainty": None if draws is None else _uncertainty_record(design, draws, failed),
+        "screening": screened,
+        "responses": response_table(analysis.summary, response_parts(design)).to_dict("records"),
     }
+    # complete and partial responses are in the tables (arm summary, published vs simulated, forest plot); the
+    # panels over time show each response once, as its overall rate
+    over_time = analysis.summary[~analysis.summary["endpoint"].isin(response_parts(design))]
     with atomic_output_dir(out) as tmp:
         endpoints.to_parquet(tmp / "endpoints.parquet", index=False)
         if draws is not None:
@@ -194,12 +212,12 @@ def run_trial(design: DesignSpec, out: str | Path, *, design_path: str | None = 
             analysis.power.to_csv(tmp / "power.csv", index=False)
         figures = {"Difference against control": forest_plot(analysis.comparisons, analysis.published, meta,
                                                              tmp / "forest.png"),
-                   "Endpoints over time by arm": timecourse_plot(analysis.summary, meta, tmp / "timecourse.png")}
+                   "Endpoints over time by arm": timecourse_plot(over_time, meta, tmp / "timecourse.png")}
         from ..report.interactive import trial_forest, trial_timecourse
 
         interactive = {k: v for k, v in (
             ("Endpoints over time by arm (mean or rate with 95% CI; day 0: baseline)",
-             trial_timecourse(analysis.summary, meta)),
+             trial_timecourse(over_time, meta)),
             ("Difference against control (95% CI; red diamond: published)",
              trial_forest(analysis.comparisons, analysis.published, meta))) if v is not None}
         write_html_report(tmp / "report.html", meta, analysis.summary, analysis.comparisons, analysis.published,
@@ -208,7 +226,7 @@ def run_trial(design: DesignSpec, out: str | Path, *, design_path: str | None = 
         (tmp / "comparison.md").write_text(comparison_markdown(analysis.published))
         manifest = {"mscsim_version": __version__, "design": design_record(design), "design_file": design_path,
                     "seed": design.seed, "design_digest": design.digest(), "n_simulated": int(len(patients)),
-                    "n_in_trial": int(patients["in_trial"].sum()), "citations": citation_keys(design),
+                    "n_in_trial": int(patients["in_trial"].sum()), "screening": screened, "citations": citation_keys(design),
                     "fitted_parameters": meta["fitted"], "parameter_overrides": parameter_overrides(design),
                     "allow_out_of_bounds": list(design.allow_out_of_bounds), "uncertainty": meta["uncertainty"],
                     "files": sorted(p.name for p in tmp.iterdir()),
