@@ -133,3 +133,31 @@ def test_unknown_label_is_refused_naming_field_value_and_labels():
 def test_label_needs_a_single_cell_dose():
     with pytest.raises(InputError, match="single administration"):
         scenario_from_dict(example(IMAGING, regimen={"times_days": [0, 7]}))
+
+
+def test_cli_label_writes_the_imaging_table_and_figure(tmp_path, capsys):
+    import pandas as pd
+
+    from mscsim.cli import main
+
+    out = tmp_path / "run"
+    assert main(["simulate", "human_iv_2e6_per_kg", "--label", "111In-oxine", "--out", str(out)]) == 0
+    assert "111In-oxine (% of injected activity, decay-corrected)" in capsys.readouterr().out
+    table = pd.read_csv(out / "imaging.csv")
+    for organ in ("lung", "liver", "spleen", "bone marrow and other tissue", "blood (cells and free label)",
+                  "lesion (target site)", "excreted or elsewhere"):
+        for how in ("decay-corrected", "not decay-corrected"):
+            assert f"{organ} (% injected activity, {how})" in table.columns
+    corrected = table[[c for c in table.columns if c.endswith(", decay-corrected)")]].sum(axis=1)
+    after = table["time_h"] >= 0.5  # after the 30-minute infusion, every injected becquerel is somewhere
+    assert np.allclose(corrected[after], 100.0, rtol=1e-9)
+    assert (out / "imaging.png").exists() and (out / "imaging.svg").exists()
+    assert "imaging.csv" in (out / "manifest.json").read_text()
+
+
+def test_cli_unknown_label_exits_2_naming_the_labels(tmp_path, capsys):
+    from mscsim.cli import main
+
+    assert main(["simulate", "human_iv_2e6_per_kg", "--label", "18F-FDG", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "--label" in err and "18F-FDG" in err and "111In-oxine" in err and "human_iv_2e6_per_kg" in err

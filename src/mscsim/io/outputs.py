@@ -74,6 +74,23 @@ def summary_table(ds: xr.Dataset) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def imaging_table(ds: xr.Dataset) -> pd.DataFrame | None:
+    """What imaging sees, one row per patient and time: each organ's share of the injected activity of the
+    scenario's label, decay-corrected (to the injection) and not (what a camera counts then); None without a label."""
+    organs = [n for n, v in ds.data_vars.items() if v.attrs.get("kind") == "imaging" and v.attrs.get("decay_corrected")]
+    if not organs:
+        return None
+    n, t = ds.sizes["patient"], ds["time"].values
+    cols = {"patient": np.repeat(ds["patient"].values, len(t)), "time_h": np.tile(t, n),
+            "time_days": np.tile(ds["time_days"].values, n)}
+    for corrected in (True, False):
+        for name in organs:
+            var = ds[name if corrected else f"{name}_not_decay_corrected"]
+            how = "decay-corrected" if corrected else "not decay-corrected"
+            cols[f"{var.attrs['organ']} (% injected activity, {how})"] = var.values.ravel()
+    return pd.DataFrame(cols)
+
+
 def endpoint_columns(ds: xr.Dataset) -> dict[str, np.ndarray]:
     """Each endpoint at baseline and at the disease's visits (treated and untreated), and each response."""
     cols: dict[str, np.ndarray] = {}
@@ -134,6 +151,10 @@ def write_results(ds: xr.Dataset, out: str | Path, *, scenario_path: str | None 
             bands.timecourse.to_netcdf(tmp / "draws.nc")
             files += ["bands.csv", "draws.csv", "draws.nc"]
         summary.to_csv(tmp / "summary.csv", index=False)
+        imaging = imaging_table(ds)
+        if imaging is not None:
+            imaging.to_csv(tmp / "imaging.csv", index=False)
+            files.append("imaging.csv")
         drawings = ({"cell_fate": figure} if figure is not None else {}) | dict(figures or {})
         for name, draw in drawings.items():
             fig = draw(ds)

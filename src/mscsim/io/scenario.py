@@ -226,8 +226,7 @@ class Scenario(_Strict):
         from ..model.labels import available_labels
 
         if v is not None and v not in available_labels():
-            raise ValueError(f"got {v!r}; allowed: one of {available_labels()} (labels with data in "
-                             "data/parameters/labels.yaml)")
+            raise ValueError(f"one of {available_labels()} (labels with data in data/parameters/labels.yaml)")
         return v
 
     @field_validator("duration_days")
