@@ -161,3 +161,23 @@ def test_cli_unknown_label_exits_2_naming_the_labels(tmp_path, capsys):
     assert main(["simulate", "human_iv_2e6_per_kg", "--label", "18F-FDG", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "--label" in err and "18F-FDG" in err and "111In-oxine" in err and "human_iv_2e6_per_kg" in err
+
+
+def test_B04_human_imaging_targets_pass_or_say_why_not():
+    """The human 111In-oxine targets (Gholamrezanezhad 2011) are reported beside the model's label shares; a target
+    the model misses names the gap ('known_gap') rather than being dropped or loosened."""
+    from mscsim.analysis.validation import format_table, load_targets, run_validation
+
+    targets = [t for t in load_targets() if t["_file"] == "imaging.yaml"]
+    assert {t["measure"]["organ"] for t in targets} >= {"lung", "liver", "spleen"}
+    results = run_validation(targets)
+    table = format_table(results)
+    for t, r in zip(targets, results):
+        assert t["id"] in table
+        assert isinstance(r.simulated, float) and 0.0 <= r.simulated <= 100.0
+        lo, hi = t["criterion"]["between"]
+        assert (t["observed"]["low"], t["observed"]["high"]) == (lo, hi)  # the paper's spread is the tolerance
+        assert r.passed or t.get("known_gap"), f"{r.id} fails without a stated gap: {r.simulated} vs [{lo}, {hi}]"
+    # what the model does get right: little label in the liver before the cells die
+    assert next(r for r in results if r.id == "IMG1-liver-post-infusion").passed
+    assert all(r.as_dict().get("known_gap") for r in results if not r.passed)
