@@ -181,3 +181,18 @@ def test_B04_human_imaging_targets_pass_or_say_why_not():
     # what the model does get right: little label in the liver before the cells die
     assert next(r for r in results if r.id == "IMG1-liver-post-infusion").passed
     assert all(r.as_dict().get("known_gap") for r in results if not r.passed)
+
+
+def test_B04_99mTc_HMPAO_counts_fall_with_its_six_hour_half_life():
+    ds = simulated(example(IMAGING, label="99mTc-HMPAO", duration_days=2, outputs={"times_hours": [2.0, 24.0, 48.0]}))
+    assert ds.attrs["label_half_life_h"] == pytest.approx(6.0067)
+    organs = [v for v in ds.data_vars if v.startswith("imaging_") and not v.endswith("_not_decay_corrected")]
+    for t_h in (24.0, 48.0):
+        i = int(np.argmin(abs(ds["time"].values - t_h)))
+        counted = sum(float(ds[f"{v}_not_decay_corrected"].values[0, i]) for v in organs)
+        assert counted == pytest.approx(100.0 * 0.5 ** (t_h / 6.0067), rel=1e-8)  # 6.3 % of the activity at 1 d
+    # it leaks from viable cells faster than 111In-oxine (a cited-or-assumed parameter, not a code constant)
+    from mscsim.model.parameters import load_parameter_sets
+
+    pset = load_parameter_sets(["labels"])
+    assert pset["Tc99m_HMPAO_cell_efflux"].value > pset["In111_oxine_cell_efflux"].value

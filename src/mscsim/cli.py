@@ -103,7 +103,7 @@ def _imaging_line(ds) -> str:
         if th > t[-1]:
             continue
         i = int(np.argmin(np.abs(t - th)))
-        shares = ", ".join(f"{n.removeprefix('imaging_')} {float(ds[n].values[0, i]):.1f}" for n in organs
+        shares = ", ".join(f"{n.removeprefix('imaging_').replace('_', ' ')} {float(ds[n].values[0, i]):.1f}" for n in organs
                            if float(ds[n].values[0, i]) >= 0.5)
         parts.append(f"{say}: {shares}")
     return f"{ds.attrs['label']} (% of injected activity, decay-corrected) " + "; ".join(parts)
