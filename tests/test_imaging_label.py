@@ -152,7 +152,10 @@ def test_cli_label_writes_the_imaging_table_and_figure(tmp_path, capsys):
     after = table["time_h"] >= 0.5  # after the 30-minute infusion, every injected becquerel is somewhere
     assert np.allclose(corrected[after], 100.0, rtol=1e-9)
     assert (out / "imaging.png").exists() and (out / "imaging.svg").exists()
-    assert "imaging.csv" in (out / "manifest.json").read_text()
+    manifest = (out / "manifest.json").read_text()
+    assert "imaging.csv" in manifest
+    for key in ("gildehaus2011", "nndc_nudat"):  # the label's sources are cited with the run
+        assert key in manifest
 
 
 def test_cli_unknown_label_exits_2_naming_the_labels(tmp_path, capsys):

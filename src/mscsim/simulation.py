@@ -85,6 +85,8 @@ class Setup:
             names.append(self.placement_parameter)
         if self.scenario.regimen.dose.cells_per_kg is not None and self.scenario.patient.weight_kg is None:
             names.append("body_weight")
+        if self.scenario.label:  # used by the dose and the outputs, not by a rate law
+            names += [label_parameter(self.scenario.label, w) for w in ("cell_bound", "half_life")]
         if self.has_tissue:
             pt = self.scenario.patient
             names += ["ecf_per_kg"] + (["smoking_perfusion"] if pt.smoker else []) + \
