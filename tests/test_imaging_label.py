@@ -199,3 +199,17 @@ def test_B04_99mTc_HMPAO_counts_fall_with_its_six_hour_half_life():
 
     pset = load_parameter_sets(["labels"])
     assert pset["Tc99m_HMPAO_cell_efflux"].value > pset["In111_oxine_cell_efflux"].value
+
+
+def test_B04_label_with_the_tissue_model():
+    """A disease run (the tissue model, started from the untreated chronic state) carries a label too: the label
+    states are held at zero while the chronic state is found, balance after the dose, and get no untreated copy."""
+    ds = simulated(example("acute_gvhd_iv_2e6_per_kg", label="111In-oxine", duration_days=2,
+                           regimen={"times_days": [0]}))
+    organs = [v for v in ds.data_vars if v.startswith("imaging_") and not v.endswith("_not_decay_corrected")]
+    total = sum(ds[v].values for v in organs)
+    after = ds["time"].values >= 0.5
+    np.testing.assert_allclose(total[:, after], 100.0, rtol=1e-9)
+    assert np.all(total[:, 0] == 0.0)  # no label before the dose, whatever the chronic disease state
+    assert not [v for v in ds.data_vars if v.startswith(("label_", "imaging_")) and v.endswith("_untreated")]
+    assert _at(ds, "imaging_liver", 24.0) > 100.0 * frac(ds, ["msc_liver", "debris_liver"], 24.0)
