@@ -75,6 +75,10 @@ def test_B04_decay_correction():
     run = simulated(example(IMAGING, outputs={"times_hours": [1.0, half, 240.0]}))
     assert _at(run, "imaging_liver_not_decay_corrected", half) == pytest.approx(
         0.5 * _at(run, "imaging_liver", half), rel=1e-12)
+    # decay runs from the injection, also when it is not at time 0
+    late = simulated(example(IMAGING, regimen={"times_days": [1.0]}, outputs={"times_hours": [24.0 + half, 240.0]}))
+    assert _at(late, "imaging_liver_not_decay_corrected", 24.0 + half) == pytest.approx(
+        0.5 * _at(late, "imaging_liver", 24.0 + half), rel=1e-12)
 
 
 def test_B04_label_states_are_generated_from_the_cell_processes():

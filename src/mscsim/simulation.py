@@ -656,7 +656,8 @@ def to_dataset(setup: Setup, t: np.ndarray, states: np.ndarray, administered: np
                                        "(NaN for intravenous dosing: the target gets cells only by homing)"})
     half_life = setup.label_half_life_hours()
     if half_life is not None:
-        data.update(imaging_variables(model, states, t, half_life, setup.scenario.label))
+        injected = 24.0 * setup.scenario.regimen.times_days[0]  # a labelled run has one administration
+        data.update(imaging_variables(model, states, t, half_life, setup.scenario.label, injected))
     ds = xr.Dataset(data, coords=coords)
     if half_life is not None:
         ds.attrs.update({"label": setup.scenario.label, "label_half_life_h": half_life})
@@ -678,12 +679,13 @@ def to_dataset(setup: Setup, t: np.ndarray, states: np.ndarray, administered: np
     return ds
 
 
-def imaging_variables(model: CompiledModel, states: np.ndarray, t: np.ndarray, half_life_h: float, label: str
-                      ) -> dict:
+def imaging_variables(model: CompiledModel, states: np.ndarray, t: np.ndarray, half_life_h: float, label: str,
+                      injected_h: float = 0.0) -> dict:
     """Each imaged organ's share of the injected activity over time (``imaging_<organ>``, decay-corrected, and
-    ``imaging_<organ>_not_decay_corrected``: what a camera counts, corrected x exp(-ln2 t / T)), as percent."""
+    ``imaging_<organ>_not_decay_corrected``: what a camera counts, corrected x exp(-ln2 (t - t_injection) / T)),
+    as percent."""
     out = {}
-    decay = decay_factor(t, half_life_h)[None, :]
+    decay = decay_factor(np.maximum(t - injected_h, 0.0), half_life_h)[None, :]
     for organ, names in organ_states(model.model.states).items():
         share = 100.0 * states[:, :, [model.index(n) for n in names]].sum(axis=2)
         what = ORGAN_NAMES[organ]

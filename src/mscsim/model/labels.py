@@ -172,11 +172,6 @@ def follow_rate(rate: str, source: str, symbols: dict[str, sp.Symbol]) -> str:
     return str(sp.Piecewise((r * L / A, A > 0), (0, True)))  # singular per cell at A = 0: no cells, no label moves
 
 
-def label_names(state_names, states) -> list[str]:
-    """The names of the label states among ``state_names`` (``states``: the model's State records)."""
-    return [n for n, s in zip(state_names, states) if n.startswith("label_") and s.kind == "signal"]
-
-
 def organ_states(model_states) -> dict[str, list[str]]:
     """Each imaged organ's label states (ORGANS), from the states' compartments."""
     out: dict[str, list[str]] = {}
