@@ -156,6 +156,10 @@ def test_cli_label_writes_the_imaging_table_and_figure(tmp_path, capsys):
     after = table["time_h"] >= 0.5  # after the 30-minute infusion, every injected becquerel is somewhere
     assert np.allclose(corrected[after], 100.0, rtol=1e-9)
     assert (out / "imaging.png").exists() and (out / "imaging.svg").exists()
+    summary = pd.read_csv(out / "summary.csv")  # key times, as parameter bands summarise them
+    i24 = int(np.argmin(abs(table["time_h"].values - 24.0)))
+    assert summary["imaging_liver_pct_24h"][0] == pytest.approx(
+        table["liver (% injected activity, decay-corrected)"][i24], rel=1e-9)
     manifest = (out / "manifest.json").read_text()
     assert "imaging.csv" in manifest
     for key in ("gildehaus2011", "nndc_nudat"):  # the label's sources are cited with the run

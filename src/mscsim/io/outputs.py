@@ -56,6 +56,7 @@ def summary_table(ds: xr.Dataset) -> pd.DataFrame:
     rows = {"patient": ds["patient"].values, "dose_cells": ds["dose_cells"].values,
             "effective_potent_dose": ds["effective_potent_dose"].values,
             "potent_dose_at_target": ds["potent_dose_at_target"].values}
+    imaging = [n for n, v in ds.data_vars.items() if v.attrs.get("kind") == "imaging" and v.attrs.get("decay_corrected")]
     lung_label = ds["msc_lung"] + ds["debris_lung"]
     liver_label = ds["msc_liver"] + ds["debris_liver"]
     for label, th in SUMMARY_TIMES_H.items():
@@ -67,6 +68,8 @@ def summary_table(ds: xr.Dataset) -> pd.DataFrame:
         rows[f"viable_target_cells_{label}"] = ds["msc_target"].values[:, i]
         rows[f"lung_label_fraction_{label}"] = lung_label.values[:, i] / a
         rows[f"liver_label_fraction_{label}"] = liver_label.values[:, i] / a
+        for name in imaging:  # an imaging label: % of the injected activity, decay-corrected
+            rows[f"{name}_pct_{label}"] = ds[name].values[:, i]
     rows["viable_fraction_end"] = ds["viable_total"].values[:, -1] / np.maximum(adm[:, -1], 1e-300)
     rows["viable_target_cells_end"] = ds["msc_target"].values[:, -1]
     rows["target_exposure_cell_days"] = trapezoid(ds["msc_target"].values, ds["time_days"].values, axis=1)
