@@ -191,7 +191,7 @@ def test_one_reaction_per_process_and_units_on_everything(exported):
     # substance units per cell) that turns the extent back into that signal's amount.
     signal_reactions = [r for r in modelled if not setup.model.cell_mask[
         setup.model.index(processes[r.getId()].source or processes[r.getId()].target)]]
-    assert bool(signal_reactions) == setup.has_tissue
+    assert bool(signal_reactions) == (setup.has_tissue or bool(setup.model.label_mask.any()))  # or a label's
     per_hour = _base("second", -1, 3600.0)
     for r in modelled:
         p = processes[r.getId()]
@@ -210,6 +210,7 @@ def test_one_reaction_per_process_and_units_on_everything(exported):
             assert not species.isSetConversionFactor(), r.getId()
     doc.setConsistencyChecks(libsbml.LIBSBML_CAT_UNITS_CONSISTENCY, True)
     doc.checkConsistency()
+    # an imaging label's infusion inputs too: in extent (cells) per hour, through the label's conversion factor
     assert [doc.getError(i).getMessage() for i in range(doc.getNumErrors())] == []
 
 

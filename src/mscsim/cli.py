@@ -50,6 +50,8 @@ def _simulate(args) -> int:
     from .sizing import check_size
 
     sim = load(args.scenario)
+    if args.label is not None:
+        sim = _with_label(sim, args.label)
     check_scenario(sim.scenario)  # every name and value, before any work
     cost = check_size(sim.scenario, allow_large=args.allow_large)
     check_output_dir(args.out)  # refused now, not after the run
@@ -71,9 +73,40 @@ def _simulate(args) -> int:
         print(f"parameter uncertainty: {len(d.index)} parameter draws ({d.condition}: {d.candidates} screened"
               + (f", {bands.failed} failed" if bands.failed else "") + "); median (90% interval) over the draws:")
         _print_endpoints(ds, bands)
+    if "label" in ds.attrs:
+        print(_imaging_line(ds))
     print(f"wrote {out}/" + ", ".join(_file_list(out)))
     print(DISCLAIMER)
     return 0
+
+
+def _with_label(sim, label: str):
+    """The scenario with ``--label`` (an imaging label on the cells); an unknown label is refused naming the
+    labels with data."""
+    from .errors import InputError
+    from .model.labels import available_labels
+
+    if label not in available_labels():
+        raise InputError("--label", label, f"one of {available_labels()} (labels with data in "
+                         "data/parameters/labels.yaml)", file=sim.origin)
+    return sim._with(f"--label {label}", lambda data: data.update(label=label))
+
+
+def _imaging_line(ds) -> str:
+    """Where the label is (decay-corrected % of injected activity, first patient) at 2 h, 1 d and the end."""
+    import numpy as np
+
+    t = ds["time"].values
+    organs = [n for n, v in ds.data_vars.items() if v.attrs.get("kind") == "imaging" and v.attrs.get("decay_corrected")]
+    parts = []
+    for th, say in ((2.0, "2 h"), (24.0, "1 d"), (float(t[-1]), f"{t[-1] / 24:g} d")):
+        if th > t[-1]:
+            continue
+        i = int(np.argmin(np.abs(t - th)))
+        shares = ", ".join(f"{n.removeprefix('imaging_').replace('_', ' ')} {float(ds[n].values[0, i]):.1f}" for n in organs
+                           if float(ds[n].values[0, i]) >= 0.5)
+        parts.append(f"{say}: {shares}")
+    return f"{ds.attrs['label']} (% of injected activity, decay-corrected) " + "; ".join(parts)
 
 
 def _file_list(out: Path) -> list[str]:
@@ -424,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (created; replaced if it is an earlier mscsim output)")
     p.add_argument("--allow-large", action="store_true", help="run a cohort whose results would not fit in 2 GiB of "
                    "memory (refused otherwise; 'mscsim trial' streams large cohorts to disk)")
+    p.add_argument("--label", default=None, metavar="LABEL", help="an imaging label on the cells (e.g. 111In-oxine): "
+                   "also writes imaging.csv and an imaging figure, each organ's share of the injected activity")
     p.set_defaults(func=_simulate)
     p = sub.add_parser("parameters", help="list a scenario's parameters: value, units, bounds, between-patient and "
                        "uncertainty distributions, evidence grade and sources")

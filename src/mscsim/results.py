@@ -195,10 +195,12 @@ class Results:
         from functools import partial
 
         from .io.outputs import write_results
-        from .report.plots import cell_fate_figure, tissue_response_figure
+        from .report.plots import cell_fate_figure, imaging_figure, tissue_response_figure
 
         curves = self._curves()
         extra = {"tissue_response": partial(tissue_response_figure, bands=curves)} if self.has_endpoints else {}
+        if "label" in self.data.attrs:
+            extra["imaging"] = imaging_figure
         return write_results(self.data, out, scenario_path=scenario_path, figure=partial(cell_fate_figure, bands=curves),
                              figures=extra, bands=self.parameter_bands)
 

@@ -23,6 +23,7 @@ from .io.scenario import Scenario
 from .model.cache import load_compiled
 from .model.compile import CompiledModel
 from .model.core import Model
+from .model.labels import ORGAN_NAMES, decay_factor, label_parameter, organ_states, with_label
 from .model.overrides import Override, apply_overrides, check_overrides
 from .model.parameters import ParameterSet, load_parameter_sets
 from .model.references import Reference, resolve
@@ -50,9 +51,12 @@ POSITIVITY_RTOL_SIGNALS = 1e-6
 
 
 @lru_cache(maxsize=16)
-def compiled(mechanisms: tuple[str, ...], switches: tuple[tuple[str, bool], ...]) -> CompiledModel:
-    """Compile each distinct composition once per process."""
-    return load_compiled(Model.compose(list(mechanisms), dict(switches)))
+def compiled(mechanisms: tuple[str, ...], switches: tuple[tuple[str, bool], ...], label: str | None = None
+             ) -> CompiledModel:
+    """Compile each distinct composition once per process; ``label`` (e.g. ``111In-oxine``) adds the imaging
+    label's states, generated from the composition's cell processes (:mod:`mscsim.model.labels`)."""
+    model = Model.compose(list(mechanisms), dict(switches))
+    return load_compiled(with_label(model, label) if label else model)
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,8 @@ class Setup:
             names.append(self.placement_parameter)
         if self.scenario.regimen.dose.cells_per_kg is not None and self.scenario.patient.weight_kg is None:
             names.append("body_weight")
+        if self.scenario.label:  # used by the dose and the outputs, not by a rate law
+            names += [label_parameter(self.scenario.label, w) for w in ("cell_bound", "half_life")]
         if self.has_tissue:
             pt = self.scenario.patient
             names += ["ecf_per_kg"] + (["smoking_perfusion"] if pt.smoker else []) + \
@@ -136,7 +142,30 @@ class Setup:
                 share = P[:, self.model.param_index("phi_sys")]
             amount[:, self.model.index("ev")] = sc.regimen.dose.particles * share / volume
             return amount
-        return split_dose(sc.regimen.route, cells, self.factors.viability, self.placement, self.model)
+        amount = split_dose(sc.regimen.route, cells, self.factors.viability, self.placement, self.model)
+        if sc.label:
+            amount = self._with_label_dose(amount, cells)
+        return amount
+
+    def _with_label_dose(self, amount: np.ndarray, cells: np.ndarray) -> np.ndarray:
+        """The label given with the cells (share of one administration's activity): the bound share on the cells,
+        in proportion to where the dose puts them (viable and dead), the rest as free label."""
+        model = self.model
+        bound = self.pset[label_parameter(self.scenario.label, "cell_bound")].value
+        per_cell = bound / np.maximum(cells, 1e-300)
+        out = amount.copy()
+        for k, name in enumerate(model.state_names):
+            if model.cell_mask[k] and f"label_{name}" in model.state_names:
+                out[:, model.index(f"label_{name}")] = amount[:, k] * per_cell
+        out[:, model.index("label_free")] = 1.0 - out[:, model.label_mask].sum(axis=1)
+        return out
+
+    def label_half_life_hours(self) -> float | None:
+        """The label's physical half-life in hours (None without a label)."""
+        if not self.scenario.label:
+            return None
+        par = self.pset[label_parameter(self.scenario.label, "half_life")]
+        return convert(par.value, par.units, "h", what=f"parameter '{par.name}'")
 
     def baseline(self, P: np.ndarray) -> np.ndarray | None:
         """Each patient's untreated chronic disease state, or None for the kinetics-only model
@@ -307,7 +336,7 @@ def resolve_setup(scenario: Scenario, values: Mapping[str, float] | None = None,
 
 
 def _compile_setup(scenario: Scenario, inputs: _Inputs) -> Setup:
-    model = compiled(inputs.mechanisms, tuple(sorted(scenario.mechanisms.items())))
+    model = compiled(inputs.mechanisms, tuple(sorted(scenario.mechanisms.items())), scenario.label)
     solver_keys = ("hairer1996",) if scenario.solver.kind in ("batched", "jax") else ()
     return Setup(scenario, model, inputs.pset, inputs.product, inputs.factors, inputs.site,
                  inputs.placement_parameter, inputs.placement, model.parameter_vector(inputs.pset), solver_keys,
@@ -326,6 +355,8 @@ def parameter_files(scenario: Scenario) -> list[str]:
     files = ["kinetics", "product", f"species_{scenario.species}", f"site_{site}"]
     if scenario.disease:
         files += ["tissue", f"disease_{scenario.disease}"]
+    if scenario.label:
+        files.append("labels")
     return files
 
 
@@ -484,6 +515,13 @@ def check_conservation(problem: Problem, states: np.ndarray) -> None:
     worst = float(np.nanmax(err)) if np.isfinite(err).any() else 0.0
     if worst > CONSERVATION_RTOL:
         raise ConservationError(f"cell mass balance broken: relative error {worst:.3g} > {CONSERVATION_RTOL}")
+    if problem.model.label_mask.any():  # the label: on cells + in debris + in phagocytes + free + excreted = injected
+        label = states[:, :, problem.model.label_mask].sum(axis=2)
+        given = problem.administered(problem.model.label_mask)
+        err = np.abs(label - given) / np.maximum(given.max(axis=1, keepdims=True), 1e-300)
+        worst = float(np.nanmax(err)) if np.isfinite(err).any() else 0.0
+        if worst > CONSERVATION_RTOL:
+            raise ConservationError(f"label mass balance broken: relative error {worst:.3g} > {CONSERVATION_RTOL}")
 
 
 def untreated(problem: Problem) -> Problem:
@@ -525,7 +563,7 @@ def label_chunk(setup: Setup, prob: Problem, states: np.ndarray, untreated_state
                     doses=doses)
     if untreated_states is not None:
         for k, name in enumerate(setup.model.state_names):
-            if not setup.model.cell_mask[k]:
+            if not setup.model.cell_mask[k] and not setup.model.label_mask[k]:
                 attrs = dict(ds[name].attrs, long_name=f"{ds[name].attrs.get('long_name', name)} (untreated)")
                 ds[f"{name}_untreated"] = (("patient", "time"), untreated_states[:, :, k], attrs)
         add_endpoints(ds, setup.scenario.disease, setup.model.state_names)
@@ -622,7 +660,13 @@ def to_dataset(setup: Setup, t: np.ndarray, states: np.ndarray, administered: np
         ("patient",), np.broadcast_to(placed, (n,)).astype(float),
         {"units": "cell", "long_name": "count x viability x potency x placement, per local administration "
                                        "(NaN for intravenous dosing: the target gets cells only by homing)"})
+    half_life = setup.label_half_life_hours()
+    if half_life is not None:
+        injected = 24.0 * setup.scenario.regimen.times_days[0]  # a labelled run has one administration
+        data.update(imaging_variables(model, states, t, half_life, setup.scenario.label, injected))
     ds = xr.Dataset(data, coords=coords)
+    if half_life is not None:
+        ds.attrs.update({"label": setup.scenario.label, "label_half_life_h": half_life})
     ds.attrs.update({
         "title": f"mscsim results: {setup.scenario.name}",
         "mscsim_version": __version__,
@@ -639,3 +683,22 @@ def to_dataset(setup: Setup, t: np.ndarray, states: np.ndarray, administered: np
         "disclaimer": "Research tool output, not medical advice.",
     })
     return ds
+
+
+def imaging_variables(model: CompiledModel, states: np.ndarray, t: np.ndarray, half_life_h: float, label: str,
+                      injected_h: float = 0.0) -> dict:
+    """Each imaged organ's share of the injected activity over time (``imaging_<organ>``, decay-corrected, and
+    ``imaging_<organ>_not_decay_corrected``: what a camera counts, corrected x exp(-ln2 (t - t_injection) / T)),
+    as percent."""
+    out = {}
+    decay = decay_factor(np.maximum(t - injected_h, 0.0), half_life_h)[None, :]
+    for organ, names in organ_states(model.model.states).items():
+        share = 100.0 * states[:, :, [model.index(n) for n in names]].sum(axis=2)
+        what = ORGAN_NAMES[organ]
+        out[f"imaging_{organ}"] = (("patient", "time"), share, {
+            "units": "% of injected activity", "kind": "imaging", "organ": what, "decay_corrected": 1,
+            "long_name": f"{label} in {what}, % of injected activity (decay-corrected to injection)"})
+        out[f"imaging_{organ}_not_decay_corrected"] = (("patient", "time"), share * decay, {
+            "units": "% of injected activity", "kind": "imaging", "organ": what, "decay_corrected": 0,
+            "long_name": f"{label} in {what}, % of injected activity (not decay-corrected: counts now)"})
+    return out

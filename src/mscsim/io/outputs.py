@@ -56,6 +56,7 @@ def summary_table(ds: xr.Dataset) -> pd.DataFrame:
     rows = {"patient": ds["patient"].values, "dose_cells": ds["dose_cells"].values,
             "effective_potent_dose": ds["effective_potent_dose"].values,
             "potent_dose_at_target": ds["potent_dose_at_target"].values}
+    imaging = [n for n, v in ds.data_vars.items() if v.attrs.get("kind") == "imaging" and v.attrs.get("decay_corrected")]
     lung_label = ds["msc_lung"] + ds["debris_lung"]
     liver_label = ds["msc_liver"] + ds["debris_liver"]
     # a lesion in the lung or the liver is part of that organ: an image of the label sees its cells there too
@@ -74,11 +75,30 @@ def summary_table(ds: xr.Dataset) -> pd.DataFrame:
         rows[f"viable_target_cells_{label}"] = ds["msc_target"].values[:, i]
         rows[f"lung_label_fraction_{label}"] = lung_label.values[:, i] / a
         rows[f"liver_label_fraction_{label}"] = liver_label.values[:, i] / a
+        for name in imaging:  # an imaging label: % of the injected activity, decay-corrected
+            rows[f"{name}_pct_{label}"] = ds[name].values[:, i]
     rows["viable_fraction_end"] = ds["viable_total"].values[:, -1] / np.maximum(adm[:, -1], 1e-300)
     rows["viable_target_cells_end"] = ds["msc_target"].values[:, -1]
     rows["target_exposure_cell_days"] = trapezoid(ds["msc_target"].values, ds["time_days"].values, axis=1)
     rows.update(endpoint_columns(ds))
     return pd.DataFrame(rows)
+
+
+def imaging_table(ds: xr.Dataset) -> pd.DataFrame | None:
+    """What imaging sees, one row per patient and time: each organ's share of the injected activity of the
+    scenario's label, decay-corrected (to the injection) and not (what a camera counts then); None without a label."""
+    organs = [n for n, v in ds.data_vars.items() if v.attrs.get("kind") == "imaging" and v.attrs.get("decay_corrected")]
+    if not organs:
+        return None
+    n, t = ds.sizes["patient"], ds["time"].values
+    cols = {"patient": np.repeat(ds["patient"].values, len(t)), "time_h": np.tile(t, n),
+            "time_days": np.tile(ds["time_days"].values, n)}
+    for corrected in (True, False):
+        for name in organs:
+            var = ds[name if corrected else f"{name}_not_decay_corrected"]
+            how = "decay-corrected" if corrected else "not decay-corrected"
+            cols[f"{var.attrs['organ']} (% injected activity, {how})"] = var.values.ravel()
+    return pd.DataFrame(cols)
 
 
 def endpoint_columns(ds: xr.Dataset) -> dict[str, np.ndarray]:
@@ -141,6 +161,10 @@ def write_results(ds: xr.Dataset, out: str | Path, *, scenario_path: str | None 
             bands.timecourse.to_netcdf(tmp / "draws.nc")
             files += ["bands.csv", "draws.csv", "draws.nc"]
         summary.to_csv(tmp / "summary.csv", index=False)
+        imaging = imaging_table(ds)
+        if imaging is not None:
+            imaging.to_csv(tmp / "imaging.csv", index=False)
+            files.append("imaging.csv")
         drawings = ({"cell_fate": figure} if figure is not None else {}) | dict(figures or {})
         for name, draw in drawings.items():
             fig = draw(ds)

@@ -533,6 +533,9 @@ def _infusion_input(model: libsbml.Model, species: str, units: str, compartment:
     _set(r, Id=f"infusion_into_{species}", Name=f"infusion into {species}", Reversible=False)
     _set(r.createProduct(), Species=species, Stoichiometry=1.0, Constant=True)
     law = f"{compartment} * {pid}" if compartment else pid
+    factor = model.getSpecies(species).getConversionFactor()
+    if factor:  # a signal's or label's input, in the model's extent per hour (see _conversion_factor)
+        law = f"({law}) / {factor}"
     _set(r.createKineticLaw(), Math=_math(law, model, f"infusion into '{species}'"))
 
 

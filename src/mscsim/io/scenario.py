@@ -224,7 +224,18 @@ class Scenario(_Strict):
     outputs: OutputSpec = OutputSpec()
     solver: SolverSpec = SolverSpec()
     seed: int = Field(default=20261122, ge=0, lt=2**63)
+    label: str | None = Field(default=None, description="an imaging label on the cells (e.g. 111In-oxine): adds "
+                              "what imaging sees, each organ's share of the injected activity")
     _source_file: str | None = PrivateAttr(default=None)
+
+    @field_validator("label")
+    @classmethod
+    def _known_label(cls, v):
+        from ..model.labels import available_labels
+
+        if v is not None and v not in available_labels():
+            raise ValueError(f"one of {available_labels()} (labels with data in data/parameters/labels.yaml)")
+        return v
 
     @field_validator("duration_days")
     @classmethod
@@ -314,6 +325,12 @@ class Scenario(_Strict):
         elif self.regimen.dose.particles is not None:
             raise ValueError("regimen.dose.particles is for product kind 'vesicles'; dose cells with 'cells' or "
                              "'cells_per_kg'")
+        if self.label is not None:
+            if self.product.kind == "vesicles":
+                raise FieldProblem("label", self.label, "no label for a vesicle product (a label is on cells)")
+            if len(self.regimen.times_days) > 1:
+                raise FieldProblem("label", self.label, "a single administration (each labelled dose is its own "
+                                   "imaging study; decay correction is to that injection)")
         return self
 
     def resolved(self) -> dict:

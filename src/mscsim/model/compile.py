@@ -63,6 +63,14 @@ class CompiledModel:
         kinds = {s.name: s.kind for s in self.model.states}
         return np.array([kinds[n] in CELL_KINDS for n in self.state_names])
 
+    @cached_property
+    def label_mask(self) -> np.ndarray:
+        """States of an imaging label (``mscsim.model.labels``; all False without one)."""
+        from .labels import LABEL_MECHANISM
+
+        names = {s.name for m in self.model.mechanisms if m.name == LABEL_MECHANISM for s in m.states}
+        return np.array([n in names for n in self.state_names], dtype=bool)
+
     @property
     def n_states(self) -> int:
         return len(self.state_names)

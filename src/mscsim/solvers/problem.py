@@ -129,10 +129,11 @@ class Problem:
                                 np.nonzero(t_eval == t_end)[0]))
         return segs
 
-    def administered(self) -> np.ndarray:
-        """Cells administered up to each output time, (B, T): the right-hand side of the mass balance."""
+    def administered(self, mask: np.ndarray | None = None) -> np.ndarray:
+        """Cells administered up to each output time, (B, T): the right-hand side of the mass balance (``mask``:
+        the states to sum instead of the cells, e.g. an imaging label's)."""
         t = np.asarray(self.t_eval, dtype=float)
-        mask = self.model.cell_mask
+        mask = self.model.cell_mask if mask is None else mask
         out = np.zeros((self.n_patients, len(t)))
         for b in self.boluses:
             out += b.amount[:, mask].sum(axis=1)[:, None] * (t[None, :] >= b.t)
