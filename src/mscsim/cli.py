@@ -314,6 +314,7 @@ def trial_summary(run) -> str:
     """What a trial run prints: the primary endpoint in the one virtual trial of the design's size, then the
     published numbers beside the virtual pool, each saying which it is."""
     from .display import display
+    from .trials.observe import endpoint_kinds
     from .trials.report import comparison_table
 
     design = run.design
@@ -322,7 +323,10 @@ def trial_summary(run) -> str:
     units = f" ({ep.units})" if ep.units else ""
     sizes = ", ".join(f"{lab[a.name]}: {a.n} patients" for a in design.arms)
     lines = [design.title,
-             f"primary endpoint: {ep.label}{units} at day {design.primary.visit_day:g}, change from baseline",
+             f"primary endpoint: {ep.label}{units}"
+             + ("" if f"day-{design.primary.visit_day:g}" in ep.label or f"day {design.primary.visit_day:g}" in ep.label
+                else f" at day {design.primary.visit_day:g}") + ", "
+             + ("rate" if endpoint_kinds(design).get(design.primary.endpoint) == "binary" else "change from baseline"),
              f"this one virtual trial ({sizes}), difference against control:"]
     for _, r in run.primary().iterrows():
         band = (f"; parameter uncertainty {r['param_median']:.3g} (90% {r['param_low90']:.3g} to "

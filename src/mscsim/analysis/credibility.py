@@ -48,9 +48,10 @@ DISEASES = {
         "pain VAS at day 180", ("knee_oa_lee_2019", "knee_oa_lamo_espinosa_2016")),
     "acute_gvhd": DiseaseContext(
         "acute_gvhd", "acute_gvhd_iv_2e6_per_kg",
-        "What share of children with steroid-refractory acute GVHD respond by day 28 to 2e6/kg intravenous MSCs twice "
-        "weekly for 4 weeks, against second-line care alone?",
-        "day-28 overall response (organ stage)", ("sr_agvhd_msb_gvhd001",)),
+        "What share of children and adults with steroid-refractory acute GVHD respond (completely or partly) by day "
+        "28 to 2e6/kg intravenous MSCs twice weekly for 4 weeks, against second-line care alone?",
+        "day-28 overall response (organ stage)",
+        ("sr_agvhd_msb_gvhd001", "sr_agvhd_study275", "sr_agvhd_adults_muroi2013")),
     "perianal_fistula": DiseaseContext(
         "perianal_fistula", "perianal_fistula_120e6",
         "What share of adults with complex perianal Crohn's fistulas reach combined remission by week 24 after 120e6 "

@@ -479,8 +479,10 @@ def write_html_report(path: str | Path, meta: Mapping, summary: pd.DataFrame | N
         disclaimer = f"{DEFAULT_DISCLAIMER} {disclaimer}".strip()
 
     primary = meta.get("primary") or {}
-    primary_text = (f"{_endpoint_label(meta, str(primary.get('endpoint')))} at day {_day(primary.get('visit_day'))}"
-                    if primary.get("endpoint") is not None else "not stated")
+    primary_text = "not stated"
+    if primary.get("endpoint") is not None:
+        label, day = _endpoint_label(meta, str(primary.get("endpoint"))), _day(primary.get("visit_day"))
+        primary_text = label if f"day {day}" in label or f"day-{day}" in label else f"{label} at day {day}"
     design = _table(["field", "value"], [
         ["design name", meta.get("name", "")],
         ["design file", meta.get("design_file", "")],
@@ -595,7 +597,10 @@ def write_html_report(path: str | Path, meta: Mapping, summary: pd.DataFrame | N
         f"<li>{e(arm_label.get(str(r['arm']), str(r['arm'])))} vs {e(arm_label.get(str(r['control']), str(r['control'])))}: "
         f"<b>{e(_with_ci(r['estimate'], r['ci_low'], r['ci_high']))}</b>, p = {e(_pvalue(r['p_value']))} "
         f"({e(str(r['test']))})</li>" for _, r in primary_rows.iterrows())
-    answer_html = (f"<h2>Primary endpoint</h2><p>{e(primary_text)}: difference in change from baseline against "
+    primary_binary = bool(len(summ)) and (summ.loc[summ["endpoint"].astype(str) == str(primary.get("endpoint")),
+                                                    "kind"] == "binary").any()
+    compared = "difference in the rate" if primary_binary else "difference in change from baseline"
+    answer_html = (f"<h2>Primary endpoint</h2><p>{e(primary_text)}: {compared} against "
                    f"control in this one virtual trial ({e(arm_sizes)} patients per arm):</p><ul>{answer}</ul>"
                    if answer else "")
 
