@@ -110,7 +110,9 @@ class RegimenSpec(_Strict):
 
 class LesionSpec(_Strict):
     """Where the lesion is: the organ whose blood flow, capillary bed and inflammation decide how many
-    intravenous cells reach it (``systemic``: skin or another organ, the systemic_lesion site)."""
+    intravenous cells reach it (``systemic``: skin or another organ, the systemic_lesion site). Routes
+    ``intralesional`` (direct injection) and ``intra_arterial`` (the organ's artery) deliver into the organ itself
+    (``ORGAN_ROUTES`` names the organs each reaches)."""
 
     organ: LesionOrgan = "systemic"
 
