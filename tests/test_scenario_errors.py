@@ -40,17 +40,62 @@ def test_bad_scenario_names_field_value_and_allowed(change, field, allowed):
     assert f"field '{field}'" in msg and allowed in msg and "bad.yaml" in msg
 
 
-def test_organ_lesion_with_a_local_route_is_refused():
-    # no placement accuracy is recorded for an injection into an organ lesion: a local route keeps its own site
+def test_organ_lesion_with_a_site_route_is_refused():
+    # a route with a site of its own (intra-articular: the knee) does not inject into an organ lesion: the routes
+    # that reach a liver lesion are named
     data = example("knee_ia_5e7_ultrasound", lesion={"organ": "liver"})
-    with pytest.raises(InputError, match="field 'lesion.organ'.*'liver'.*intravenous"):
+    with pytest.raises(InputError, match="field 'regimen.route'.*'intra_articular'.*'intravenous', "
+                                         "'intralesional', 'intra_arterial'"):
         scenario_from_dict(data, file="bad.yaml")
+
+
+ORGAN_ROUTE_BAD = [
+    # (route, lesion, field named, text that must appear): an organ route needs an organ it reaches
+    ("intralesional", {"organ": "systemic"}, "lesion.organ", "['heart', 'liver', 'kidney', 'brain']"),
+    ("intra_arterial", {"organ": "lung"}, "lesion.organ", "(for a 'lung' lesion: ['intravenous'])"),
+    ("intra_arterial", {"organ": "gut"}, "lesion.organ", "['heart', 'liver', 'kidney', 'brain']"),
+    ("intralesional", None, "lesion", "lesion: {organ: ...}"),
+]
+
+
+@pytest.mark.parametrize("route,lesion,field,allowed", ORGAN_ROUTE_BAD)
+def test_B05_an_organ_route_into_an_organ_it_does_not_reach_is_refused(route, lesion, field, allowed):
+    data = example("human_intramyocardial_heart_lesion", lesion=lesion)
+    data["regimen"] = {"route": route, "dose": {"cells": 1e8},
+                       **({"guidance": "fluoroscopy"} if route == "intralesional" else {})}
+    with pytest.raises(InputError) as exc:
+        scenario_from_dict(data, file="bad.yaml")
+    msg = str(exc.value)
+    assert f"field '{field}'" in msg and allowed in msg and "bad.yaml" in msg, msg
+    assert route in msg
+
+
+def test_B06_intralesional_injection_needs_guidance_with_accuracy_data_in_its_organ():
+    data = example("human_intramyocardial_heart_lesion", regimen={"route": "intralesional", "guidance": "ultrasound",
+                                                                  "dose": {"cells": 1e8}})
+    with pytest.raises(InputError, match="field 'regimen.guidance'.*'ultrasound'.*heart_lesion.*'fluoroscopy', 'direct_vision'"):
+        resolve_setup(scenario_from_dict(data))
+
+
+def test_cli_intra_arterial_into_a_lung_lesion_exits_2_naming_file_field_value_and_choices(tmp_path, capsys):
+    path = tmp_path / "lung_ia.yaml"
+    data = example("human_intramyocardial_heart_lesion", lesion={"organ": "lung"})
+    data["regimen"] = {"route": "intra_arterial", "dose": {"cells": 1e8}}
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    assert main(["simulate", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "lesion.organ" in err and "'lung'" in err and "'heart'" in err
+    assert not out.exists()
 
 
 def test_local_injection_into_a_blood_borne_lesion_site_is_refused_naming_the_site():
     data = example("knee_ia_5e7_ultrasound", regimen={"route": "perilesional", "site": "liver_lesion",
                                                       "guidance": "ultrasound", "dose": {"cells": 1e7}})
-    with pytest.raises(InputError, match="field 'regimen.site'.*'liver_lesion'.*placement-accuracy.*intravenously"):
+    # an organ lesion's site is reached through lesion.organ, by the organ routes (with their retention), not by
+    # a local route's own site
+    with pytest.raises(InputError, match="field 'regimen.site'.*'liver_lesion'.*lesion: {organ: liver}.*"
+                                         "'intravenous', 'intralesional', 'intra_arterial'"):
         resolve_setup(scenario_from_dict(data))
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 import xarray as xr
 
 from . import __version__
-from .delivery.routes import is_local, placement_parameter, site_of, split_dose
+from .delivery.routes import is_local, placement_parameter, retention_parameter, site_of, split_dose
 from .endpoints import add_endpoints, load_endpoints
 from .errors import ConservationError, InputError, MscsimError, PositivityError
 from .io.scenario import Scenario
@@ -74,15 +74,27 @@ class Setup:
     nominal: np.ndarray
     solver_citations: tuple[str, ...]
     overrides: tuple[Override, ...] = ()
+    retention_parameter: str | None = None  # an organ route's share held at first contact (site file)
+    retained: float | None = None
 
     @property
     def placement_fraction(self) -> float:
         return 1.0 if self.placement is None else self.placement
 
+    @property
+    def target_share(self) -> float | None:
+        """The share of an administration's cells the dose puts at the lesion: placement, times the share an organ
+        route's organ holds at first contact; None for intravenous dosing (cells reach it only by homing)."""
+        if self.placement is None and self.retained is None:
+            return None
+        return self.placement_fraction * (1.0 if self.retained is None else self.retained)
+
     def parameter_names_used(self) -> list[str]:
         names = list(self.model.param_names) + list(self.factors.parameters)
         if self.placement_parameter:
             names.append(self.placement_parameter)
+        if self.retention_parameter:
+            names.append(self.retention_parameter)
         if self.scenario.regimen.dose.cells_per_kg is not None and self.scenario.patient.weight_kg is None:
             names.append("body_weight")
         if self.scenario.label:  # used by the dose and the outputs, not by a rate law
@@ -142,7 +154,8 @@ class Setup:
                 share = P[:, self.model.param_index("phi_sys")]
             amount[:, self.model.index("ev")] = sc.regimen.dose.particles * share / volume
             return amount
-        amount = split_dose(sc.regimen.route, cells, self.factors.viability, self.placement, self.model)
+        amount = split_dose(sc.regimen.route, cells, self.factors.viability, self.placement, self.model,
+                            self.retained)
         if sc.label:
             amount = self._with_label_dose(amount, cells)
         return amount
@@ -263,6 +276,8 @@ class _Inputs:
     placement: float | None
     mechanisms: tuple[str, ...]
     overrides: tuple[Override, ...]
+    retention_parameter: str | None = None
+    retained: float | None = None
 
 
 def check_scenario(scenario: Scenario, *, file: str | None = None) -> None:
@@ -311,7 +326,15 @@ def _inputs(scenario: Scenario, file: str | None, values: Mapping[str, float] | 
     if is_local(reg.route):
         placement_name = placement_parameter(site, reg.guidance, reg.approach, pset)
         placement = pset[placement_name].value
-    return _Inputs(pset, product, factors, site, placement_name, placement, mechanisms, overrides)
+    retention_name = retention_parameter(reg.route)
+    retained = None
+    if retention_name is not None:
+        if retention_name not in pset:
+            raise InputError("regimen.route", reg.route, f"a route with a recorded retention ({retention_name}) in "
+                             f"site_{site}.yaml")
+        retained = pset[retention_name].value
+    return _Inputs(pset, product, factors, site, placement_name, placement, mechanisms, overrides, retention_name,
+                   retained)
 
 
 def _check_weight(scenario: Scenario, pset: ParameterSet) -> None:
@@ -340,7 +363,7 @@ def _compile_setup(scenario: Scenario, inputs: _Inputs) -> Setup:
     solver_keys = ("hairer1996",) if scenario.solver.kind in ("batched", "jax") else ()
     return Setup(scenario, model, inputs.pset, inputs.product, inputs.factors, inputs.site,
                  inputs.placement_parameter, inputs.placement, model.parameter_vector(inputs.pset), solver_keys,
-                 inputs.overrides)
+                 inputs.overrides, inputs.retention_parameter, inputs.retained)
 
 
 def scenario_site(scenario: Scenario) -> str:
@@ -655,11 +678,14 @@ def to_dataset(setup: Setup, t: np.ndarray, states: np.ndarray, administered: np
     data["dose_cells"] = (("patient",), dose, {"units": "cell", "long_name": "cells per administration"})
     data["effective_potent_dose"] = (("patient",), f.effective_potent_dose(dose),
                                      {"units": "cell", "long_name": "count x viability x potency, per administration"})
-    placed = f.effective_potent_dose(dose) * setup.placement if setup.placement is not None else np.nan
+    share = setup.target_share
+    placed = f.effective_potent_dose(dose) * share if share is not None else np.nan
     data["potent_dose_at_target"] = (
         ("patient",), np.broadcast_to(placed, (n,)).astype(float),
-        {"units": "cell", "long_name": "count x viability x potency x placement, per local administration "
-                                       "(NaN for intravenous dosing: the target gets cells only by homing)"})
+        {"units": "cell", "long_name": "count x viability x potency x placement (x the organ's first-contact "
+                                       "retention for a route into an organ lesion), per local or organ "
+                                       "administration (NaN for intravenous dosing: the target gets cells only by "
+                                       "homing)"})
     half_life = setup.label_half_life_hours()
     if half_life is not None:
         injected = 24.0 * setup.scenario.regimen.times_days[0]  # a labelled run has one administration
@@ -674,6 +700,7 @@ def to_dataset(setup: Setup, t: np.ndarray, states: np.ndarray, administered: np
         "seed": setup.scenario.seed,
         "site": setup.site,
         "placement_fraction": setup.placement_fraction,
+        "retained_fraction": 1.0 if setup.retained is None else setup.retained,
         "viability": f.viability,
         "potency_factor": f.potency,
         "death_multiplier": f.death_multiplier,

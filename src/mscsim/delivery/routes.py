@@ -9,15 +9,25 @@ import numpy as np
 from ..errors import InputError
 from ..model.parameters import ParameterSet
 
-Route = Literal["intravenous", "intra_articular", "intradiscal", "intramuscular", "perilesional", "perianal"]
-Guidance = Literal["ultrasound", "fluoroscopy", "landmark", "direct_vision"]
+Route = Literal["intravenous", "intra_articular", "intradiscal", "intramuscular", "perilesional", "perianal",
+                "intralesional", "intra_arterial"]
+Guidance = Literal["ultrasound", "fluoroscopy", "landmark", "direct_vision", "stereotactic"]
 Site = Literal["knee_joint", "intervertebral_disc", "skeletal_muscle", "perianal_fistula", "systemic_lesion",
                "liver_lesion", "kidney_lesion", "lung_lesion", "heart_lesion", "gut_lesion", "brain_lesion"]
 # The organ a blood-borne lesion lies in (scenario ``lesion.organ``); ``systemic`` is a lesion of skin or another
 # organ without a site file of its own (the systemic_lesion site, the default).
 LesionOrgan = Literal["systemic", "liver", "kidney", "lung", "heart", "gut", "brain"]
 
-LOCAL_ROUTES = ("intra_articular", "intradiscal", "intramuscular", "perilesional", "perianal")
+LOCAL_ROUTES = ("intra_articular", "intradiscal", "intramuscular", "perilesional", "perianal", "intralesional")
+# Routes into the lesion's organ (scenario ``lesion.organ``) and the organs where clinicians use them:
+# ``intralesional`` is a direct injection into the organ's lesion (intramyocardial, intrahepatic, intrarenal or
+# subcapsular, intracerebral); ``intra_arterial`` an infusion into the organ's artery (intracoronary, hepatic artery,
+# renal artery, intracarotid) whose capillary bed the cells meet before the lungs. The share of the cells the organ
+# holds at that first contact is the site file's ``retained_<route>`` (the rest reach the venous blood).
+ORGAN_ROUTES: dict[str, tuple[str, ...]] = {
+    "intralesional": ("heart", "liver", "kidney", "brain"),
+    "intra_arterial": ("heart", "liver", "kidney", "brain"),
+}
 DEFAULT_SITE: dict[str, str] = {
     "intravenous": "systemic_lesion",
     "intra_articular": "knee_joint",
@@ -26,6 +36,11 @@ DEFAULT_SITE: dict[str, str] = {
     "perilesional": "perianal_fistula",
     "perianal": "perianal_fistula",
 }
+
+
+def retention_parameter(route: str) -> str | None:
+    """The site parameter giving the share of a dose the lesion's organ holds at first contact (organ routes)."""
+    return f"retained_{route}" if route in ORGAN_ROUTES else None
 
 
 def lesion_site(organ: str) -> str:
@@ -38,7 +53,7 @@ def site_of(route: str, site: str | None, organ: str | None) -> str:
     route's default."""
     if site is not None:
         return site
-    if organ is not None and not is_local(route):
+    if organ is not None and (not is_local(route) or route in ORGAN_ROUTES):
         return lesion_site(organ)
     return DEFAULT_SITE[route]
 
@@ -72,19 +87,35 @@ def available_guidance(site: str, pset: ParameterSet) -> list[str]:
     return [g for g in get_args(Guidance) if f"placement_{g}" in pset]
 
 
-def split_dose(route: str, cells: np.ndarray, viability: float, placement: float | None, model) -> np.ndarray:
+def split_dose(route: str, cells: np.ndarray, viability: float, placement: float | None, model,
+               retained: float | None = None) -> np.ndarray:
     """Distribute ``cells`` (per patient) over the model states: viable cells to the entry compartment,
-    non-viable cells straight to debris there; a local dose splits between lesion and missed tissue."""
+    non-viable cells straight to debris there; a local dose splits between lesion and missed tissue.
+
+    A route into an organ lesion (``ORGAN_ROUTES``) keeps the share ``retained`` in the organ at first contact:
+    an injection's retained cells split by placement between the lesion and the missed tissue beside it; an
+    intra-arterial infusion's are the cells the lesion's capillary bed extracts on their first pass. The rest
+    reach the venous blood (needle track, venous and lymphatic drainage; the organ's venous outflow) and follow
+    the intravenous kinetics from there: the lung filter first."""
     index = model.index
     amount = np.zeros((cells.shape[0], model.n_states))
     viable = cells * viability
     dead = cells * (1.0 - viability)
-    if not is_local(route):
+    kept = 1.0 if retained is None else retained
+    if route in ORGAN_ROUTES:
+        amount[:, index("msc_venous")] = viable * (1.0 - kept)
+        amount[:, index("debris_blood")] = dead * (1.0 - kept)
+        viable, dead = viable * kept, dead * kept
+        if not is_local(route):  # intra-arterial: extracted in the lesion's bed
+            amount[:, index("msc_target")] = viable
+            amount[:, index("debris_target")] = dead
+            return amount
+    elif not is_local(route):
         amount[:, index("msc_venous")] = viable
         amount[:, index("debris_blood")] = dead
         return amount
-    amount[:, index("msc_target")] = viable * placement
-    amount[:, index("msc_offtarget")] = viable * (1.0 - placement)
-    amount[:, index("debris_target")] = dead * placement
-    amount[:, index("debris_offtarget")] = dead * (1.0 - placement)
+    amount[:, index("msc_target")] += viable * placement
+    amount[:, index("msc_offtarget")] += viable * (1.0 - placement)
+    amount[:, index("debris_target")] += dead * placement
+    amount[:, index("debris_offtarget")] += dead * (1.0 - placement)
     return amount

@@ -563,6 +563,9 @@ def model_notes(setup: Setup, refs: list[Reference]) -> str:
               + (f"; viability {f.viability:g}" if dose.particles is None else ""))
     if setup.placement_parameter:
         dosing += f"; placement fraction {setup.placement_fraction:g} ({setup.placement_parameter})"
+    if setup.retention_parameter:
+        dosing += (f"; share held in the lesion's organ at first contact {setup.retained:g} "
+                   f"({setup.retention_parameter}; the rest enters venous blood)")
     paras = [
         f"mscsim {__version__} export of scenario '{sc.name}'.",
         " ".join(sc.description.split()),

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from ..delivery.routes import Guidance, LesionOrgan, Route, Site, is_local, lesion_site
+from ..delivery.routes import ORGAN_ROUTES, Guidance, LesionOrgan, Route, Site, is_local, lesion_site
 from ..errors import InputError
 from ..model.overrides import ParameterValue
 from ..model.parameters import Distribution
@@ -104,13 +104,15 @@ class RegimenSpec(_Strict):
         if is_local(self.route) and self.infusion_minutes:
             raise ValueError(f"infusion_minutes applies to intravenous dosing, not to route '{self.route}'")
         if not is_local(self.route) and self.guidance is not None:
-            raise ValueError("guidance applies to local injections; leave it out for intravenous dosing")
+            raise ValueError(f"guidance applies to local injections; leave it out for route '{self.route}'")
         return self
 
 
 class LesionSpec(_Strict):
     """Where the lesion is: the organ whose blood flow, capillary bed and inflammation decide how many
-    intravenous cells reach it (``systemic``: skin or another organ, the systemic_lesion site)."""
+    intravenous cells reach it (``systemic``: skin or another organ, the systemic_lesion site). Routes
+    ``intralesional`` (direct injection) and ``intra_arterial`` (the organ's artery) deliver into the organ itself
+    (``ORGAN_ROUTES`` names the organs each reaches)."""
 
     organ: LesionOrgan = "systemic"
 
@@ -285,16 +287,33 @@ class Scenario(_Strict):
 
     @model_validator(mode="after")
     def _lesion_rules(self):
-        if self.lesion is None:
+        reg = self.regimen
+        organ = self.lesion.organ if self.lesion is not None else None
+        if reg.route in ORGAN_ROUTES:
+            allowed = ORGAN_ROUTES[reg.route]
+            if organ is None:
+                raise FieldProblem("lesion", None, f"route '{reg.route}' delivers into an organ lesion: give "
+                                   f"lesion: {{organ: ...}} with one of {list(allowed)}")
+            if organ not in allowed:
+                raise FieldProblem("lesion.organ", organ, f"an organ route '{reg.route}' reaches: {list(allowed)} "
+                                   f"(for a '{organ}' lesion: {_routes_for(organ)})")
+            if self.product.kind == "vesicles":
+                raise FieldProblem("regimen.route", reg.route, "a route of a cell product; dose vesicles "
+                                   "intravenously or into a local site")
+        organ_sites = {lesion_site(o): o for o in get_args(LesionOrgan) if o != "systemic"}
+        if is_local(reg.route) and reg.route not in ORGAN_ROUTES and reg.site in organ_sites:
+            o = organ_sites[reg.site]
+            raise FieldProblem("regimen.site", reg.site, f"a site of route '{reg.route}' (an organ lesion is given "
+                               f"as lesion: {{organ: {o}}} and reached by routes {_routes_for(o)}; a local "
+                               "injection into it is route 'intralesional', with its placement and retention)")
+        if organ is None:
             return self
-        organ, reg = self.lesion.organ, self.regimen
-        if is_local(reg.route):
+        if is_local(reg.route) and reg.route not in ORGAN_ROUTES:
             # A local injection's site is its own lesion (regimen.site or the route's default, each with cited
-            # placement accuracy); no site file gives the accuracy of an injection into an organ lesion.
-            raise FieldProblem("lesion.organ", organ, f"a lesion reached from blood: give 'lesion' with route "
-                               f"'intravenous' (route '{reg.route}' injects into its site, regimen.site or the "
-                               "route's default, and no placement accuracy is recorded for an injection into an "
-                               "organ lesion)")
+            # placement accuracy); an injection into an organ lesion is route 'intralesional'.
+            raise FieldProblem("regimen.route", reg.route, f"a route into a '{organ}' lesion: "
+                               f"{_routes_for(organ)} (route '{reg.route}' injects into its own site, "
+                               "regimen.site or the route's default, not into an organ lesion)")
         if reg.site is not None and reg.site != lesion_site(organ):
             raise FieldProblem("regimen.site", reg.site, f"'{lesion_site(organ)}' (the site of lesion.organ "
                                f"'{organ}'), or leave regimen.site out")
@@ -336,6 +355,11 @@ class Scenario(_Strict):
     def resolved(self) -> dict:
         """The scenario with every default filled in, as plain JSON-able data (recorded in every output)."""
         return json.loads(self.model_dump_json())
+
+
+def _routes_for(organ: str) -> list[str]:
+    """The routes that reach a lesion in ``organ``."""
+    return ["intravenous"] + [r for r, organs in ORGAN_ROUTES.items() if organ in organs]
 
 
 def scenario_from_dict(data: dict, *, file: str | None = None, base_dir: Path | None = None) -> Scenario:

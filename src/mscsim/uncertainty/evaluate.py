@@ -79,9 +79,9 @@ class SetRun:
         potent = np.concatenate([(st or s).factors.effective_potent_dose((st or s).patient_doses(self.n_patients))
                                  for st in self.setups])
         ds["effective_potent_dose"].values[:] = potent
-        if s.placement is not None:
+        if s.target_share is not None:
             ds["potent_dose_at_target"].values[:] = potent * np.repeat(
-                [(st or s).placement for st in self.setups], self.n_patients)
+                [(st or s).target_share for st in self.setups], self.n_patients)
         if self.untreated is not None:
             for k, name in enumerate(s.model.state_names):
                 if not s.model.cell_mask[k]:
