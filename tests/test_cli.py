@@ -71,7 +71,12 @@ def test_export_sbml_writes_a_level3_file(tmp_path, capsys):
     assert main(["export-sbml", "knee_ia_5e7_blind", "-o", str(out)]) == 0
     text = out.read_text()
     assert 'level="3"' in text and "<listOfReactions>" in text and "10.2147/CIA.S29265" in text
-    assert "28 process reactions" in capsys.readouterr().out
+    from mscsim.api import scenario_path
+    from mscsim.io.scenario import load_scenario
+    from mscsim.simulation import resolve_setup
+
+    processes = len(resolve_setup(load_scenario(scenario_path("knee_ia_5e7_blind"))).model.process_names)
+    assert f"{processes} process reactions" in capsys.readouterr().out and text.count("<reaction ") >= processes
 
 
 def test_parameters_lists_the_run_s_parameters(capsys, tmp_path):
