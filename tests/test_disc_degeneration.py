@@ -85,3 +85,13 @@ def test_B14_B18_noriega_trial_runs_against_its_published_pfirrmann_grades_and_t
     assert change["pain_vas", "sham"] < -2.0  # the sham relieves back pain
     diff = change["pain_vas", "msc_25e6"] - change["pain_vas", "sham"]
     assert -15.0 < diff < 0.0  # some benefit, below the ~15 mm minimal important difference
+
+
+def test_simulate_prints_the_disc_endpoints_at_the_trial_visits_treated_against_untreated(tmp_path, capsys):
+    from mscsim.cli import main
+
+    assert main(["simulate", PRESET, "--out", str(tmp_path / "disc")]) == 0
+    out = capsys.readouterr().out
+    for line in ("pain VAS, day 90 (mm)", "Oswestry Disability Index, day 180", "Pfirrmann grade, day 365"):
+        assert line in out and "untreated" in out.split(line)[1].splitlines()[0], line
+    assert (tmp_path / "disc" / "tissue_response.png").is_file()
