@@ -42,6 +42,8 @@ RUNS = {
     "gvhd_effect": ("acute_gvhd_iv_2e6_per_kg", "damage_effect_day28"),
     "fistula": ("perianal_fistula_120e6", "structure_day168"),
     "fistula_effect": ("perianal_fistula_120e6", "structure_effect_day168"),
+    "disc": ("lumbar_disc_intradiscal_25e6", "pain_vas_day180"),
+    "disc_effect": ("lumbar_disc_intradiscal_25e6", "pain_vas_effect_day180"),
 }
 # the presets run only as far as the output's visit (the GVHD preset runs 100 days, the fistula a year)
 DURATION_DAYS = {"acute_gvhd_iv_2e6_per_kg": 35, "perianal_fistula_120e6": 175}

@@ -35,7 +35,8 @@ from mscsim.io.scenario import load_scenario
 from mscsim.simulation import parameter_files
 from mscsim.trials import bundled_designs, load_design, run_trial
 
-DISEASE_OF_RUN = {"knee": "knee_osteoarthritis", "gvhd": "acute_gvhd", "fistula": "perianal_fistula"}
+DISEASE_OF_RUN = {"knee": "knee_osteoarthritis", "gvhd": "acute_gvhd", "fistula": "perianal_fistula",
+                  "disc": "lumbar_disc_degeneration"}
 
 
 def grades_at(rev: str, disease: str) -> dict[str, str]:

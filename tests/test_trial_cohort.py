@@ -286,7 +286,8 @@ def test_model_covariates_keep_only_what_the_model_reads():
 # --- bundled cohorts ----------------------------------------------------------------------------------------------
 
 DISEASE = {"knee_oa_adults": "knee_osteoarthritis", "sr_agvhd_children": "acute_gvhd",
-           "sr_agvhd_adults": "acute_gvhd", "crohn_perianal_adults": "perianal_fistula"}
+           "sr_agvhd_adults": "acute_gvhd", "crohn_perianal_adults": "perianal_fistula",
+           "lumbar_ddd_adults": "lumbar_disc_degeneration"}
 
 
 @pytest.mark.parametrize("name", sorted(DISEASE))
@@ -309,6 +310,9 @@ def test_bundled_cohorts_match_their_trials():
     assert abs(shares["II"] - 0.2) < 0.03 and abs(shares["IV"] - 0.5) < 0.03
     knee = draw_cohort(load_cohort("knee_oa_adults"), seed=2, start=0, count=1000)
     assert knee["kellgren_lawrence"].isin([2, 3, 4]).all() and 55 < knee["age_years"].mean() < 65
+    disc = draw_cohort(load_cohort("lumbar_ddd_adults"), seed=2, start=0, count=1000)
+    assert 37 < disc["age_years"].mean() < 43 and disc["age_years"].between(18, 75).all()  # Noriega 2017: mean 38 y
+    assert abs(disc["sex_female"].mean() - 7 / 24) < 0.05 and disc["bmi"].max() <= 40  # 7 women of 24
 
 
 def test_load_cohort_errors_name_the_file_and_field(tmp_path):

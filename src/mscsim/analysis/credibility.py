@@ -57,6 +57,12 @@ DISEASES = {
         "What share of adults with complex perianal Crohn's fistulas reach combined remission by week 24 after 120e6 "
         "allogeneic adipose MSCs injected into the tract, against curettage and saline?",
         "combined remission at week 24", ("perianal_fistula_admire_cd", "perianal_fistula_japan_2023")),
+    "lumbar_disc_degeneration": DiseaseContext(
+        "lumbar_disc_degeneration", "lumbar_disc_intradiscal_25e6",
+        "How much does one intradiscal injection of 25e6 allogeneic bone-marrow MSCs change low-back pain (VAS) and "
+        "disability (ODI) over 12 months, against a sham injection, in adults with chronic discogenic pain from one "
+        "degenerate lumbar disc?",
+        "pain VAS at day 180", ("lumbar_disc_noriega_2017",)),
 }
 
 

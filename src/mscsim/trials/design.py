@@ -26,7 +26,7 @@ from ..model.parameters import DATA_DIR, Distribution
 from .cohort import CohortSpec, load_cohort
 
 DESIGN_DIR = DATA_DIR / "trials"
-Comparator = Literal["none", "saline", "hyaluronic_acid", "standard_care"]
+Comparator = Literal["none", "saline", "hyaluronic_acid", "standard_care", "sham"]
 Test = Literal["welch_t", "student_t", "mann_whitney", "ancova", "chi2", "fisher"]
 DERIVED = {"omeract_oarsi_responder": "knee_osteoarthritis"}  # endpoints computed from others at each visit
 
@@ -311,12 +311,16 @@ class DesignSpec(_Strict):
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
 
 
+# the image guidance of a cell-free arm's nominal (never dosed) local regimen: one with accuracy data at the site
+NOMINAL_GUIDANCE = {"intradiscal": "fluoroscopy"}
+
+
 def arm_scenario(design: DesignSpec, arm: ArmSpec) -> Scenario:
     """The arm as an ordinary scenario: the design's patient defaults, the arm's product and regimen, output at
     baseline and the visits. A cell-free arm gets a nominal regimen that the runner never doses."""
     regimen = arm.regimen if arm.regimen is not None else RegimenSpec(
         route=arm.route or "intravenous", dose={"cells": 1.0}, times_days=[0.0],
-        guidance="ultrasound" if arm.route and is_local(arm.route) else None)
+        guidance=(NOMINAL_GUIDANCE.get(arm.route, "ultrasound") if arm.route and is_local(arm.route) else None))
     data = {
         "name": f"{design.name}:{arm.name}",
         "description": arm.label or design.title,

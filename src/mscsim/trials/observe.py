@@ -22,7 +22,7 @@ from .design import ArmSpec, DesignSpec
 from .statistics import omeract_oarsi_responder
 
 STREAM = 5171
-SYMPTOMS = ("pain_vas", "womac_total")  # endpoints that carry the placebo/comparator relief
+SYMPTOMS = ("pain_vas", "womac_total", "odi")  # endpoints that carry the placebo/comparator relief
 REMISSIONS = ("fistula_closed", "combined_remission")  # remission by standard care counts for these
 WOMAC_MAX = 96.0
 
