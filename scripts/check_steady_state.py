@@ -29,7 +29,8 @@ from mscsim.trials.cohort import draw_cohort, load_cohort, to_model_covariates
 
 PRESETS = {"knee_osteoarthritis": ("knee_oa_ia_5e7", "knee_oa_adults"),
            "acute_gvhd": ("acute_gvhd_iv_2e6_per_kg", "sr_agvhd_children"),
-           "perianal_fistula": ("perianal_fistula_120e6", "crohn_perianal_adults")}
+           "perianal_fistula": ("perianal_fistula_120e6", "crohn_perianal_adults"),
+           "lumbar_disc_degeneration": ("lumbar_disc_intradiscal_25e6", "lumbar_ddd_adults")}
 
 
 def relative(a: np.ndarray, b: np.ndarray, floor: np.ndarray) -> np.ndarray:
@@ -92,9 +93,10 @@ def main(argv=None) -> int:
     ap.add_argument("--days", type=float, default=20_000.0)
     ap.add_argument("--seed", type=int, default=20261205)
     ap.add_argument("--json", help="write the rows here")
+    ap.add_argument("--diseases", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     args = ap.parse_args(argv)
     rows = []
-    for disease in PRESETS:
+    for disease in args.diseases:
         row = check(disease, args.patients, args.days, args.seed)
         rows.append(row)
         print(f"{disease}: {row['steady_state_found']}/{row['patients']} stable steady states; max rel. diff vs "
