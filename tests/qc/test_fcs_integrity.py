@@ -114,3 +114,19 @@ def test_header_offsets_that_make_text_and_data_overlap_are_refused(lot_path):
     with pytest.raises(InputError, match="do not overlap") as err:
         read_fcs(tube)
     assert "field 'HEADER'" in str(err.value) and tube.name in str(err.value)
+
+
+def test_a_text_offset_that_skips_the_first_keywords_is_refused(lot_path):
+    """Found by the long fuzz run (2026-12-06): a HEADER TEXT start moved forward onto a later delimiter parses as a
+    shorter TEXT segment that lacks the first keywords, and the lot was released on it. FCS 3.x requires those
+    keywords ($BEGINANALYSIS, ...), so a TEXT segment without them is refused, naming the file and the keyword."""
+    tube = _tube(lot_path)
+    raw = bytearray(tube.read_bytes())
+    text_start = int(raw[10:18])
+    delimiter = raw[text_start:text_start + 1]
+    first_keyword_end = raw.index(delimiter, raw.index(delimiter, text_start + 1) + 1)  # after "/$KEY/value"
+    raw[10:18] = f"{first_keyword_end:>8d}".encode()
+    tube.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match="requires in TEXT") as err:
+        read_fcs(tube)
+    assert tube.name in str(err.value)

@@ -158,12 +158,26 @@ def _bad_keyword(path: Path, key: str, value, allowed: str) -> InputError:
                       "cannot be trusted", file=str(path))
 
 
+# The TEXT keywords each supported FCS version requires (Seamer et al. 1997, FCS 3.0; Spidlen et al. 2010, FCS 3.1);
+# the per-channel $PnB/$PnR/$PnN are checked below with the channels.
+_REQUIRED_30 = ("beginanalysis", "begindata", "beginstext", "byteord", "datatype", "endanalysis", "enddata",
+                "endstext", "mode", "nextdata", "par", "tot")
+REQUIRED_KEYWORDS = {"2.0": ("byteord", "datatype", "mode", "nextdata", "par", "tot"), "3.0": _REQUIRED_30,
+                     "3.1": _REQUIRED_30}
+
+
 def check_header(path: Path, text, fd, events: np.ndarray) -> None:
     """The TEXT segment must describe the DATA segment FlowIO read: $MODE list, a $DATATYPE FlowIO reads as the
     header says, a known $BYTEORD, $PAR and $TOT equal to the data's channels and events, $PnB matching the data
     type, and every value finite and within a million times its $PnR. FlowIO itself takes the event count from
     the data's length and uses the native byte order for an unknown $BYTEORD, so a header that disagrees with its
     data would otherwise be read as something else, and analysed."""
+    missing = [k for k in REQUIRED_KEYWORDS.get(fd.version, ()) if k not in text]
+    if missing:
+        raise InputError(f"${missing[0].upper()}", "missing", f"the keywords FCS {fd.version} requires in TEXT "
+                         f"({', '.join('$' + k.upper() for k in missing)} absent: a TEXT offset in the HEADER that "
+                         "does not point at the segment's start drops the first keywords); the file cannot be "
+                         "trusted", file=str(path))
     mode = str(text.get("mode", "")).strip().upper()
     if mode != "L":
         raise _bad_keyword(path, "mode", text.get("mode"), "'L' (list mode; histogram modes are not event data)")
