@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .._schema import NumbersNotBooleans
 from ..delivery.routes import Route, is_local
 from ..endpoints import load_endpoints
 from ..errors import InputError
@@ -39,7 +40,7 @@ class _FieldProblem(ValueError):
         self.where, self.value, self.allowed = where, value, allowed
 
 
-class _Strict(BaseModel):
+class _Strict(NumbersNotBooleans):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
