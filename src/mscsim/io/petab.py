@@ -2,8 +2,9 @@
 
 The problem is the typical patient of each trial arm (one patient, nominal parameters, no between-patient draw)
 against the published arm means and medians at the visits. It carries the SBML model of ``export-sbml`` (the
-disease preset's scenario) with two changes that PEtab conditions need: every dose amount is a parameter
-(``dose_<event>_<species>``) that a condition sets per arm (0 for a cell-free arm), and each state mscsim holds
+disease preset's scenario) with two changes that PEtab conditions need: a bolus of cells at time 0 is the cell
+species' initial amounts, which each arm's condition sets (0 for a cell-free arm; a later dose is an event adding
+a parameter ``dose_<event>_<species>`` that the condition sets), and each state mscsim holds
 at its start value while it finds the chronic state (structural loss set by the grade, running totals) has its
 own conversion factor (``hold_release_<state>``), 0 in an arm's preequilibration condition (the untreated
 burn-in to the chronic steady state) and 1 after it. Estimated parameters are the disease's influential
@@ -121,20 +122,22 @@ def petab_problem(target: str, progress=None) -> PetabProblem:
 
     say = progress or (lambda text: None)
     disease, path = resolve_target(target)
-    setup = load(path).setup()
     left: list[dict] = []
-    say("model")
+    observables = _observables(disease, left)
+    _check_comparable(disease, observables)  # refused before any model is built
+    setup = load(path).setup()
+    say(f"export-petab: the SBML model of {setup.scenario.name}")
     doc, slots, held = petab_document(setup)
     sbml = _sbml_text(doc)
-    say("trial arms")
+    say(f"export-petab: the trial arms of {', '.join(DISEASES[disease].designs)} (each arm's chronic state)")
     arms = []
     for name in DISEASES[disease].designs:
         arms += _design_arms(name, setup, slots, held, left)
-    observables = _observables(disease, arms, left)
     measurements = _measurements(disease, arms, observables, left)
     if measurements.empty:
-        raise MscsimError(f"PEtab export of {disease}: no published number that one typical patient per arm can be "
-                          f"compared to (see the reasons: {'; '.join(sorted({r['reason'] for r in left}))[:400]})")
+        raise MscsimError(f"PEtab export of {disease}: none of the trial arms with published means or medians can "
+                          f"be expressed by the SBML of {setup.scenario.name} (see: "
+                          f"{'; '.join(sorted({r['reason'] for r in left if r['what'] == 'trial arm'}))[:400]})")
     used = {a.condition for a in arms} & set(measurements["simulationConditionId"])
     arms = [a for a in arms if a.condition in used]
     conditions = _conditions(arms, slots, held, dict(zip(setup.model.param_names, map(float, setup.nominal))))
@@ -149,18 +152,24 @@ def petab_problem(target: str, progress=None) -> PetabProblem:
 # ---------------------------------------------------------------- the SBML model, made ready for conditions
 
 def petab_document(setup: Setup):
-    """The export-sbml document with dose amounts as parameters and held states' release factors; returns
-    (document, {dose parameter: (event time h, variable)}, {held state: release parameter})."""
+    """The export-sbml document made ready for conditions; returns (document, {condition column: (dose time h,
+    state)}, {held state: release parameter}). A bolus of cells at time 0 becomes the species' initial amount
+    (the preset's dose), which each arm's condition sets (0 in the burn-in: cells are 0 in the chronic state); a
+    later dose stays an event adding a parameter ``dose_<event>_<state>``. Time-0 doses are not events because
+    PEtab tools that process events during preequilibration (AMICI, PEtab v2) would fire them there, not after."""
     import libsbml
 
+    from ..model.core import CELL_KINDS
     from .sbml import _math, _set, _xhtml, build_document, validate
 
     doc = build_document(setup)
     model = doc.getModel()
+    states = {s.name: s for s in setup.model.model.states}
     slots: dict[str, tuple[float, str]] = {}
-    for k in range(model.getNumEvents()):
+    for k in reversed(range(model.getNumEvents())):
         ev = model.getEvent(k)
         t = _event_time(ev)
+        changes = {}
         for j in range(ev.getNumEventAssignments()):
             ea = ev.getEventAssignment(j)
             var, ast = ea.getVariable(), ea.getMath()
@@ -169,10 +178,23 @@ def petab_document(setup: Setup):
                     or ast.getType() not in (libsbml.AST_PLUS, libsbml.AST_MINUS):
                 raise MscsimError(f"PEtab export: event '{ev.getId()}' changes {var} by "
                                   f"'{libsbml.formulaToL3String(ast)}', not by a fixed amount")
-            sign = -1.0 if ast.getType() == libsbml.AST_MINUS else 1.0
+            changes[var] = (ea, (-1.0 if ast.getType() == libsbml.AST_MINUS else 1.0) * amount.getValue(),
+                            amount.getUnits())
+        if t == 0.0:
+            not_cells = [v for v in changes if v not in states or states[v].kind not in CELL_KINDS]
+            if not_cells:
+                raise MscsimError(f"PEtab export: the dose at time 0 changes {', '.join(not_cells)} (an infusion or "
+                                  "a vesicle product), which a condition cannot set as a start value; only a bolus "
+                                  "of cells at time 0 is exported")
+            for var, (_, change, _) in changes.items():
+                _set(model.getSpecies(var), InitialAmount=change)
+                slots[var] = (0.0, var)
+            model.removeEvent(k)
+            continue
+        for var, (ea, change, units) in changes.items():
             pid = f"dose_{ev.getId()}_{var}"
             p = model.createParameter()
-            _set(p, Id=pid, Value=sign * amount.getValue(), Units=amount.getUnits(), Constant=True)
+            _set(p, Id=pid, Value=change, Units=units, Constant=True)
             _set(p, Notes=_xhtml(f"<p>Amount added to {var} by event {ev.getId()} at {t:g} h (a PEtab condition "
                                  "sets it per trial arm: 0 for a cell-free arm).</p>"))
             _set(ea, Math=_math(f"{var} + {pid}", model, f"event '{ev.getId()}'"))
@@ -277,7 +299,22 @@ def _conditions(arms: list[Arm], slots: dict, held: dict, nominal: dict[str, flo
 
 # ---------------------------------------------------------------- observables and measurements
 
-def _observables(disease: str, arms: list[Arm], left: list[dict]) -> pd.DataFrame:
+def _check_comparable(disease: str, observables: pd.DataFrame) -> None:
+    """Refuse a disease whose designs publish no mean or median of an exported endpoint (only rates, say)."""
+    from ..analysis.credibility import DISEASES
+    from ..trials.design import load_design
+
+    endpoints = {o.removeprefix("obs_") for o in observables["observableId"]}
+    published = [p for name in DISEASES[disease].designs for p in load_design(name)[0].published]
+    if not any(p.statistic in COMPARISONS and p.endpoint in endpoints for p in published):
+        kinds = sorted({p.statistic for p in published})
+        raise MscsimError(f"PEtab export of {disease}: no published number that one typical patient per arm can be "
+                          f"compared to: its designs ({', '.join(DISEASES[disease].designs)}) publish "
+                          f"{', '.join(kinds)} of {', '.join(sorted({p.endpoint for p in published}))}, shares of a "
+                          "cohort that PEtab cannot express (means or medians of a continuous endpoint are needed)")
+
+
+def _observables(disease: str, left: list[dict]) -> pd.DataFrame:
     """Each continuous endpoint as an observable of SBML species and the endpoint file's coefficients; the
     symptom endpoints carry the arm's comparator relief (trials.observe) through observableParameter1."""
     from ..endpoints import load_endpoints
@@ -572,8 +609,8 @@ Files: `{PROBLEM}` (PEtab v1), `{SBML_FILE}` (SBML L3V2, as `mscsim export-sbml`
 - **Conditions**: per arm a preequilibration condition (`..__untreated`: every dose 0 and the held states'
   release factors `hold_release_*` 0, so structural loss and running totals stay at their start values while the
   untreated disease settles to its chronic steady state, as mscsim's burn-in does) and a simulation condition
-  (the arm's dose amounts `dose_<event>_<species>`, release factors 1; species left empty keep the
-  preequilibrated state). Parameters that differ between the arms' patients (age, grade, product, placement)
+  (the arm's cells at time 0 as the cell species' start values, any later dose as `dose_<event>_<species>`,
+  release factors 1; species left empty keep the preequilibrated state). Parameters that differ between the arms' patients (age, grade, product, placement)
   are condition columns.
 - **Observables**: the endpoint expressions of `data/endpoints/{problem.disease}.yaml` over SBML species. Pain,
   WOMAC and ODI carry the arm's comparator relief (hyaluronic acid, saline, sham, standard care) as
