@@ -351,17 +351,15 @@ def _measurements(disease: str, arms: list[Arm], observables: pd.DataFrame, left
     """Every published arm mean or median of a continuous endpoint at a visit, beside the arm's typical patient.
     Noise: the standard error from a published 95% CI, else the endpoint's per-patient measurement error
     (noise_sd_<endpoint>, data/parameters/trial_response.yaml), as no spread of the arm is reported."""
+    from ..analysis.credibility import DISEASES
     from ..model.units import convert
     from ..trials.design import load_design
-    from ..trials.observe import response_parameters
+    from ..trials.observe import SYMPTOMS, response_parameters
 
     params = response_parameters()
     obs = set(observables["observableId"])
     by_arm = {(a.design, a.name): a for a in arms}
     rows = []
-    from ..analysis.credibility import DISEASES
-    from ..trials.observe import SYMPTOMS
-
     for name in DISEASES[disease].designs:
         design, _ = load_design(name)
         for p in design.published:
