@@ -58,6 +58,7 @@ class PetabProblem:
 
     disease: str
     scenario: str
+    scenario_file: str
     sbml: str
     conditions: pd.DataFrame
     observables: pd.DataFrame
@@ -79,7 +80,6 @@ class Arm:
     design: str
     name: str
     comparator: str
-    n: int
     values: dict[str, float]  # model parameters (internal units) of the arm's typical patient
     doses: dict[str, float]  # dose parameter -> amount at that event (0 for a cell-free arm)
     held: dict[str, tuple[float, str | None]]  # held state -> (start value, the parameter it is declared from)
@@ -143,7 +143,7 @@ def petab_problem(target: str, progress=None) -> PetabProblem:
     conditions = _conditions(arms, slots, held, dict(zip(setup.model.param_names, map(float, setup.nominal))))
     parameters = _parameters(disease, setup, conditions, observables, measurements, left)
     _left_out_everywhere(disease, left)
-    return PetabProblem(disease=disease, scenario=setup.scenario.name, sbml=sbml, conditions=conditions,
+    return PetabProblem(disease=disease, scenario=setup.scenario.name, scenario_file=str(path), sbml=sbml, conditions=conditions,
                         observables=observables, measurements=measurements, parameters=parameters,
                         not_exported=pd.DataFrame(left, columns=["what", "item", "reason"]),
                         designs=list(DISEASES[disease].designs), unit_warnings=unit_warnings(doc))
@@ -273,7 +273,7 @@ def _design_arms(name: str, setup: Setup, slots: dict, held: dict, left: list[di
         P = prob.params[0]
         start = am.initial_signals(prob.params)[0]
         declared = {st.name: st.initial for st in am.model.states}
-        out.append(Arm(design=design.name, name=arm.name, comparator=arm.comparator, n=arm.n,
+        out.append(Arm(design=design.name, name=arm.name, comparator=arm.comparator,
                        values=dict(zip(cm.param_names, map(float, P))), doses=doses,
                        held={s: (float(start[am.index(s)]), declared[s]) for s in held}))
     return out
@@ -578,7 +578,7 @@ def _problem_yaml() -> str:
 def manifest(problem: PetabProblem, files: list[str]) -> dict:
     p = problem.parameters
     return {"mscsim_version": __version__, "command": "export-petab", "disease": problem.disease,
-            "scenario": problem.scenario, "seed": None, "patient": "the typical patient of each arm (nominal "
+            "scenario": problem.scenario, "scenario_file": problem.scenario_file, "seed": None, "patient": "the typical patient of each arm (nominal "
             "parameters, no between-patient draw; no random numbers)", "designs": problem.designs,
             "conditions": int(len(problem.conditions)), "observables": int(len(problem.observables)),
             "measurements": int(len(problem.measurements)), "parameters": int(len(p)),
