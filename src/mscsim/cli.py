@@ -525,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "as observables, the published arm means and medians as measurements, and the parameters "
                        "(the influential uncertain ones estimated, with priors from their uncertainty). PEtab "
                        "describes one typical patient per arm: it cannot express virtual cohorts (population "
-                       "draws), responder or remission rates, response categories or changes from baseline; each "
+                       "draws), responder or remission rates, response categories or differences between arms; each "
                        "item left out is listed with its reason in NOT_EXPORTED.tsv. A disease whose published "
                        "numbers are all rates (acute_gvhd, perianal_fistula) has nothing a typical patient can be "
                        "compared to and is refused.")

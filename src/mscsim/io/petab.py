@@ -9,7 +9,8 @@ at its start value while it finds the chronic state (structural loss set by the 
 own conversion factor (``hold_release_<state>``), 0 in an arm's preequilibration condition (the untreated
 burn-in to the chronic steady state) and 1 after it. Estimated parameters are the disease's influential
 uncertain ones in the bundled sensitivity records, with priors from their uncertainty distributions.
-What PEtab cannot express (virtual cohorts, responder rates, changes from baseline) is listed in
+Changes from baseline are read against ``baseline_<state>`` species that keep the chronic state's values. What
+PEtab cannot express (virtual cohorts, responder rates, differences between arms) is listed in
 NOT_EXPORTED.tsv, never silently dropped.
 """
 
@@ -31,24 +32,26 @@ from ..errors import InputError, MscsimError
 
 if TYPE_CHECKING:
     from ..simulation import Setup
-    from ..trials.design import ArmSpec, DesignSpec
 
 SBML_FILE, CONDITIONS, OBSERVABLES, MEASUREMENTS, PARAMETERS = (
     "model.xml", "conditions.tsv", "observables.tsv", "measurements.tsv", "parameters.tsv")
 PROBLEM, NOT_EXPORTED, README = "problem.yaml", "NOT_EXPORTED.tsv", "README.md"
 QUANTILES = (0.005, 0.995)  # bounds of an estimated parameter: the range the sensitivity runs sampled
 CI_Z = 1.959963984540054  # a published 95% confidence interval spans mean +- this many standard errors
-COMPARISONS = ("mean", "median")  # published statistics a typical patient's value is compared to
+# published statistics a typical patient's value is compared to, and the observable each is read from
+COMPARISONS = {"mean": "obs_{}", "median": "obs_{}", "mean_change": "obs_{}_change", "median_change": "obs_{}_change"}
+CHANGES = ("mean_change", "median_change")
+TRACKING_RATE = "baseline_tracking_rate"  # in the burn-in TRACKING_PER_HOUR, 0 after it, so baseline_<state>
+TRACKING_PER_HOUR = 1.0  # keeps the chronic value through the arm (a numerical device: any rate > 0 has the same
+# steady state, baseline = state; one per hour settles within the burn-in's first days)
 LEFT_OUT_STATISTICS = {
     "rate": "a share of responders across an arm: needs a virtual cohort (population draws), which PEtab cannot "
             "express for one typical patient",
     "complete_rate": "a share of complete responders across an arm: needs a virtual cohort",
     "partial_rate": "a share of partial responders across an arm: needs a virtual cohort",
     "difference_rate": "a difference of responder shares between arms: needs a virtual cohort per arm",
-    "mean_change": "a change from each patient's own baseline: the arms' published baselines differ from the "
-                   "typical patient's, and PEtab v1 has no observable for a state's value at the first visit",
-    "median_change": "a change from baseline (see mean_change)",
-    "difference_mean_change": "a difference between arms of changes from baseline (see mean_change)",
+    "difference_mean_change": "a difference between arms of changes from baseline: one PEtab observable sees "
+                              "one condition (the arms' own changes are exported where published)",
 }
 
 
@@ -123,11 +126,11 @@ def petab_problem(target: str, progress=None) -> PetabProblem:
     say = progress or (lambda text: None)
     disease, path = resolve_target(target)
     left: list[dict] = []
-    observables = _observables(disease, left)
+    observables, tracked = _observables(disease, left)
     _check_comparable(disease, observables)  # refused before any model is built
     setup = load(path).setup()
     say(f"export-petab: the SBML model of {setup.scenario.name}")
-    doc, slots, held = petab_document(setup)
+    doc, slots, held = petab_document(setup, tracked)
     sbml = _sbml_text(doc)
     say(f"export-petab: the trial arms of {', '.join(DISEASES[disease].designs)} (each arm's chronic state)")
     arms = []
@@ -140,10 +143,12 @@ def petab_problem(target: str, progress=None) -> PetabProblem:
                           f"{'; '.join(sorted({r['reason'] for r in left if r['what'] == 'trial arm'}))[:400]})")
     used = {a.condition for a in arms} & set(measurements["simulationConditionId"])
     arms = [a for a in arms if a.condition in used]
-    conditions = _conditions(arms, slots, held, dict(zip(setup.model.param_names, map(float, setup.nominal))))
+    conditions = _conditions(arms, slots, held, dict(zip(setup.model.param_names, map(float, setup.nominal))),
+                             tracking=bool(tracked))
     parameters = _parameters(disease, setup, conditions, observables, measurements, left)
     _left_out_everywhere(disease, left)
-    return PetabProblem(disease=disease, scenario=setup.scenario.name, scenario_file=str(path), sbml=sbml, conditions=conditions,
+    return PetabProblem(disease=disease, scenario=setup.scenario.name, scenario_file=str(path), sbml=sbml,
+                        conditions=conditions,
                         observables=observables, measurements=measurements, parameters=parameters,
                         not_exported=pd.DataFrame(left, columns=["what", "item", "reason"]),
                         designs=list(DISEASES[disease].designs), unit_warnings=unit_warnings(doc))
@@ -151,12 +156,15 @@ def petab_problem(target: str, progress=None) -> PetabProblem:
 
 # ---------------------------------------------------------------- the SBML model, made ready for conditions
 
-def petab_document(setup: Setup):
+def petab_document(setup: Setup, tracked: tuple[str, ...] = ()):
     """The export-sbml document made ready for conditions; returns (document, {condition column: (dose time h,
-    state)}, {held state: release parameter}). A bolus of cells at time 0 becomes the species' initial amount
-    (the preset's dose), which each arm's condition sets (0 in the burn-in: cells are 0 in the chronic state); a
-    later dose stays an event adding a parameter ``dose_<event>_<state>``. Time-0 doses are not events because
-    PEtab tools that process events during preequilibration (AMICI, PEtab v2) would fire them there, not after."""
+    state)}, {held state: release parameter}).
+
+    A bolus of cells at time 0 becomes the species' initial amount (the preset's dose), which each arm's condition
+    sets (0 in the burn-in: cells are 0 in the chronic state); a later dose stays an event adding a parameter
+    ``dose_<event>_<state>``. Time-0 doses are not events because PEtab tools that process events during
+    preequilibration (AMICI, PEtab v2) would fire them there, not after. Each state in ``tracked`` gets a
+    ``baseline_<state>`` species that follows it during the burn-in and keeps its chronic value afterwards."""
     import libsbml
 
     from ..model.core import CELL_KINDS
@@ -200,6 +208,7 @@ def petab_document(setup: Setup):
             _set(ea, Math=_math(f"{var} + {pid}", model, f"event '{ev.getId()}'"))
             slots[pid] = (t, var)
     held = {}
+    factors = {s.getId(): s.getConversionFactor() for s in model.getListOfSpecies()}  # before the held ones'
     for name in np.asarray(setup.model.state_names)[setup.model.held_mask]:
         species = model.getSpecies(str(name))
         factor = species.getConversionFactor()
@@ -212,8 +221,47 @@ def petab_document(setup: Setup):
                              "chronic state.</p>"))
         _set(species, ConversionFactor=pid)
         held[str(name)] = pid
+    if tracked:
+        _add_baselines(model, setup, tracked, factors)
     validate(doc)
     return doc, slots, held
+
+
+def _add_baselines(model, setup: Setup, tracked: tuple[str, ...], factors: dict[str, str]) -> None:
+    """A species ``baseline_<state>`` per tracked state, like it (compartment, units, conversion factor), with a
+    reaction ``track_baseline_<state>`` at rate baseline_tracking_rate x (state - baseline): during the burn-in
+    (rate > 0) its steady state is the state's chronic value, and with the rate 0 (every arm's condition) it keeps
+    that value while the arm runs, so an observable can subtract the baseline."""
+    from ..model.units import is_concentration
+    from .sbml import _math, _set, _xhtml
+
+    k = model.createParameter()
+    _set(k, Id=TRACKING_RATE, Value=0.0, Units="per_hour", Constant=True)  # a unit the rate constants define
+    _set(k, Notes=_xhtml("<p>How fast each baseline_* species follows its state: set above 0 in the "
+                         "preequilibration (burn-in) conditions, 0 in the arms' conditions, where the baselines "
+                         "then hold the chronic state's values.</p>"))
+    for name in tracked:
+        x = model.getSpecies(name)
+        b = model.createSpecies()
+        bid = f"baseline_{name}"
+        _set(b, Id=bid, Name=f"{name} at baseline (the chronic state before the first dose)",
+             Compartment=x.getCompartment(), SubstanceUnits=x.getSubstanceUnits(),
+             HasOnlySubstanceUnits=x.getHasOnlySubstanceUnits(), BoundaryCondition=False, Constant=False)
+        if x.getHasOnlySubstanceUnits():
+            _set(b, InitialAmount=x.getInitialAmount())
+        else:
+            _set(b, InitialConcentration=x.getInitialConcentration())
+        law = f"{TRACKING_RATE} * ({name} - {bid})"
+        if is_concentration(setup.model.model.state(name).units):
+            law = f"{x.getCompartment()} * {law}"
+        if factors.get(name):
+            _set(b, ConversionFactor=factors[name])
+            law = f"({law}) / {factors[name]}"
+        r = model.createReaction()
+        _set(r, Id=f"track_baseline_{name}", Name=f"baseline of {name} follows it in the burn-in", Reversible=True)
+        _set(r.createProduct(), Species=bid, Stoichiometry=1.0, Constant=True)
+        _set(r.createModifier(), Species=name)
+        _set(r.createKineticLaw(), Math=_math(law, model, f"baseline of '{name}'"))
 
 
 def _event_time(ev) -> float:
@@ -279,10 +327,12 @@ def _design_arms(name: str, setup: Setup, slots: dict, held: dict, left: list[di
     return out
 
 
-def _conditions(arms: list[Arm], slots: dict, held: dict, nominal: dict[str, float]) -> pd.DataFrame:
+def _conditions(arms: list[Arm], slots: dict, held: dict, nominal: dict[str, float], tracking: bool = False
+                ) -> pd.DataFrame:
     """One simulation and one preequilibration condition per arm: doses (0 before the first dose), release
     factors (0 during the burn-in), the parameters where an arm's patient differs from the SBML's (the preset's
-    patient) and the held states' start values."""
+    patient), the held states' start values, and (for changes from baseline) the baselines' tracking rate."""
+    track = ({TRACKING_RATE: TRACKING_PER_HOUR}, {TRACKING_RATE: 0.0}) if tracking else ({}, {})
     differ = [n for n in nominal if any(a.values[n] != nominal[n] for a in arms)]
     rows = []
     for a in arms:
@@ -291,9 +341,10 @@ def _conditions(arms: list[Arm], slots: dict, held: dict, nominal: dict[str, flo
         # number where a condition sets that parameter
         start = {s: v if p is None or p in differ else p for s, (v, p) in a.held.items()}
         rows.append({"conditionId": a.preequilibration, "conditionName": f"{a.design} {a.name}: untreated burn-in",
-                     **common, **dict.fromkeys(slots, 0.0), **dict.fromkeys(held.values(), 0.0), **start})
+                     **common, **dict.fromkeys(slots, 0.0), **dict.fromkeys(held.values(), 0.0), **start, **track[0]})
         rows.append({"conditionId": a.condition, "conditionName": f"{a.design} {a.name}",
-                     **common, **a.doses, **dict.fromkeys(held.values(), 1.0), **dict.fromkeys(held, np.nan)})
+                     **common, **a.doses, **dict.fromkeys(held.values(), 1.0), **dict.fromkeys(held, np.nan),
+                     **track[1]})
     return pd.DataFrame(rows)
 
 
@@ -304,9 +355,9 @@ def _check_comparable(disease: str, observables: pd.DataFrame) -> None:
     from ..analysis.credibility import DISEASES
     from ..trials.design import load_design
 
-    endpoints = {o.removeprefix("obs_") for o in observables["observableId"]}
+    obs = set(observables["observableId"])
     published = [p for name in DISEASES[disease].designs for p in load_design(name)[0].published]
-    if not any(p.statistic in COMPARISONS and p.endpoint in endpoints for p in published):
+    if not any(p.statistic in COMPARISONS and COMPARISONS[p.statistic].format(p.endpoint) in obs for p in published):
         kinds = sorted({p.statistic for p in published})
         raise MscsimError(f"PEtab export of {disease}: no published number that one typical patient per arm can be "
                           f"compared to: its designs ({', '.join(DISEASES[disease].designs)}) publish "
@@ -314,17 +365,24 @@ def _check_comparable(disease: str, observables: pd.DataFrame) -> None:
                           "cohort that PEtab cannot express (means or medians of a continuous endpoint are needed)")
 
 
-def _observables(disease: str, left: list[dict]) -> pd.DataFrame:
+def _observables(disease: str, left: list[dict]) -> tuple[pd.DataFrame, tuple[str, ...]]:
     """Each continuous endpoint as an observable of SBML species and the endpoint file's coefficients; the
-    symptom endpoints carry the arm's comparator relief (trials.observe) through observableParameter1."""
+    symptom endpoints carry the arm's comparator relief (trials.observe) through observableParameter1. An
+    endpoint whose change from baseline is published also gets ``obs_<endpoint>_change``: the value minus the
+    same expression of the baseline_<state> species (relief is 0 at baseline). Returns (table, the states
+    whose baselines the changes need)."""
+    from ..analysis.credibility import DISEASES
     from ..endpoints import load_endpoints
+    from ..trials.design import load_design
     from ..model.units import convert
     from ..trials.observe import SYMPTOMS
     from .sbml import L3Printer
 
     eps = load_endpoints(disease)
     day = convert(1.0, "d", "h", what="a day")
-    rows = []
+    changes = {p.endpoint for name in DISEASES[disease].designs for p in load_design(name)[0].published
+               if p.statistic in CHANGES}
+    rows, tracked = [], []
     for name, ep in eps.spec.endpoints.items():
         expr = sp.sympify(ep.expression, locals={"step": sp.Heaviside})
         if expr.has(sp.Heaviside) or tuple(ep.range or ()) == (0.0, 1.0):
@@ -340,15 +398,25 @@ def _observables(disease: str, left: list[dict]) -> pd.DataFrame:
         rows.append({"observableId": f"obs_{name}", "observableName": ep.long_name, "observableFormula": formula,
                      "observableTransformation": "lin", "noiseFormula": f"noiseParameter1_obs_{name}",
                      "noiseDistribution": "normal"})
+        if name in changes:
+            states = sorted(str(x) for x in expr.free_symbols if str(x) not in eps.coefficients.names())
+            at_baseline = L3Printer().doprint(expr.subs({x: sp.Symbol(f"baseline_{x}") for x in states}))
+            formula = formula.replace(f"observableParameter1_obs_{name}", f"observableParameter1_obs_{name}_change")
+            rows.append({"observableId": f"obs_{name}_change",
+                         "observableName": f"change from baseline: {ep.long_name}",
+                         "observableFormula": f"{formula} - ({at_baseline})", "observableTransformation": "lin",
+                         "noiseFormula": f"noiseParameter1_obs_{name}_change", "noiseDistribution": "normal"})
+            tracked += [x for x in states if x not in tracked]
     for resp in eps.spec.responses:
         left.append(_row("endpoint", resp, "a response category (complete, partial, none, progression) judged "
                          "against each patient's own baseline stage; its published form is a share of an arm"))
     return pd.DataFrame(rows, columns=["observableId", "observableName", "observableFormula",
-                                       "observableTransformation", "noiseFormula", "noiseDistribution"])
+                                       "observableTransformation", "noiseFormula", "noiseDistribution"]), tuple(tracked)
 
 
 def _measurements(disease: str, arms: list[Arm], observables: pd.DataFrame, left: list[dict]) -> pd.DataFrame:
-    """Every published arm mean or median of a continuous endpoint at a visit, beside the arm's typical patient.
+    """Every published arm mean or median of a continuous endpoint, or of its change from baseline, at a visit,
+    beside the arm's typical patient.
     Noise: the standard error from a published 95% CI, else the endpoint's per-patient measurement error
     (noise_sd_<endpoint>, data/parameters/trial_response.yaml), as no spread of the arm is reported."""
     from ..analysis.credibility import DISEASES
@@ -367,7 +435,7 @@ def _measurements(disease: str, arms: list[Arm], observables: pd.DataFrame, left
             arm = by_arm.get((design.name, p.arm))
             if p.statistic not in COMPARISONS:
                 left.append(_row("published value", item, LEFT_OUT_STATISTICS[p.statistic]))
-            elif f"obs_{p.endpoint}" not in obs:
+            elif COMPARISONS[p.statistic].format(p.endpoint) not in obs:
                 left.append(_row("published value", item, "its endpoint is not exported as an observable (above)"))
             elif arm is None:
                 left.append(_row("published value", item, "its arm is not expressible in the preset's SBML (above)"))
@@ -376,8 +444,11 @@ def _measurements(disease: str, arms: list[Arm], observables: pd.DataFrame, left
                     sigma = (p.ci_high - p.ci_low) / (2 * CI_Z)
                 else:
                     sigma = params[f"noise_sd_{p.endpoint}"].value
+                    if p.statistic in CHANGES:  # the difference of two measurements, each with that error
+                        sigma *= math.sqrt(2.0)
                 relief = f"placebo_r_{arm.comparator}" if arm.comparator != "none" else 0.0
-                rows.append({"observableId": f"obs_{p.endpoint}", "preequilibrationConditionId": arm.preequilibration,
+                rows.append({"observableId": COMPARISONS[p.statistic].format(p.endpoint),
+                             "preequilibrationConditionId": arm.preequilibration,
                              "simulationConditionId": arm.condition, "measurement": float(p.value),
                              "time": convert(p.visit_day, "d", "h", what="visit day"),
                              "observableParameters": relief if p.endpoint in SYMPTOMS else np.nan,
@@ -502,7 +573,8 @@ def _left_out_everywhere(disease: str, left: list[dict]) -> None:
     left += [
         _row("virtual cohort", disease, "between-patient variability and the trial cohorts (population draws): "
              "PEtab v1 describes one model trajectory per condition; each arm is its typical patient"),
-        _row("observation model", disease, "the comparator relief of each patient is drawn around placebo_r_<comparator>; "
+        _row("observation model", disease, "the comparator relief of each patient is drawn around "
+             "placebo_r_<comparator>; "
              "here it is the nominal relief. Standard-care remissions and response upgrades, measurement noise draws, "
              "dropout and screening at baseline are left out, and endpoint values are not clipped to their scale"),
         _row("validation targets", "data/validation/*.yaml", "each runs its own scenario (another species, product, "
@@ -613,17 +685,20 @@ Files: `{PROBLEM}` (PEtab v1), `{SBML_FILE}` (SBML L3V2, as `mscsim export-sbml`
 - **Observables**: the endpoint expressions of `data/endpoints/{problem.disease}.yaml` over SBML species. Pain,
   WOMAC and ODI carry the arm's comparator relief (hyaluronic acid, saline, sham, standard care) as
   `observableParameter1` = `placebo_r_<comparator>` (0 without one), with mscsim's time course of that relief.
+- **Changes from baseline** (`obs_<endpoint>_change`): the value minus the same expression of the
+  `baseline_<state>` species, which follow their states during the burn-in (`baseline_tracking_rate` > 0) and
+  keep the chronic values while the arm runs (rate 0).
 - **Noise**: normal; the standard error from a published 95% CI, else the endpoint's per-patient measurement
-  error (`noise_sd_<endpoint>` in data/parameters/trial_response.yaml), since the papers report no spread of
-  those values that the export could read.
+  error (`noise_sd_<endpoint>` in data/parameters/trial_response.yaml; times sqrt(2) for a change), since the
+  papers report no spread of those values that the export could read.
 - **Estimated parameters** (influential in the bundled sensitivity records, uncertain, and used as the data
   file gives them): {est or 'none'}. Bounds are the 0.5-99.5 % range the sensitivity runs sampled; priors map
   the uncertainty distributions (loguniform -> parameterScaleUniform on log10, uniform -> uniform, lognormal ->
   logNormal, normal -> normal). Every other parameter is fixed at its value (estimate = 0).
 
 ## What PEtab cannot express here
-Virtual cohorts (between-patient draws), responder and remission rates, response categories, changes from
-baseline and differences between arms, the drawn comparator relief, noise, dropout and screening, and the
+Virtual cohorts (between-patient draws), responder and remission rates, response categories, differences
+between arms, the drawn comparator relief, noise, dropout and screening, and the
 validation targets (other scenarios): each is listed in `{NOT_EXPORTED}` with its reason ({len(problem.not_exported)} rows).
 """
 
