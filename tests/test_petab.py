@@ -147,10 +147,8 @@ def test_roadrunner_through_the_conditions_reproduces_mscsims_typical_patient(ex
     pre.simulate(0, SETTLE_DAYS * 24.0, 3)
     settled = {n: pre[s] for n, s in zip(names, select)}
 
-    rr = roadrunner.RoadRunner(str(folder / "model.xml"))
-    rr.integrator.relative_tolerance = 1e-10
-    rr.integrator.absolute_tolerance = 1e-14
-    _apply(rr, pd.Series({n: v for n, v in settled.items()}), model, params)
+    rr = pre  # the same model from the preequilibrated state: time back to 0, the arm's condition applied
+    _apply(rr, pd.Series(settled), model, params)
     _apply(rr, conditions.loc[f"{DESIGN}__{ARM}"], model, params)
     rr.resetAll()
     rr.timeCourseSelections = ["time"] + select
