@@ -63,6 +63,12 @@ DISEASES = {
         "disability (ODI) over 12 months, against a sham injection, in adults with chronic discogenic pain from one "
         "degenerate lumbar disc?",
         "pain VAS at day 180", ("lumbar_disc_noriega_2017",)),
+    "tendinopathy": DiseaseContext(
+        "tendinopathy", "tendinopathy_intratendinous_1e7",
+        "How much does one ultrasound-guided intratendinous injection of 1e7 allogeneic adipose MSCs change tendon "
+        "pain (VAS) and elbow function (Mayo elbow performance index) over a year in adults with chronic lateral "
+        "epicondylosis, beyond what an injection without cells gives?",
+        "pain VAS at day 182", ("tendinopathy_lee_2015",)),
 }
 
 

@@ -27,7 +27,7 @@ from ..model.parameters import DATA_DIR, Distribution
 from .cohort import CohortSpec, load_cohort
 
 DESIGN_DIR = DATA_DIR / "trials"
-Comparator = Literal["none", "saline", "hyaluronic_acid", "standard_care", "sham"]
+Comparator = Literal["none", "saline", "hyaluronic_acid", "standard_care", "sham", "open_label"]
 Test = Literal["welch_t", "student_t", "mann_whitney", "ancova", "chi2", "fisher"]
 DERIVED = {"omeract_oarsi_responder": "knee_osteoarthritis"}  # endpoints computed from others at each visit
 
