@@ -7,7 +7,9 @@ designs, lot records and the FCS files of a lot. Every case is run as a new user
 - exit status 2 with one line on stderr that starts ``mscsim: error:`` and names the input file, or
 - exit status 0 and outputs that hold up: no negative cell state in results.nc, finite trial endpoints, strict
   JSON from the QC, and never a released lot when the case corrupted an FCS file (``Case.corrupt``);
-- never any other exit status, never an uncaught exception (a traceback), never longer than ``Case.limit_s``.
+- never any other exit status, never an uncaught exception (a traceback), never more than ``Case.limit_s`` seconds of
+  CPU time (a runaway loop) or ten times that of wall-clock time (a deadlock); CPU time, because on a shared, loaded
+  machine a case can wait for a core longer than it runs (two 5-CPU-second cases once passed 240 s of wall clock).
 
 Mutations are drawn from curated pools of hostile values (NaN, infinities, signs, zero, huge and tiny numbers, wrong
 types, unknown names, unsorted or repeated lists, broken files). Large but valid sizes are left out of the pools on
@@ -52,7 +54,7 @@ class Case:
     argv: list[str]  # with {dir} for the case's folder
     main_file: str  # the file an error must name
     corrupt: bool = False  # an FCS file was made untrustworthy: the lot must not be released
-    limit_s: int = 240
+    limit_s: int = 240  # CPU seconds; the wall-clock limit is ten times this
     note: str = ""
     copy_lots: bool = False  # the example lot's FCS files beside the case's files
 
@@ -85,14 +87,17 @@ def run_case(case: Case, root: Path) -> Outcome:
         (root / name).write_bytes(data)
     argv = [a.replace("{dir}", str(root)) for a in case.argv]
     err, out = io.StringIO(), io.StringIO()
-    previous = signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(case.limit_s)
+    previous = signal.signal(signal.SIGALRM, _alarm), signal.signal(signal.SIGPROF, _alarm)
+    signal.setitimer(signal.ITIMER_PROF, case.limit_s)  # CPU time of this process: a runaway integration
+    signal.alarm(10 * case.limit_s)  # wall clock: a wait that never ends
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
             status = main(argv)
     finally:
         signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGALRM, previous[0])
+        signal.signal(signal.SIGPROF, previous[1])
     text = err.getvalue()
     if status in (130, 143):  # the fuzz run itself was interrupted (Ctrl-C, SIGTERM): stop it, not a finding
         raise KeyboardInterrupt
