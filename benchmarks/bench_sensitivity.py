@@ -48,7 +48,7 @@ RUNS = {
     "wound_effect": ("dfu_topical_sheet_weekly", "area_reduction_pct_effect_day56"),
 }
 # the presets run only as far as the output's visit (the GVHD preset runs 100 days, the fistula a year)
-DURATION_DAYS = {"acute_gvhd_iv_2e6_per_kg": 35, "perianal_fistula_120e6": 175, "dfu_topical_sheet_weekly": 60}
+DURATION_DAYS = {"acute_gvhd_iv_2e6_per_kg": 35, "perianal_fistula_120e6": 175, "dfu_topical_sheet_weekly": 84}
 
 
 def summarise(folder: Path) -> str:
