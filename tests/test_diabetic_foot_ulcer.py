@@ -124,3 +124,14 @@ def test_B14_B18_moon_trial_runs_and_reports_its_published_closure_rates(tmp_pat
     rate = pvs[(pvs["endpoint"] == "wound_closed") & (pvs["visit_day"] == 84) & (pvs["quantity"] == "rate")]
     sim = dict(zip(rate["arm"], rate["simulated"]))
     assert 0.25 < sim["film"] < sim["asc_sheet"] < 1.0
+
+
+def test_simulate_prints_the_wound_endpoints_at_the_trial_visits_treated_against_untreated(tmp_path, capsys):
+    from mscsim.cli import main
+
+    assert main(["simulate", PRESET, "--out", str(tmp_path / "dfu")]) == 0
+    out = capsys.readouterr().out
+    for line in ("wound completely closed, day 84", "wound area reduction, day 56 (% of enrolment area)",
+                 "days to complete closure, day 28 (d)"):
+        assert line in out and "untreated" in out.split(line)[1].splitlines()[0], line
+    assert (tmp_path / "dfu" / "tissue_response.png").is_file()
