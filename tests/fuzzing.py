@@ -258,9 +258,13 @@ def _example(name: str) -> dict:
 
 
 def scenario_bases() -> list[dict]:
-    """Cheap kinetics-only scenarios (a day or two): an IV mouse, an IV human infusion, a guided knee injection."""
+    """Cheap kinetics-only scenarios (a day or two): an IV mouse, an IV human infusion, a guided knee injection, and
+    the fields that came later: a labelled infusion (``label``), a lesion in an organ (``lesion``) and an
+    intralesional injection with its guidance."""
     bases = []
-    for name, days in (("mouse_iv_eggenhofer2012", 1), ("human_iv_2e6_per_kg", 1), ("knee_ia_5e7_ultrasound", 2)):
+    for name, days in (("mouse_iv_eggenhofer2012", 1), ("human_iv_2e6_per_kg", 1), ("knee_ia_5e7_ultrasound", 2),
+                       ("human_iv_111in_imaging", 1), ("human_iv_liver_lesion", 1),
+                       ("human_intramyocardial_heart_lesion", 1)):
         d = _example(name)
         d["duration_days"] = days
         d["outputs"] = {"points_per_day": 4}
@@ -277,8 +281,21 @@ PARAMETER_NAMES = ["k_death_lung", "k_death_blood", "f_trap", "K_home", "k_degra
 def scenario_cases(draw) -> Case:
     base = draw(st.sampled_from(scenario_bases()))
     extra = [("parameters",), ("allow_out_of_bounds",), ("outputs", "times_hours"), ("solver", "rtol"),
-             ("population", "size"), ("patient", "weight_kg"), ("regimen", "times_days")]
+             ("population", "size"), ("patient", "weight_kg"), ("regimen", "times_days"), ("label",),
+             ("lesion", "organ"), ("regimen", "route"), ("regimen", "guidance")]
     data, note = draw(mutated(base, extra))
+    if draw(st.integers(0, 3)) == 0:  # a plausible switch of a later field: another label, organ, route or guidance
+        field = draw(st.sampled_from(["label", "lesion", "route", "guidance"]))
+        if field == "label":
+            data["label"] = draw(st.sampled_from(["111In-oxine", "99mTc-HMPAO", "18F-FDG", None]))
+        elif field == "lesion":
+            data["lesion"] = {"organ": draw(st.sampled_from(
+                ["liver", "kidney", "lung", "heart", "gut", "brain", "systemic", "spleen"]))}
+        elif isinstance(data.get("regimen"), dict):
+            choices = (["intravenous", "intralesional", "intra_arterial", "intra_articular", "intramuscular"]
+                       if field == "route" else ["ultrasound", "fluoroscopy", "blind", "mri"])
+            data["regimen"][field] = draw(st.sampled_from(choices))
+        note += f"; switch {field}"
     if draw(st.integers(0, 2)) == 0:  # parameter overrides, bare or with units, in or out of bounds
         name = draw(st.sampled_from(PARAMETER_NAMES))
         value = draw(st.one_of(st.sampled_from(FLOATS), st.floats(-10, 10), st.floats(0.05, 1.0)))

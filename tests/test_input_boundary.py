@@ -92,6 +92,13 @@ BAD = [
      "at least one second apart"),  # found by the long fuzz run: the solver shrank its step to nothing
     ({"regimen": {"route": "intravenous", "dose": {"cells": 5e5}, "infusion_minutes": 1e-3}},
      "regimen.infusion_minutes", "at least one second"),
+    # found by the scenario fuzz run of 2026-12-06: a YAML boolean read as the number 1 (a dose at the end of a
+    # one-day run, which drew an empty figure and crashed), and a dose at the very end of the run
+    ({"regimen": {"route": "intravenous", "dose": {"cells": 5e5}, "times_days": [True]}}, "regimen.times_days",
+     "booleans in YAML, not numbers"),
+    ({"patient": {"weight_kg": True}}, "patient.weight_kg", "booleans in YAML, not numbers"),
+    ({"regimen": {"route": "intravenous", "dose": {"cells": 5e5}, "times_days": [1]}}, "regimen.times_days",
+     "dose times before the end of the run"),
 ]
 
 

@@ -1,5 +1,5 @@
 """The mscsim command line: a thin layer over the public API (``mscsim.api``): presets, simulate, parameters,
-sweep, explore, citations, export-sbml, validate, coculture, trial (and qc for cell lots)."""
+sweep, explore, citations, export-sbml, export-petab, validate, coculture, trial (and qc for cell lots)."""
 
 from __future__ import annotations
 
@@ -249,6 +249,20 @@ def _export_sbml(args) -> int:
     m = setup.model
     print(f"{setup.scenario.name}: wrote {path} (SBML Level 3 Version 2: {m.n_states} species, "
           f"{len(m.process_names)} process reactions, {len(m.param_names)} parameters, {len(sources(setup))} sources)")
+    print(DISCLAIMER)
+    return 0
+
+
+def _export_petab(args) -> int:
+    from .io.petab import export_petab
+
+    out, problem = export_petab(args.target, args.out, progress=_say)
+    p = problem.parameters
+    print(f"{problem.disease} ({problem.scenario}): wrote {out}/ (problem.yaml, model.xml, conditions.tsv, "
+          f"observables.tsv, measurements.tsv, parameters.tsv, NOT_EXPORTED.tsv, README.md): "
+          f"{len(problem.measurements)} measurements in {len(problem.conditions) // 2} arm(s), "
+          f"{int(p['estimate'].sum())} of {len(p)} parameters estimated, {len(problem.not_exported)} items not "
+          f"exported (see NOT_EXPORTED.tsv); petab lint: no errors; SBML unit warnings: 0")
     print(DISCLAIMER)
     return 0
 
@@ -503,6 +517,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scenario", help="scenario YAML file, or the name of a bundled preset")
     p.add_argument("-o", "--out", required=True, help="SBML file to write, e.g. model.xml")
     p.set_defaults(func=_export_sbml)
+    p = sub.add_parser("export-petab", help="write a disease's calibration problem as PEtab v1 (SBML model, conditions, "
+                       "observables, measurements, parameters with priors) for pyPESTO, AMICI or COPASI",
+                       description="Write the calibration problem of a disease as PEtab v1: the preset's SBML model "
+                       "(as export-sbml), one condition per trial arm the model can express (with an untreated "
+                       "preequilibration condition for the burn-in to the chronic state), the continuous endpoints "
+                       "as observables, the published arm means and medians as measurements, and the parameters "
+                       "(the influential uncertain ones estimated, with priors from their uncertainty). PEtab "
+                       "describes one typical patient per arm: it cannot express virtual cohorts (population "
+                       "draws), responder or remission rates, response categories or differences between arms; each "
+                       "item left out is listed with its reason in NOT_EXPORTED.tsv. A disease whose published "
+                       "numbers are all rates (acute_gvhd, perianal_fistula) has nothing a typical patient can be "
+                       "compared to and is refused.")
+    p.add_argument("target", metavar="DISEASE_OR_SCENARIO", help="knee_osteoarthritis, lumbar_disc_degeneration, ... "
+                   "(the disease's preset), or a disease scenario (preset name or YAML file)")
+    p.add_argument("-o", "--out", required=True, help="output folder (created; replaced if it is an earlier mscsim "
+                   "output); written whole after petab's lint passes, or not at all")
+    p.set_defaults(func=_export_petab)
     p = sub.add_parser("coculture", help="run an in vitro co-culture preset (MSC with stimulated PBMC or "
                        "macrophages) and write coculture.csv, coculture.png and a manifest")
     p.add_argument("preset", help="co-culture preset YAML file, or the name of a bundled one (coculture_pbmc, "
@@ -543,8 +574,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_sensitivity)
     p = sub.add_parser("credibility", help="one HTML page per disease in the spirit of ASME V&V 40: evidence grades, "
                        "the top sensitivity rankings, what was fitted to what, validation and trial agreement")
-    p.add_argument("disease", help="knee_osteoarthritis, acute_gvhd, perianal_fistula, lumbar_disc_degeneration or "
-                   "diabetic_foot_ulcer")
+    p.add_argument("disease", help="knee_osteoarthritis, acute_gvhd, perianal_fistula, lumbar_disc_degeneration, "
+                   "tendinopathy or diabetic_foot_ulcer")
     p.add_argument("--out", required=True, help="output folder (created; replaced if it is an earlier mscsim output)")
     p.add_argument("--sensitivity", nargs="+", default=None, help="'mscsim sensitivity' output folders to show "
                    "(default: the bundled record of the preset's primary outputs)")

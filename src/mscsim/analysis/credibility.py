@@ -69,6 +69,12 @@ DISEASES = {
         "closed by week 12 when an allogeneic adipose MSC hydrogel sheet is applied weekly under standard care, "
         "against a polyurethane film dressing?",
         "complete closure by week 12 (open area of the enrolment area)", ("dfu_moon_2019",)),
+    "tendinopathy": DiseaseContext(
+        "tendinopathy", "tendinopathy_intratendinous_1e7",
+        "How much does one ultrasound-guided intratendinous injection of 1e7 allogeneic adipose MSCs change tendon "
+        "pain (VAS) and elbow function (Mayo elbow performance index) over a year in adults with chronic lateral "
+        "epicondylosis, beyond what an injection without cells gives?",
+        "pain VAS at day 182", ("tendinopathy_lee_2015",)),
 }
 
 

@@ -136,6 +136,12 @@ def measure(ds: xr.Dataset, m: dict, run=None, target: dict | None = None):
         at = benefit[int(np.argmin(np.abs(t - m["day"])))]
         ref = benefit.max() if m["reference"] == "peak" else benefit[int(np.argmin(np.abs(t - m["reference"])))]
         return float(at / ref)
+    if kind == "benefit":  # what the cells did to an endpoint at a day (untreated - treated, in its units)
+        t = ds["time_days"].values
+        benefit = ds[f"{m['endpoint']}_untreated"].values[0] - ds[m["endpoint"]].values[0]
+        if m.get("lower_is_better", True) is False:
+            benefit = -benefit
+        return float(benefit[int(np.argmin(np.abs(t - m["day"])))])
     if kind == "ratio":
         base = _scenario_dict(target["scenario"])
         hi = run(_deep_merge(base, target["with"]))

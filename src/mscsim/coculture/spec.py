@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .._schema import NumbersNotBooleans
 from ..errors import InputError
 from ..io._validation import exists, input_error, read_yaml
 from ..model.overrides import ParameterValue
@@ -20,7 +21,7 @@ from ..model.overrides import ParameterValue
 RATIO_HELP = "MSC:responder ratios written 'A:B' with positive numbers, e.g. '1:10'"
 
 
-class _Strict(BaseModel):
+class _Strict(NumbersNotBooleans):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 

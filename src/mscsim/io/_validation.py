@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from .._schema import FieldProblem
 from ..errors import InputError
 
 MAX_FILE_BYTES = 5 * 1024 * 1024  # the largest bundled input is ~10 kB; a lot record with notes a few kB
@@ -143,14 +144,6 @@ def _submodel(annotation) -> type[BaseModel] | None:
         if found is not None:
             return found
     return None
-
-
-class FieldProblem(ValueError):
-    """A cross-field check that failed, with the field it is about (reported as that field, not the model's)."""
-
-    def __init__(self, where: str, value: object, allowed: str):
-        super().__init__(f"{where}: got {value!r}; allowed: {allowed}")
-        self.where, self.value, self.allowed = where, value, allowed
 
 
 def input_error(exc: ValidationError, file: str | None, root: type[BaseModel]) -> InputError:

@@ -12,6 +12,7 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from .._schema import NumbersNotBooleans
 from ..delivery.routes import ORGAN_ROUTES, Guidance, LesionOrgan, Route, Site, is_local, lesion_site
 from ..errors import InputError
 from ..model.overrides import ParameterValue
@@ -29,11 +30,11 @@ MIN_DURATION_DAYS = 1.0 / 1440.0  # one minute: the first output after a dose
 MIN_EVENT_GAP_HOURS = 1.0 / 3600.0
 
 
-class _Strict(BaseModel):
+class _Strict(NumbersNotBooleans):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-Disease = Literal["knee_osteoarthritis", "acute_gvhd", "perianal_fistula", "lumbar_disc_degeneration",
+Disease = Literal["knee_osteoarthritis", "acute_gvhd", "perianal_fistula", "lumbar_disc_degeneration", "tendinopathy",
                   "diabetic_foot_ulcer"]
 
 
@@ -264,9 +265,11 @@ class Scenario(_Strict):
 
     @model_validator(mode="after")
     def _doses_in_window(self):
-        late = [t for t in self.regimen.times_days if t > self.duration_days]
-        if late:
-            raise ValueError(f"dose times {late} fall after duration_days={self.duration_days}")
+        late = [t for t in self.regimen.times_days if t >= self.duration_days]
+        if late:  # a dose at the very end would be given and never followed (and drew an empty figure)
+            raise FieldProblem("regimen.times_days", list(self.regimen.times_days),
+                               f"dose times before the end of the run (duration_days={self.duration_days:g}); "
+                               f"{late[0]:g} d is not")
         end = self.duration_days * 24.0
         cuts = {0.0, end}
         for t in self.regimen.times_days:
@@ -329,7 +332,7 @@ class Scenario(_Strict):
             if given:
                 raise ValueError(f"patient fields {given} need a 'disease' (the tissue model): one of "
                                  "knee_osteoarthritis, acute_gvhd, perianal_fistula, lumbar_disc_degeneration, "
-                                 "diabetic_foot_ulcer")
+                                 "tendinopathy, diabetic_foot_ulcer")
         else:
             if p.target_inflammation:
                 raise ValueError("with a disease the tissue model makes the target's inflammation; use "

@@ -19,12 +19,13 @@ from typing import Any, Iterable, Mapping
 import pint
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
+from .._schema import NumbersNotBooleans
 from ..errors import InputError
 from .parameters import Parameter, ParameterSet
 from .units import _norm, registry
 
 
-class ParameterValue(BaseModel):
+class ParameterValue(NumbersNotBooleans):
     """One override: ``value`` in ``units`` (pint syntax), or in the parameter's documented units when ``units``
     is left out (a bare number in a file means exactly that)."""
 

@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
+from .._schema import NumbersNotBooleans
 from ..errors import InputError
 from .fcs import Spillover, check_spillover
 
@@ -38,7 +39,7 @@ RESULT_VOCABULARY: dict[str, tuple[str, ...]] = {
 }
 
 
-class _Record(BaseModel):
+class _Record(NumbersNotBooleans):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 

@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .._schema import NumbersNotBooleans
 from ..errors import DataError, InputError
 from .lot import RESULT_VOCABULARY
 from .settings import SPECS_DIR, vocabulary
@@ -31,7 +32,7 @@ NUMERIC_UNITS: dict[str, tuple[str, ...]] = {
 MEASURES = (*NUMERIC_UNITS, *RESULT_VOCABULARY)
 
 
-class Criterion(BaseModel):
+class Criterion(NumbersNotBooleans):
     """One release criterion: what is measured, the limit or accepted results, and its source."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -78,7 +79,7 @@ class Criterion(BaseModel):
         return " or ".join(self.accept)
 
 
-class Spec(BaseModel):
+class Spec(NumbersNotBooleans):
     """A named release specification (after ``extends`` is resolved)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

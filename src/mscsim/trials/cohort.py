@@ -21,6 +21,7 @@ from scipy import stats
 from scipy.special import ndtri
 
 from .. import _ufuncs as uf
+from .._schema import NumbersNotBooleans
 from ..errors import InputError
 from ..io._validation import exists, read_yaml
 from ..io.scenario import PatientSpec
@@ -104,7 +105,7 @@ class _Problem(ValueError):
 
 # --- the spec -----------------------------------------------------------------------------------------------------
 
-class _Strict(BaseModel):
+class _Strict(NumbersNotBooleans):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 

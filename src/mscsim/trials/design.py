@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .._schema import NumbersNotBooleans
 from ..delivery.routes import Route, is_local
 from ..endpoints import load_endpoints
 from ..errors import InputError
@@ -26,7 +27,7 @@ from ..model.parameters import DATA_DIR, Distribution
 from .cohort import CohortSpec, load_cohort
 
 DESIGN_DIR = DATA_DIR / "trials"
-Comparator = Literal["none", "saline", "hyaluronic_acid", "standard_care", "sham"]
+Comparator = Literal["none", "saline", "hyaluronic_acid", "standard_care", "sham", "open_label"]
 Test = Literal["welch_t", "student_t", "mann_whitney", "ancova", "chi2", "fisher"]
 DERIVED = {"omeract_oarsi_responder": "knee_osteoarthritis"}  # endpoints computed from others at each visit
 
@@ -39,7 +40,7 @@ class _FieldProblem(ValueError):
         self.where, self.value, self.allowed = where, value, allowed
 
 
-class _Strict(BaseModel):
+class _Strict(NumbersNotBooleans):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 

@@ -23,6 +23,8 @@ from .statistics import omeract_oarsi_responder
 
 STREAM = 5171
 SYMPTOMS = ("pain_vas", "womac_total", "odi")  # endpoints that carry the placebo/comparator relief
+# scores where higher is better (the range's top is no symptom): the relief shrinks their distance from the top
+SCORES = ("mepi", "visa_a")
 REMISSIONS = ("fistula_closed", "combined_remission")  # remission by standard care counts for these
 WOMAC_MAX = 96.0
 
@@ -135,6 +137,9 @@ def observe(design: DesignSpec, arm: ArmSpec, ids: np.ndarray, modelled: dict[st
         obs = y.copy()
         if name in SYMPTOMS:
             obs = obs * (1 - relief)
+        if name in SCORES:
+            top = eps.spec.endpoints[name].range[1]
+            obs = top - (top - obs) * (1 - relief)
         if name in REMISSIONS:
             obs = np.maximum(obs, sc_remitted.astype(float))
         if name == "organ_stage" and arm.comparator == "standard_care":

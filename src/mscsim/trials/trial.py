@@ -84,7 +84,7 @@ def _response_parameters_used(design: DesignSpec) -> list[str]:
     """The trial-level (non-model) parameters this design's observation model reads: the comparators' relief
     for symptom endpoints, standard care's remissions or responses for its disease, each endpoint's noise."""
     names = [f"noise_sd_{e}" for e in design.endpoints]
-    if design.disease in ("knee_osteoarthritis", "lumbar_disc_degeneration"):
+    if design.disease in ("knee_osteoarthritis", "lumbar_disc_degeneration", "tendinopathy"):
         names += [f"placebo_r_{a.comparator}" for a in design.arms if a.comparator != "none"]
         names += ["placebo_tau_on", "placebo_tau_off", "placebo_persist"]
     elif design.disease == "perianal_fistula":
