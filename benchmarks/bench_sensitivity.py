@@ -46,9 +46,12 @@ RUNS = {
     "disc_effect": ("lumbar_disc_intradiscal_25e6", "pain_vas_effect_day180"),
     "tendon": ("tendinopathy_intratendinous_1e7", "pain_vas_day182"),
     "tendon_effect": ("tendinopathy_intratendinous_1e7", "pain_vas_effect_day182"),
+    "wound": ("dfu_topical_sheet_weekly", "area_reduction_pct_day56"),
+    "wound_effect": ("dfu_topical_sheet_weekly", "area_reduction_pct_effect_day56"),
 }
 # the presets run only as far as the output's visit (the GVHD preset runs 100 days, the fistula a year)
-DURATION_DAYS = {"acute_gvhd_iv_2e6_per_kg": 35, "perianal_fistula_120e6": 175, "tendinopathy_intratendinous_1e7": 189}
+DURATION_DAYS = {"acute_gvhd_iv_2e6_per_kg": 35, "perianal_fistula_120e6": 175, "tendinopathy_intratendinous_1e7": 189,
+                 "dfu_topical_sheet_weekly": 84}
 
 
 def summarise(folder: Path) -> str:

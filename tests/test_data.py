@@ -28,7 +28,7 @@ def test_every_species_defines_every_model_parameter():
     model = compiled(KINETICS, ())
     for species in ("human", "mouse", "rat"):
         for site in ("knee_joint", "systemic_lesion", "perianal_fistula", "intervertebral_disc", "tendon",
-                     "skeletal_muscle",
+                     "skeletal_muscle", "wound_bed",
                      "liver_lesion", "kidney_lesion", "lung_lesion", "heart_lesion", "gut_lesion", "brain_lesion"):
             pset = load_parameter_sets(["kinetics", "product", f"species_{species}", f"site_{site}"])
             vec = model.parameter_vector(pset)

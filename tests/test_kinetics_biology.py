@@ -45,7 +45,7 @@ def test_B05_local_injection_stays_local_and_fades_over_weeks():
 
 def test_B05_every_local_route_keeps_cells_near_the_site():
     for route, guidance in [("intradiscal", "fluoroscopy"), ("intramuscular", "ultrasound"),
-                            ("intratendinous", "ultrasound"),
+                            ("intratendinous", "ultrasound"), ("topical", "direct_vision"),
                             ("perianal", "direct_vision"), ("perilesional", "direct_vision")]:
         ds = run(example("knee_ia_5e7_ultrasound", regimen={"route": route, "guidance": guidance,
                                                             "dose": {"cells": 1e7}}, duration_days=14))

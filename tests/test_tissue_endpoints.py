@@ -97,7 +97,7 @@ def test_every_disease_has_cited_endpoints():
 
     bib = bibliography()
     for disease in ("knee_osteoarthritis", "acute_gvhd", "perianal_fistula", "lumbar_disc_degeneration",
-                    "tendinopathy"):
+                    "tendinopathy", "diabetic_foot_ulcer"):
         eps = load_endpoints(disease)
         assert eps.spec.endpoints
         assert set(eps.citation_keys()) <= set(bib)

@@ -287,7 +287,8 @@ def test_model_covariates_keep_only_what_the_model_reads():
 
 DISEASE = {"knee_oa_adults": "knee_osteoarthritis", "sr_agvhd_children": "acute_gvhd",
            "sr_agvhd_adults": "acute_gvhd", "crohn_perianal_adults": "perianal_fistula",
-           "lumbar_ddd_adults": "lumbar_disc_degeneration", "tendinopathy_adults": "tendinopathy"}
+           "lumbar_ddd_adults": "lumbar_disc_degeneration", "tendinopathy_adults": "tendinopathy",
+           "dfu_adults": "diabetic_foot_ulcer"}
 
 
 @pytest.mark.parametrize("name", sorted(DISEASE))

@@ -39,7 +39,7 @@ KINETICS = ("cell_compartments", "circulation", "homing", "cell_death", "local_r
             "engraftment")
 TISSUE = ("tissue_states", "msc_licensing", "msc_secretion", "efferocytosis", "cytokine_network",
           "macrophage_polarisation", "t_cell_response", "innate_activation", "tissue_injury_repair", "fibrosis",
-          "angiogenesis", "structural_damage", "nociception", "site_ischaemia", "msc_immune_lysis")
+          "angiogenesis", "structural_damage", "nociception", "site_ischaemia", "msc_immune_lysis", "wound_closure")
 CONSERVATION_RTOL = 1e-9
 BURN_IN_DAYS = 1000.0  # the untreated run, where a patient's chronic state is integrated rather than solved for
 BASELINE_METHODS = {0: "steady state", 1: "integrated (requested)", 2: "integrated: no steady state found",

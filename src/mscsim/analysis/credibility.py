@@ -63,6 +63,12 @@ DISEASES = {
         "disability (ODI) over 12 months, against a sham injection, in adults with chronic discogenic pain from one "
         "degenerate lumbar disc?",
         "pain VAS at day 180", ("lumbar_disc_noriega_2017",)),
+    "diabetic_foot_ulcer": DiseaseContext(
+        "diabetic_foot_ulcer", "dfu_topical_sheet_weekly",
+        "What share of adults with a diabetic foot ulcer and adequate foot perfusion have the ulcer completely "
+        "closed by week 12 when an allogeneic adipose MSC hydrogel sheet is applied weekly under standard care, "
+        "against a polyurethane film dressing?",
+        "complete closure by week 12 (open area of the enrolment area)", ("dfu_moon_2019",)),
     "tendinopathy": DiseaseContext(
         "tendinopathy", "tendinopathy_intratendinous_1e7",
         "How much does one ultrasound-guided intratendinous injection of 1e7 allogeneic adipose MSCs change tendon "

@@ -10,16 +10,16 @@ from ..errors import InputError
 from ..model.parameters import ParameterSet
 
 Route = Literal["intravenous", "intra_articular", "intradiscal", "intramuscular", "perilesional", "perianal",
-                "intralesional", "intra_arterial", "intratendinous"]
+                "intralesional", "intra_arterial", "intratendinous", "topical"]
 Guidance = Literal["ultrasound", "fluoroscopy", "landmark", "direct_vision", "stereotactic"]
 Site = Literal["knee_joint", "intervertebral_disc", "tendon", "skeletal_muscle", "perianal_fistula", "systemic_lesion",
-               "liver_lesion", "kidney_lesion", "lung_lesion", "heart_lesion", "gut_lesion", "brain_lesion"]
+               "liver_lesion", "kidney_lesion", "lung_lesion", "heart_lesion", "gut_lesion", "brain_lesion", "wound_bed"]
 # The organ a blood-borne lesion lies in (scenario ``lesion.organ``); ``systemic`` is a lesion of skin or another
 # organ without a site file of its own (the systemic_lesion site, the default).
 LesionOrgan = Literal["systemic", "liver", "kidney", "lung", "heart", "gut", "brain"]
 
 LOCAL_ROUTES = ("intra_articular", "intradiscal", "intramuscular", "perilesional", "perianal", "intralesional",
-                "intratendinous")
+                "intratendinous", "topical")
 # Routes into the lesion's organ (scenario ``lesion.organ``) and the organs where clinicians use them:
 # ``intralesional`` is a direct injection into the organ's lesion (intramyocardial, intrahepatic, intrarenal or
 # subcapsular, intracerebral); ``intra_arterial`` an infusion into the organ's artery (intracoronary, hepatic artery,
@@ -37,6 +37,7 @@ DEFAULT_SITE: dict[str, str] = {
     "intramuscular": "skeletal_muscle",
     "perilesional": "perianal_fistula",
     "perianal": "perianal_fistula",
+    "topical": "wound_bed",  # onto an open skin wound (in a vehicle such as a hydrogel sheet, or as a suspension)
 }
 
 

@@ -34,7 +34,8 @@ class _Strict(NumbersNotBooleans):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-Disease = Literal["knee_osteoarthritis", "acute_gvhd", "perianal_fistula", "lumbar_disc_degeneration", "tendinopathy"]
+Disease = Literal["knee_osteoarthritis", "acute_gvhd", "perianal_fistula", "lumbar_disc_degeneration", "tendinopathy",
+                  "diabetic_foot_ulcer"]
 
 
 class ProductSpec(_Strict):
@@ -331,7 +332,7 @@ class Scenario(_Strict):
             if given:
                 raise ValueError(f"patient fields {given} need a 'disease' (the tissue model): one of "
                                  "knee_osteoarthritis, acute_gvhd, perianal_fistula, lumbar_disc_degeneration, "
-                                 "tendinopathy")
+                                 "tendinopathy, diabetic_foot_ulcer")
         else:
             if p.target_inflammation:
                 raise ValueError("with a disease the tissue model makes the target's inflammation; use "

@@ -313,7 +313,7 @@ class DesignSpec(_Strict):
 
 
 # the image guidance of a cell-free arm's nominal (never dosed) local regimen: one with accuracy data at the site
-NOMINAL_GUIDANCE = {"intradiscal": "fluoroscopy"}
+NOMINAL_GUIDANCE = {"intradiscal": "fluoroscopy", "topical": "direct_vision"}
 
 
 def arm_scenario(design: DesignSpec, arm: ArmSpec) -> Scenario:
