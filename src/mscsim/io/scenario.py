@@ -33,7 +33,8 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-Disease = Literal["knee_osteoarthritis", "acute_gvhd", "perianal_fistula", "lumbar_disc_degeneration"]
+Disease = Literal["knee_osteoarthritis", "acute_gvhd", "perianal_fistula", "lumbar_disc_degeneration",
+                  "lupus_nephritis"]
 
 
 class ProductSpec(_Strict):
@@ -327,7 +328,7 @@ class Scenario(_Strict):
             given += [n for n in ("smoker", "vascular_disease") if getattr(p, n)]
             if given:
                 raise ValueError(f"patient fields {given} need a 'disease' (the tissue model): one of "
-                                 "knee_osteoarthritis, acute_gvhd, perianal_fistula, lumbar_disc_degeneration")
+                                 "knee_osteoarthritis, acute_gvhd, perianal_fistula, lumbar_disc_degeneration, lupus_nephritis")
         else:
             if p.target_inflammation:
                 raise ValueError("with a disease the tissue model makes the target's inflammation; use "
