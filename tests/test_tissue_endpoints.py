@@ -96,7 +96,8 @@ def test_every_disease_has_cited_endpoints():
     from mscsim.model.references import bibliography
 
     bib = bibliography()
-    for disease in ("knee_osteoarthritis", "acute_gvhd", "perianal_fistula", "lumbar_disc_degeneration"):
+    for disease in ("knee_osteoarthritis", "acute_gvhd", "perianal_fistula", "lumbar_disc_degeneration",
+                    "lupus_nephritis"):
         eps = load_endpoints(disease)
         assert eps.spec.endpoints
         assert set(eps.citation_keys()) <= set(bib)
