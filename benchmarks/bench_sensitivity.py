@@ -44,9 +44,12 @@ RUNS = {
     "fistula_effect": ("perianal_fistula_120e6", "structure_effect_day168"),
     "disc": ("lumbar_disc_intradiscal_25e6", "pain_vas_day180"),
     "disc_effect": ("lumbar_disc_intradiscal_25e6", "pain_vas_effect_day180"),
+    "lupus": ("lupus_nephritis_iv_ucmsc_2e8", "proteinuria_day168"),
+    "lupus_effect": ("lupus_nephritis_iv_ucmsc_2e8", "proteinuria_effect_day28"),
 }
-# the presets run only as far as the output's visit (the GVHD preset runs 100 days, the fistula a year)
-DURATION_DAYS = {"acute_gvhd_iv_2e6_per_kg": 35, "perianal_fistula_120e6": 175}
+# the presets run only as far as the output's visit (the GVHD preset runs 100 days, the fistula and lupus a year);
+# the lupus effect is read at day 28, its peak: by day 168 the single infusion's effect has gone
+DURATION_DAYS = {"acute_gvhd_iv_2e6_per_kg": 35, "perianal_fistula_120e6": 175, "lupus_nephritis_iv_ucmsc_2e8": 175}
 
 
 def summarise(folder: Path) -> str:

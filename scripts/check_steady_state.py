@@ -30,7 +30,8 @@ from mscsim.trials.cohort import draw_cohort, load_cohort, to_model_covariates
 PRESETS = {"knee_osteoarthritis": ("knee_oa_ia_5e7", "knee_oa_adults"),
            "acute_gvhd": ("acute_gvhd_iv_2e6_per_kg", "sr_agvhd_children"),
            "perianal_fistula": ("perianal_fistula_120e6", "crohn_perianal_adults"),
-           "lumbar_disc_degeneration": ("lumbar_disc_intradiscal_25e6", "lumbar_ddd_adults")}
+           "lumbar_disc_degeneration": ("lumbar_disc_intradiscal_25e6", "lumbar_ddd_adults"),
+           "lupus_nephritis": ("lupus_nephritis_iv_ucmsc_2e8", "lupus_nephritis_adults")}
 
 
 def relative(a: np.ndarray, b: np.ndarray, floor: np.ndarray) -> np.ndarray:

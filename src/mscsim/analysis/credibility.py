@@ -63,6 +63,12 @@ DISEASES = {
         "disability (ODI) over 12 months, against a sham injection, in adults with chronic discogenic pain from one "
         "degenerate lumbar disc?",
         "pain VAS at day 180", ("lumbar_disc_noriega_2017",)),
+    "lupus_nephritis": DiseaseContext(
+        "lupus_nephritis", "lupus_nephritis_iv_ucmsc_2e8",
+        "Do 2e8 intravenous umbilical-cord MSCs added to induction immunosuppression raise the share of adults with "
+        "active class III-IV lupus nephritis who reach a renal response (proteinuria halved, or below 0.5 g/day) "
+        "within 12 months, against placebo on the same immunosuppression?",
+        "24-h proteinuria at day 168", ("lupus_nephritis_deng_2017",)),
 }
 
 
