@@ -49,7 +49,8 @@ RUNS = {
 }
 # the presets run only as far as the output's visit (the GVHD preset runs 100 days, the fistula and lupus a year);
 # the lupus effect is read at day 28, its peak: by day 168 the single infusion's effect has gone
-DURATION_DAYS = {"acute_gvhd_iv_2e6_per_kg": 35, "perianal_fistula_120e6": 175, "lupus_nephritis_iv_ucmsc_2e8": 175}
+DURATION_DAYS = {"acute_gvhd_iv_2e6_per_kg": 35, "perianal_fistula_120e6": 175,
+                 "lupus_nephritis_iv_ucmsc_2e8": 175}
 
 
 def summarise(folder: Path) -> str:

@@ -328,7 +328,8 @@ class Scenario(_Strict):
             given += [n for n in ("smoker", "vascular_disease") if getattr(p, n)]
             if given:
                 raise ValueError(f"patient fields {given} need a 'disease' (the tissue model): one of "
-                                 "knee_osteoarthritis, acute_gvhd, perianal_fistula, lumbar_disc_degeneration, lupus_nephritis")
+                                 "knee_osteoarthritis, acute_gvhd, perianal_fistula, lumbar_disc_degeneration, "
+                                 "lupus_nephritis")
         else:
             if p.target_inflammation:
                 raise ValueError("with a disease the tissue model makes the target's inflammation; use "
