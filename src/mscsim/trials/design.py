@@ -309,8 +309,10 @@ class DesignSpec(_Strict):
         return load_cohort(self.population) if isinstance(self.population, str) else self.population
 
     def digest(self) -> str:
-        """A fingerprint of everything that changes the numbers (a resumed trial must match it)."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+        """A fingerprint of everything that changes the numbers (a resumed trial must match it); a design without an
+        organ lesion keeps the fingerprint it had before designs could name one."""
+        exclude = {"lesion"} if self.lesion is None else None
+        return hashlib.sha256(self.model_dump_json(exclude=exclude).encode()).hexdigest()[:16]
 
 
 # the image guidance of a cell-free arm's nominal (never dosed) local regimen: one with accuracy data at the site
