@@ -74,6 +74,19 @@ def test_B17_chronic_glomerular_scarring_limits_what_the_cells_restore(ref):
     assert at(scarred, "proteinuria", 100) > floor
 
 
+def test_renal_response_categories_follow_the_proteinuria_thresholds():
+    """Complete below 0.5 g/day, partial when halved and below 3, progression when risen by more than half."""
+    import numpy as np
+
+    from mscsim.endpoints import RESPONSE_CODES, load_endpoints, response_codes
+
+    resp = load_endpoints("lupus_nephritis").spec.responses["renal_response"]
+    base, later = [4.0, 4.0, 8.0, 4.0, 4.0, 2.0], [0.4, 1.9, 3.5, 3.0, 6.5, 0.9]
+    codes = response_codes(resp, np.array([base, later]).T, np.array([0.0, 364.0]), [364.0])
+    expected = ["complete", "partial", "none", "none", "progression", "partial"]
+    assert [int(c) for c in codes] == [RESPONSE_CODES[e] for e in expected]
+
+
 def test_renal_response_needs_its_thresholds_and_its_endpoint(tmp_path):
     from pydantic import ValidationError
 

@@ -43,8 +43,8 @@ class Response(_Strict):
 
     ``reduction_response`` (and ``best_reduction_response``) judge a continuous endpoint that should fall (e.g.
     lupus nephritis proteinuria): complete = below ``complete_below``; partial = fallen by at least
-    ``partial_fall`` (a fraction of baseline) and below ``partial_below``; progression = above baseline; none
-    otherwise."""
+    ``partial_fall`` (a fraction of baseline) and below ``partial_below``; progression = risen by more than
+    ``progression_rise`` (a fraction of baseline; 0: any rise); none otherwise."""
 
     kind: Literal["stage_response", "best_stage_response", "reduction_response", "best_reduction_response"]
     of: str
@@ -55,6 +55,7 @@ class Response(_Strict):
     complete_below: float | None = None
     partial_fall: float | None = Field(default=None, gt=0, le=1)
     partial_below: float | None = None
+    progression_rise: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
     def _thresholds(self):

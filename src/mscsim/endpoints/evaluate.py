@@ -87,11 +87,11 @@ def best_stage_response(stage: np.ndarray, t_days: np.ndarray, days) -> np.ndarr
 def reduction_response(values: np.ndarray, t_days: np.ndarray, day: float, response: Response) -> np.ndarray:
     """Response category code per patient at ``day`` for an endpoint that should fall (patient x time), against
     its value at time 0: complete (below ``complete_below``), partial (fallen by ``partial_fall`` of baseline and
-    below ``partial_below``), progression (above baseline), none otherwise."""
+    below ``partial_below``), progression (risen by more than ``progression_rise`` of baseline), none otherwise."""
     i = int(np.argmin(np.abs(t_days - day)))
     base, now = values[:, 0], values[:, i]
     partial = (now <= (1.0 - response.partial_fall) * base) & (now < response.partial_below)
-    return np.select([now < response.complete_below, partial, now <= base],
+    return np.select([now < response.complete_below, partial, now <= (1.0 + response.progression_rise) * base],
                      [RESPONSE_CODES["complete"], RESPONSE_CODES["partial"], RESPONSE_CODES["none"]],
                      RESPONSE_CODES["progression"])
 
