@@ -2,8 +2,8 @@
 standard-care) response, measurement error, dropout, and derived responder endpoints.
 
 The model says what the cells do; every trial arm also improves for reasons that have nothing to do with the
-cells (the injection, hyaluronic acid, curettage and seton, second-line immunosuppression, regression to the
-mean). Those responses are cited data (data/parameters/trial_response.yaml), added here, after the model, so the
+cells (the injection, hyaluronic acid, curettage and seton, second-line immunosuppression, induction therapy of
+lupus nephritis, regression to the mean). Those responses are cited data (data/parameters/trial_response.yaml), added here, after the model, so the
 same mechanistic model serves every trial. Each patient's random numbers come from a generator keyed on
 (seed, patient id, stream), so a patient's observations do not depend on the chunk or worker.
 """
