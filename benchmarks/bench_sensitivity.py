@@ -48,10 +48,13 @@ RUNS = {
     "tendon_effect": ("tendinopathy_intratendinous_1e7", "pain_vas_effect_day182"),
     "wound": ("dfu_topical_sheet_weekly", "area_reduction_pct_day56"),
     "wound_effect": ("dfu_topical_sheet_weekly", "area_reduction_pct_effect_day56"),
+    "lupus": ("lupus_nephritis_iv_ucmsc_2e8", "proteinuria_day168"),
+    "lupus_effect": ("lupus_nephritis_iv_ucmsc_2e8", "proteinuria_effect_day28"),
 }
-# the presets run only as far as the output's visit (the GVHD preset runs 100 days, the fistula a year)
+# the presets run only as far as the output's visit (the GVHD preset runs 100 days, the fistula and lupus a year);
+# the lupus effect is read at day 28, its peak: by day 168 the single infusion's effect has gone
 DURATION_DAYS = {"acute_gvhd_iv_2e6_per_kg": 35, "perianal_fistula_120e6": 175, "tendinopathy_intratendinous_1e7": 189,
-                 "dfu_topical_sheet_weekly": 84}
+                 "dfu_topical_sheet_weekly": 84, "lupus_nephritis_iv_ucmsc_2e8": 175}
 
 
 def summarise(folder: Path) -> str:

@@ -32,7 +32,8 @@ PRESETS = {"knee_osteoarthritis": ("knee_oa_ia_5e7", "knee_oa_adults"),
            "perianal_fistula": ("perianal_fistula_120e6", "crohn_perianal_adults"),
            "lumbar_disc_degeneration": ("lumbar_disc_intradiscal_25e6", "lumbar_ddd_adults"),
            "tendinopathy": ("tendinopathy_intratendinous_1e7", "tendinopathy_adults"),
-           "diabetic_foot_ulcer": ("dfu_topical_sheet_weekly", "dfu_adults")}
+           "diabetic_foot_ulcer": ("dfu_topical_sheet_weekly", "dfu_adults"),
+           "lupus_nephritis": ("lupus_nephritis_iv_ucmsc_2e8", "lupus_nephritis_adults")}
 
 
 def relative(a: np.ndarray, b: np.ndarray, floor: np.ndarray) -> np.ndarray:

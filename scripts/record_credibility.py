@@ -36,7 +36,8 @@ from mscsim.simulation import parameter_files
 from mscsim.trials import bundled_designs, load_design, run_trial
 
 DISEASE_OF_RUN = {"knee": "knee_osteoarthritis", "gvhd": "acute_gvhd", "fistula": "perianal_fistula",
-                  "disc": "lumbar_disc_degeneration", "tendon": "tendinopathy", "wound": "diabetic_foot_ulcer"}
+                  "disc": "lumbar_disc_degeneration", "tendon": "tendinopathy", "wound": "diabetic_foot_ulcer",
+                  "lupus": "lupus_nephritis"}
 
 
 def grades_at(rev: str, disease: str) -> dict[str, str]:

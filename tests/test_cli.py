@@ -12,7 +12,8 @@ def test_presets_lists_the_required_examples(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
     for name in ("mouse_iv_eggenhofer2012", "human_iv_2e6_per_kg", "knee_ia_5e7_ultrasound", "knee_ia_5e7_blind",
-                 "lumbar_disc_intradiscal_25e6", "tendinopathy_intratendinous_1e7", "dfu_topical_sheet_weekly"):
+                 "lumbar_disc_intradiscal_25e6", "tendinopathy_intratendinous_1e7", "dfu_topical_sheet_weekly",
+                 "lupus_nephritis_iv_ucmsc_2e8"):
         assert name in out
 
 

@@ -25,7 +25,7 @@ def test_every_state_and_endpoint_has_a_display_name():
     names = set(known_names())
     missing = [s.name for s in model.states if s.name not in names]
     for disease in ("knee_osteoarthritis", "acute_gvhd", "perianal_fistula", "lumbar_disc_degeneration",
-                    "tendinopathy", "diabetic_foot_ulcer"):
+                    "tendinopathy", "diabetic_foot_ulcer", "lupus_nephritis"):
         spec = load_endpoints(disease).spec
         missing += [n for n in [*spec.endpoints, *spec.responses] if n not in names]
     assert not missing, f"add these to data/display/names.yaml: {missing}"

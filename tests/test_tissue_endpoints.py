@@ -97,7 +97,7 @@ def test_every_disease_has_cited_endpoints():
 
     bib = bibliography()
     for disease in ("knee_osteoarthritis", "acute_gvhd", "perianal_fistula", "lumbar_disc_degeneration",
-                    "tendinopathy", "diabetic_foot_ulcer"):
+                    "tendinopathy", "diabetic_foot_ulcer", "lupus_nephritis"):
         eps = load_endpoints(disease)
         assert eps.spec.endpoints
         assert set(eps.citation_keys()) <= set(bib)

@@ -288,7 +288,7 @@ def test_model_covariates_keep_only_what_the_model_reads():
 DISEASE = {"knee_oa_adults": "knee_osteoarthritis", "sr_agvhd_children": "acute_gvhd",
            "sr_agvhd_adults": "acute_gvhd", "crohn_perianal_adults": "perianal_fistula",
            "lumbar_ddd_adults": "lumbar_disc_degeneration", "tendinopathy_adults": "tendinopathy",
-           "dfu_adults": "diabetic_foot_ulcer"}
+           "dfu_adults": "diabetic_foot_ulcer", "lupus_nephritis_adults": "lupus_nephritis"}
 
 
 @pytest.mark.parametrize("name", sorted(DISEASE))
@@ -316,6 +316,8 @@ def test_bundled_cohorts_match_their_trials():
     assert abs(disc["sex_female"].mean() - 7 / 24) < 0.05 and disc["bmi"].max() <= 40  # 7 women of 24
     tendon = draw_cohort(load_cohort("tendinopathy_adults"), seed=2, start=0, count=1000)
     assert 44 < tendon["age_years"].mean() < 50 and tendon["age_years"].min() >= 19  # Smidt 2002: median 47 y
+    ln = draw_cohort(load_cohort("lupus_nephritis_adults"), seed=2, start=0, count=1000)
+    assert ln["age_years"].between(18, 60).all() and ln["sex_female"].mean() > 0.85  # young women, as in SLE
 
 
 def test_load_cohort_errors_name_the_file_and_field(tmp_path):

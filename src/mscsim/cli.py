@@ -575,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("credibility", help="one HTML page per disease in the spirit of ASME V&V 40: evidence grades, "
                        "the top sensitivity rankings, what was fitted to what, validation and trial agreement")
     p.add_argument("disease", help="knee_osteoarthritis, acute_gvhd, perianal_fistula, lumbar_disc_degeneration, "
-                   "tendinopathy or diabetic_foot_ulcer")
+                   "tendinopathy, diabetic_foot_ulcer or lupus_nephritis")
     p.add_argument("--out", required=True, help="output folder (created; replaced if it is an earlier mscsim output)")
     p.add_argument("--sensitivity", nargs="+", default=None, help="'mscsim sensitivity' output folders to show "
                    "(default: the bundled record of the preset's primary outputs)")

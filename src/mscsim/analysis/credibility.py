@@ -75,6 +75,12 @@ DISEASES = {
         "pain (VAS) and elbow function (Mayo elbow performance index) over a year in adults with chronic lateral "
         "epicondylosis, beyond what an injection without cells gives?",
         "pain VAS at day 182", ("tendinopathy_lee_2015",)),
+    "lupus_nephritis": DiseaseContext(
+        "lupus_nephritis", "lupus_nephritis_iv_ucmsc_2e8",
+        "Do 2e8 intravenous umbilical-cord MSCs added to induction immunosuppression raise the share of adults with "
+        "active class III-IV lupus nephritis who reach a renal response (proteinuria halved, or below 0.5 g/day) "
+        "within 12 months, against placebo on the same immunosuppression?",
+        "24-h proteinuria at day 168", ("lupus_nephritis_deng_2017",)),
 }
 
 

@@ -39,14 +39,33 @@ class Response(_Strict):
     """A categorical response from a staged endpoint, by the usual definitions (e.g. aGVHD day 28): complete =
     stage 0; partial = lower stage than at baseline; none = same stage; progression = higher. ``stage_response``
     is judged at ``day``; ``best_stage_response`` is the best category reached at any visit up to ``day`` (best
-    overall response by day 100, as GVHD trials report it)."""
+    overall response by day 100, as GVHD trials report it).
 
-    kind: Literal["stage_response", "best_stage_response"]
+    ``reduction_response`` (and ``best_reduction_response``) judge a continuous endpoint that should fall (e.g.
+    lupus nephritis proteinuria): complete = below ``complete_below``; partial = fallen by at least
+    ``partial_fall`` (a fraction of baseline) and below ``partial_below``; progression = risen by more than
+    ``progression_rise`` (a fraction of baseline; 0: any rise); none otherwise."""
+
+    kind: Literal["stage_response", "best_stage_response", "reduction_response", "best_reduction_response"]
     of: str
     day: float = Field(gt=0)
     long_name: str
     source: list[str] = Field(min_length=1)
     note: str = ""
+    complete_below: float | None = None
+    partial_fall: float | None = Field(default=None, gt=0, le=1)
+    partial_below: float | None = None
+    progression_rise: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _thresholds(self):
+        given = [x is not None for x in (self.complete_below, self.partial_fall, self.partial_below)]
+        if self.kind.endswith("reduction_response") and not all(given):
+            raise ValueError(f"a {self.kind} needs complete_below, partial_fall and partial_below")
+        if self.kind.endswith("stage_response") and any(given):
+            raise ValueError(f"complete_below, partial_fall and partial_below are for reduction responses, "
+                             f"not a {self.kind}")
+        return self
 
 
 class Enrolled(_Strict):

@@ -84,8 +84,24 @@ def best_stage_response(stage: np.ndarray, t_days: np.ndarray, days) -> np.ndarr
     return np.stack([stage_response(stage, t_days, d) for d in days]).min(axis=0)
 
 
+def reduction_response(values: np.ndarray, t_days: np.ndarray, day: float, response: Response) -> np.ndarray:
+    """Response category code per patient at ``day`` for an endpoint that should fall (patient x time), against
+    its value at time 0: complete (below ``complete_below``), partial (fallen by ``partial_fall`` of baseline and
+    below ``partial_below``), progression (risen by more than ``progression_rise`` of baseline), none otherwise."""
+    i = int(np.argmin(np.abs(t_days - day)))
+    base, now = values[:, 0], values[:, i]
+    partial = (now <= (1.0 - response.partial_fall) * base) & (now < response.partial_below)
+    return np.select([now < response.complete_below, partial, now <= (1.0 + response.progression_rise) * base],
+                     [RESPONSE_CODES["complete"], RESPONSE_CODES["partial"], RESPONSE_CODES["none"]],
+                     RESPONSE_CODES["progression"])
+
+
 def response_codes(response: Response, stage: np.ndarray, t_days: np.ndarray, visits_days) -> np.ndarray:
     """A response's category codes per patient: at its day, or the best over the visits up to its day."""
+    if response.kind.endswith("reduction_response"):
+        days = [d for d in visits_days if d <= response.day] or [response.day] \
+            if response.kind == "best_reduction_response" else [response.day]
+        return np.stack([reduction_response(stage, t_days, d, response) for d in days]).min(axis=0)
     if response.kind == "best_stage_response":
         days = [d for d in visits_days if d <= response.day] or [response.day]
         return best_stage_response(stage, t_days, days)

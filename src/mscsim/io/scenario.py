@@ -35,7 +35,7 @@ class _Strict(NumbersNotBooleans):
 
 
 Disease = Literal["knee_osteoarthritis", "acute_gvhd", "perianal_fistula", "lumbar_disc_degeneration", "tendinopathy",
-                  "diabetic_foot_ulcer"]
+                  "diabetic_foot_ulcer", "lupus_nephritis"]
 
 
 class ProductSpec(_Strict):
@@ -332,7 +332,7 @@ class Scenario(_Strict):
             if given:
                 raise ValueError(f"patient fields {given} need a 'disease' (the tissue model): one of "
                                  "knee_osteoarthritis, acute_gvhd, perianal_fistula, lumbar_disc_degeneration, "
-                                 "tendinopathy, diabetic_foot_ulcer")
+                                 "tendinopathy, diabetic_foot_ulcer, lupus_nephritis")
         else:
             if p.target_inflammation:
                 raise ValueError("with a disease the tissue model makes the target's inflammation; use "

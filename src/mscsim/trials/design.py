@@ -20,7 +20,7 @@ from ..delivery.routes import Route, is_local
 from ..endpoints import load_endpoints
 from ..errors import InputError
 from ..io._validation import exists, input_error, read_yaml
-from ..io.scenario import (Disease, PatientSpec, ProductSpec, RegimenSpec, Scenario, check_rtol,
+from ..io.scenario import (Disease, LesionSpec, PatientSpec, ProductSpec, RegimenSpec, Scenario, check_rtol,
                            scenario_from_dict)
 from ..model.overrides import ParameterValue
 from ..model.parameters import DATA_DIR, Distribution
@@ -222,6 +222,8 @@ class DesignSpec(_Strict):
     species: Literal["human"] = "human"
     population: CohortSpec | str
     patient: PatientSpec = PatientSpec()
+    lesion: LesionSpec | None = Field(default=None, description="the organ lesion intravenous cells are to reach "
+                                      "(as a scenario's lesion, e.g. {organ: kidney} for lupus nephritis)")
     arms: list[ArmSpec] = Field(min_length=1)
     visits_days: list[float] = Field(min_length=1)
     endpoints: dict[str, EndpointSpec] = Field(min_length=1)
@@ -308,8 +310,10 @@ class DesignSpec(_Strict):
         return load_cohort(self.population) if isinstance(self.population, str) else self.population
 
     def digest(self) -> str:
-        """A fingerprint of everything that changes the numbers (a resumed trial must match it)."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+        """A fingerprint of everything that changes the numbers (a resumed trial must match it); a design without an
+        organ lesion keeps the fingerprint it had before designs could name one."""
+        exclude = {"lesion"} if self.lesion is None else None
+        return hashlib.sha256(self.model_dump_json(exclude=exclude).encode()).hexdigest()[:16]
 
 
 # the image guidance of a cell-free arm's nominal (never dosed) local regimen: one with accuracy data at the site
@@ -328,6 +332,7 @@ def arm_scenario(design: DesignSpec, arm: ArmSpec) -> Scenario:
         "species": design.species,
         "disease": design.disease,
         "patient": design.patient.model_dump(),
+        **({"lesion": design.lesion.model_dump()} if design.lesion is not None else {}),
         "product": (arm.product or ProductSpec()).model_dump(),
         "regimen": regimen.model_dump(),
         "duration_days": design.duration_days,
@@ -354,6 +359,11 @@ def _check_endpoints(design: DesignSpec, file: str | None) -> None:
             raise InputError(f"published.{i}.statistic", p.statistic, f"'rate' (or a mean, median or change) for "
                              f"{p.endpoint}; complete and partial rates are of a response: "
                              f"{sorted(eps.spec.responses)}", file=file)
+    for name in design.endpoints:
+        resp = eps.spec.responses.get(name)
+        if resp is not None and resp.kind.endswith("reduction_response") and resp.of not in design.endpoints:
+            raise InputError(f"endpoints.{name}", name, f"a design that also lists '{resp.of}' (the endpoint "
+                             f"'{name}' is judged on, as the trial measures it)", file=file)
     for i, crit in enumerate(design.inclusion):
         if crit.endpoint not in eps.spec.endpoints:
             raise InputError(f"inclusion.{i}.endpoint", crit.endpoint, f"an endpoint of disease '{design.disease}' "

@@ -2,8 +2,8 @@
 standard-care) response, measurement error, dropout, and derived responder endpoints.
 
 The model says what the cells do; every trial arm also improves for reasons that have nothing to do with the
-cells (the injection, hyaluronic acid, curettage and seton, second-line immunosuppression, regression to the
-mean). Those responses are cited data (data/parameters/trial_response.yaml), added here, after the model, so the
+cells (the injection, hyaluronic acid, curettage and seton, second-line immunosuppression, induction therapy of
+lupus nephritis, regression to the mean). Those responses are cited data (data/parameters/trial_response.yaml), added here, after the model, so the
 same mechanistic model serves every trial. Each patient's random numbers come from a generator keyed on
 (seed, patient id, stream), so a patient's observations do not depend on the chunk or worker.
 """
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _ufuncs as uf
-from ..endpoints import RESPONSE_CODES, load_endpoints
+from ..endpoints import RESPONSE_CODES, load_endpoints, response_codes
 from ..model.parameters import DATA_DIR, ParameterSet, load_parameter_file
 from .design import ArmSpec, DesignSpec
 from .statistics import omeract_oarsi_responder
@@ -26,6 +26,8 @@ SYMPTOMS = ("pain_vas", "womac_total", "odi")  # endpoints that carry the placeb
 # scores where higher is better (the range's top is no symptom): the relief shrinks their distance from the top
 SCORES = ("mepi", "visa_a")
 REMISSIONS = ("fistula_closed", "combined_remission")  # remission by standard care counts for these
+# endpoints that background immunosuppression (induction therapy of lupus nephritis) lowers in a standard-care arm
+IMMUNOSUPPRESSED = ("proteinuria", "sledai_2k")
 WOMAC_MAX = 96.0
 
 
@@ -110,11 +112,19 @@ def observe(design: DesignSpec, arm: ArmSpec, ids: np.ndarray, modelled: dict[st
     sc_remitted = u_sc[:, None] < fistula_sc[None, :]  # standard care (curettage, seton) remission by each day
     gvhd_sc_response = u_sc < p["sc_response_gvhd_day28"].value
     gvhd_sc_complete = gvhd_sc_response & (u_cr < p["sc_complete_share_gvhd"].value)
+    induction = np.zeros((n, len(days)))  # lupus nephritis: relative fall on background immunosuppression
+    if design.disease == "lupus_nephritis" and arm.comparator == "standard_care":
+        r_sc = np.clip(p["sc_lupus_r"].value + p["sc_lupus_r"].between_patient.sd * norm.ppf(u_sc), 0.0, 0.98)
+        induction = r_sc[:, None] * (1 - uf.exp(-days / p["sc_lupus_tau"].value))[None, :]
 
     true_values: dict[str, np.ndarray] = {}
     observed: dict[str, np.ndarray] = {}
     eps = load_endpoints(design.disease)
+    reductions = [name for name in names if name in responses
+                  and eps.spec.responses[name].kind.endswith("reduction_response")]
     for k, name in enumerate(names):
+        if name in reductions:
+            continue
         if name in responses:
             resp = eps.spec.responses[name]
             codes = responses[name].astype(int)
@@ -142,6 +152,8 @@ def observe(design: DesignSpec, arm: ArmSpec, ids: np.ndarray, modelled: dict[st
             obs = top - (top - obs) * (1 - relief)
         if name in REMISSIONS:
             obs = np.maximum(obs, sc_remitted.astype(float))
+        if name in IMMUNOSUPPRESSED:
+            obs = obs * (1 - induction)
         if name == "organ_stage" and arm.comparator == "standard_care":
             after = days >= 28.0
             sc_stage = np.where(gvhd_sc_complete[:, None], 0.0, np.maximum(obs[:, :1] - 1.0, 0.0))
@@ -151,6 +163,21 @@ def observe(design: DesignSpec, arm: ArmSpec, ids: np.ndarray, modelled: dict[st
             lo, hi = eps.spec.endpoints[name].range or (-np.inf, np.inf)
             obs = np.clip(obs + sd * z_noise[:, k, :], lo, hi)
         observed[name] = obs
+    for name in reductions:  # judged on the endpoint as the trial measures it (background therapy and noise)
+        resp = eps.spec.responses[name]
+        if resp.of not in observed:
+            raise ValueError(f"design '{design.name}': response '{name}' is judged on '{resp.of}', which the "
+                             "design must list among its endpoints")
+        codes = response_codes(resp, observed[resp.of], days, design.visits_days)
+        j = int(np.argmin(np.abs(days - resp.day)))
+        outcomes = {name: lambda code: code <= RESPONSE_CODES["partial"]}
+        outcomes.update({f"{name}_{c}": (lambda code, c=c: code == RESPONSE_CODES[c]) for c in RESPONSE_PARTS})
+        model_codes = responses[name].astype(int)
+        for part, hit in outcomes.items():
+            val = np.full((n, len(days)), np.nan)
+            val[:, j] = hit(codes)
+            true_values[part] = np.where(np.isnan(val), np.nan, hit(model_codes).astype(float)[:, None])
+            observed[part] = val
     if "omeract_oarsi_responder" in design.endpoints:
         pain, womac = observed["pain_vas"], observed["womac_total"] * (100.0 / WOMAC_MAX)
         resp = omeract_oarsi_responder(pain[:, :1], pain, womac[:, :1], womac).astype(float)

@@ -91,6 +91,8 @@ def _response_parameters_used(design: DesignSpec) -> list[str]:
         names += ["sc_remission_fistula_p_inf", "sc_remission_fistula_tau"]
     elif design.disease == "acute_gvhd":
         names += ["sc_response_gvhd_day28", "sc_complete_share_gvhd"]
+    elif design.disease == "lupus_nephritis" and any(a.comparator == "standard_care" for a in design.arms):
+        names += ["sc_lupus_r", "sc_lupus_tau"]
     return names
 
 
