@@ -58,6 +58,17 @@ def simulated(data: dict):
     return _SIMULATED[key]
 
 
+def at(ds, name: str, day: float, patient: int = 0) -> float:
+    """One patient's ``name`` at the output time nearest ``day``."""
+    return float(ds[name].isel(patient=patient).sel(time=day * 24.0, method="nearest"))
+
+
+def gain(ds, endpoint: str, day: float) -> float:
+    """What the cells took away from an endpoint where lower is better (pain, proteinuria), against the same
+    patient untreated from the same burn-in."""
+    return at(ds, f"{endpoint}_untreated", day) - at(ds, endpoint, day)
+
+
 def frac(ds, states, t_h, patient=0):
     """Share of the cells administered so far that sit in ``states`` at the output time nearest ``t_h``."""
     import numpy as np

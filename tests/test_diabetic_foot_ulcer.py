@@ -5,7 +5,7 @@ the same burn-in baseline, closing under standard care alone."""
 
 import pytest
 
-from conftest import example, simulated
+from conftest import at, example, simulated
 
 PRESET = "dfu_topical_sheet_weekly"
 DOSE = 1.0e6
@@ -13,10 +13,6 @@ DOSE = 1.0e6
 
 def ulcer(days: float = 84, **changes) -> dict:
     return example(PRESET, duration_days=days, **changes)
-
-
-def at(ds, name, day):
-    return float(ds[name].isel(patient=0).sel(time=day * 24.0, method="nearest"))
 
 
 def cell_days(ds, last_day):
