@@ -202,8 +202,9 @@ def mutated(draw, base: dict, extra_paths: list[tuple] = ()) -> tuple[dict, str]
             parent[key] = draw(_hostile())
             notes.append(f"add {'.'.join(map(str, path))}")
             continue
-        if not isinstance(parent, (dict, list)) or (isinstance(parent, list) and not -len(parent) <= key < len(parent)):
-            continue
+        if not isinstance(parent, (dict, list)) or (isinstance(parent, list) and not (
+                isinstance(key, int) and -len(parent) <= key < len(parent))):  # a name into a list an earlier
+            continue  # mutation made of a mapping (a 'wrap'), or an index out of range
         if op == "nudge" and isinstance(parent[key], (int, float)) and not isinstance(parent[key], bool):
             # a plausible change (most validate): the value scaled, as a what-if would
             factor = draw(st.sampled_from([0.0, 0.1, 0.5, 0.9, 1.0, 1.1, 2.0, 10.0]))

@@ -22,6 +22,7 @@ def agree(a, b, scale, tol=1e-6):
 # The span still holds two of the GVHD infusions, and the cells' stay in the knee and the fistula with the lesion's
 # response to them (the knee's cells are gone by day 90, B08).
 AGREEMENT_DAYS = {"acute_gvhd_iv_2e6_per_kg": 5.0, "knee_oa_ia_5e7": 90.0, "perianal_fistula_120e6": 90.0}
+AGREEMENT_TOL = {"dfu_topical_sheet_weekly": 1e-4}  # see the test: a wound closing in finite time
 
 
 def agreement_scenario(name: str) -> dict:
@@ -45,8 +46,12 @@ def test_batched_agrees_with_reference_on_every_example(name):
     model = prob.model
     scale = np.where(model.cell_mask, prob.administered().max(), 10.0 * model.signal_scale)
     # the kinetics are linear: 1e-6. The tissue model is a year of nonlinear feedback, where the batched solver's
-    # rtol 1e-8 accumulates to about 1e-6 globally: 1e-5.
-    assert agree(bat, ref, scale) < (1e-5 if setup.has_tissue else 1e-6)
+    # rtol 1e-8 accumulates to about 1e-6 globally: 1e-5. A closing wound (the diabetic foot ulcer) is the one
+    # exception, 1e-4: its open area falls as a square root to zero in finite time, so in the days it closes (area
+    # 5e-3 of the enrolment area) the two solvers' relative difference grows to 3.3e-5 (1.7e-7 of the enrolment
+    # area); every other state agrees to 4e-7.
+    tol = AGREEMENT_TOL.get(name, 1e-5 if setup.has_tissue else 1e-6)
+    assert agree(bat, ref, scale) < tol
 
 
 def test_a_patients_numbers_do_not_depend_on_its_batch():
