@@ -40,11 +40,12 @@ def test_batched_agrees_with_reference_on_every_example(name):
     prob = setup.problem()
     ref = solve_reference(prob)
     bat = solve_batched(prob)
-    # comparison floor: 1e-6 of the cells given for cell states; 1e-5 of the typical magnitude for signal states
-    # (solved to SIGNAL_ATOL = 1e-9 of it, so a signal decayed to ~1e-7 of its scale, such as educated
-    # phagocytes months after the cells, carries ~1e-5 relative error in both solvers)
+    # comparison floor: 1e-6 of the cells given for cell states; 1e-4 of the typical magnitude for signal states,
+    # so that at the tissue tolerance (1e-5) a difference below the solvers' own absolute tolerance for a signal
+    # (SIGNAL_ATOL = 1e-9 of its scale) is not a disagreement: a signal decayed to ~1e-6 of its scale (the
+    # efferocytosis signal weeks after the tendon's cells) differs by ~4e-10 of its scale between the solvers
     model = prob.model
-    scale = np.where(model.cell_mask, prob.administered().max(), 10.0 * model.signal_scale)
+    scale = np.where(model.cell_mask, prob.administered().max(), 100.0 * model.signal_scale)
     # the kinetics are linear: 1e-6. The tissue model is a year of nonlinear feedback, where the batched solver's
     # rtol 1e-8 accumulates to about 1e-6 globally: 1e-5. A closing wound (the diabetic foot ulcer) is the one
     # exception, 1e-4: its open area falls as a square root to zero in finite time, so in the days it closes (area
