@@ -122,6 +122,7 @@ def petab_problem(target: str, progress=None) -> PetabProblem:
     """Build the PEtab problem for a disease (its preset) or a disease scenario; see the module docstring."""
     from ..analysis.credibility import DISEASES
     from ..api import load
+    from .sbml import unit_warnings
 
     say = progress or (lambda text: None)
     disease, path = resolve_target(target)
@@ -274,15 +275,6 @@ def _sbml_text(doc) -> str:
     import libsbml
 
     return libsbml.writeSBMLToString(doc)
-
-
-def unit_warnings(doc) -> list[str]:
-    """libSBML's unit-consistency messages for the document (the export keeps this empty)."""
-    import libsbml
-
-    doc.setConsistencyChecks(libsbml.LIBSBML_CAT_UNITS_CONSISTENCY, True)
-    doc.checkConsistency()
-    return [" ".join(doc.getError(i).getMessage().split()) for i in range(doc.getNumErrors())]
 
 
 # ---------------------------------------------------------------- arms as conditions

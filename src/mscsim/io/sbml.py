@@ -109,6 +109,13 @@ def validate(doc: libsbml.SBMLDocument) -> None:
                               f"[{e.getErrorId()}] {' '.join(e.getMessage().split())}")
 
 
+def unit_warnings(doc: libsbml.SBMLDocument) -> list[str]:
+    """libSBML's unit-consistency messages for the document, one line each (every export keeps this empty)."""
+    doc.setConsistencyChecks(libsbml.LIBSBML_CAT_UNITS_CONSISTENCY, True)
+    doc.checkConsistency()
+    return [" ".join(doc.getError(i).getMessage().split()) for i in range(doc.getNumErrors())]
+
+
 def sources(setup: Setup) -> list[Reference]:
     """References behind the parameters the exported model and its dosing use (not the solver's)."""
     return resolve(setup.pset.citations(setup.parameter_names_used()))
