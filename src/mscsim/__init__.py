@@ -26,6 +26,7 @@ _API = {
     "solve_batched": "solvers.batched", "solve_reference": "solvers.reference",
     "run_validation": "analysis.validation",
     "run_coculture": "coculture", "load_coculture": "coculture",
+    "calibrate": "api", "CalibrationProblem": "calibration.problem", "build_problem": "calibration.problem",
 }
 __all__ = ["__version__", *_API]
 

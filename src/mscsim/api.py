@@ -439,3 +439,33 @@ def trial(design: str | os.PathLike | Mapping, out: str | os.PathLike | None = N
     endpoints, patients = read_patients(result.out)
     return TrialRun(spec, result.out, a.summary, a.comparisons, a.published, a.power, a.safety, a.responders,
                     endpoints, patients)
+
+
+# ---------------------------------------------------------------- calibration
+
+def calibrate(disease: str, out: str | os.PathLike | None = None, *, parameters: Sequence[str] | None = None,
+              exclude: Sequence[str] = (), pool: int = 200, loo: bool = False, **settings):
+    """Bayesian calibration of ``disease`` against every published number of its bundled trials (as
+    ``mscsim calibrate``): returns ``(Calibration, leave_one_out table or None)`` and writes the folder if ``out``
+    is given. ``settings``: points, walkers, steps, burn, seed (``mscsim.calibration.run.Settings``).
+
+    ```python
+    cal, _ = mscsim.calibrate("perianal_fistula", steps=4000, burn=1000)
+    cal.parameters[["parameter", "posterior_median", "posterior_2.5%", "posterior_97.5%", "rhat"]]
+    cal.predictions      # every published number beside its prior and posterior predictive interval
+    ```"""
+    from .calibration.problem import build_problem
+    from .calibration.run import Settings, calibrate as run, write_calibration
+
+    known = set(Settings.__dataclass_fields__)
+    for key in settings:
+        if key not in known:
+            raise InputError(key, settings[key], f"one of the calibration settings {sorted(known)}")
+    opts = Settings(**settings)
+    opts.check()
+    problem = build_problem(disease, parameters=list(parameters) if parameters else None, pool=pool,
+                            exclude=tuple(exclude))
+    cal, loo_table = run(problem, opts, loo=loo)
+    if out is not None:
+        write_calibration(cal, out, loo_table)
+    return cal, loo_table

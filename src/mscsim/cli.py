@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import signal
 import sys
 import threading
@@ -71,7 +72,9 @@ def _simulate(args) -> int:
     if bands is not None:
         d = bands.draws
         print(f"parameter uncertainty: {len(d.index)} parameter draws ({d.condition}: {d.candidates} screened"
-              + (f", {bands.failed} failed" if bands.failed else "") + "); median (90% interval) over the draws:")
+              + (f", {bands.failed} failed" if bands.failed else "") + "; "
+              + (f"{', '.join(d.posterior_parameters)} from the posterior {d.posterior}" if d.posterior else
+                 "every parameter from its prior") + "); median (90% interval) over the draws:")
         _print_endpoints(ds, bands)
     if "label" in ds.attrs:
         print(_imaging_line(ds))
@@ -416,6 +419,63 @@ def _sensitivity(args) -> int:
     return 0
 
 
+def _calibrate(args) -> int:
+    from .calibration.problem import build_problem
+    from .calibration.run import Settings, calibrate, load_training, write_calibration
+    from .io.outputs import check_output_dir
+    from .progress import Progress
+
+    settings = Settings(points=args.points, walkers=args.walkers, steps=args.steps, burn=args.burn, seed=args.seed)
+    settings.check()  # before any work
+    check_output_dir(args.out)
+    problem = build_problem(args.disease, parameters=args.parameters, top=args.top, pool=args.pool,
+                            exclude=tuple(args.exclude or ()), designs=args.targets)
+    bar = Progress("calibrate")
+
+    def report(kind, *a):
+        if kind == "say":  # a counted step: its counts follow
+            bar.close()
+            _say(f"calibrate: {a[0]}")
+        elif kind == "stage":
+            if a[0] is None:
+                bar.close()
+            else:
+                bar.stage(a[0])
+        else:
+            bar.count(*a)
+
+    store = Path(f"{Path(args.out)}.training")  # finished training blocks: a stopped run resumes from them
+    training = load_training(args.reuse_training, problem, settings) if args.reuse_training else None
+    cal, loo = calibrate(problem, settings, loo=args.loo, progress=report, store=store, training=training)
+    out = write_calibration(cal, args.out, loo)
+    shutil.rmtree(store, ignore_errors=True)
+    m = cal.manifest
+    print(f"{problem.disease}: {len(problem.names)} parameters calibrated against {m['targets']} published numbers "
+          f"of {len(m['designs']) - len(m['excluded_designs'])} trial(s)"
+          + (f" ({m['held_out']} held out: {', '.join(m['excluded_designs'])})" if m["held_out"] else "")
+          + f"; {m['seconds']['total']:g} s")
+    print("parameter                      prior 95%              posterior median (95%)       R-hat  ESS   constrained")
+    for _, r in cal.parameters.iterrows():
+        print(f"{r['parameter']:30s} {r['prior_2.5%']:.3g}-{r['prior_97.5%']:.3g}".ljust(54)
+              + f"{r['posterior_median']:.3g} ({r['posterior_2.5%']:.3g}-{r['posterior_97.5%']:.3g})".ljust(29)
+              + f"{r['rhat']:.3f}  {r['ess_bulk']:<5.0f} {'yes' if r['constrained'] else 'NO'}")
+    print(f"diagnostics: {'pass' if m['diagnostics_pass'] else 'DO NOT PASS (see parameters.csv)'} (R-hat < 1.01, "
+          f"bulk ESS >= 400, >= 50 autocorrelation times, acceptance {m['sampler']['acceptance']:.2f})")
+    ins = m["inside_95"]
+    print(f"published numbers inside their 95% posterior predictive interval: calibrated against "
+          f"{ins['calibrated_against']:.0%}" + (f", held out {ins['held_out']:.0%}" if ins["held_out"] is not None
+                                               else ""))
+    if loo is not None:
+        print(f"leave-one-trial-out: {loo['inside_95'].mean():.0%} of {len(loo)} published numbers inside their 95% "
+              "interval predicted without their own trial")
+    for pair in m["correlated_pairs"]:
+        print(f"note: {pair['a']} and {pair['b']} trade off (Spearman {pair['spearman']:+.2f})")
+    print(f"wrote {out}/ (posterior.nc, posterior.csv, parameters.csv, predictions.csv, figures, manifest.json"
+          + (", leave_one_out.csv" if loo is not None else "") + ")")
+    print(DISCLAIMER)
+    return 0
+
+
 def _rank(v) -> str:
     return "-" if _missing(v) else str(int(v))
 
@@ -572,6 +632,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
     p.add_argument("--chunk-size", type=int, default=128, help="parameter sets per batch and per chunk on disk")
     p.set_defaults(func=_sensitivity)
+    p = sub.add_parser("calibrate", help="Bayesian calibration of a disease's influential parameters against every "
+                       "published number of its bundled trials (GP emulator + emcee), with diagnostics and a posterior file")
+    p.add_argument("disease", help="knee_osteoarthritis, acute_gvhd, perianal_fistula, lumbar_disc_degeneration, "
+                   "tendinopathy, diabetic_foot_ulcer or lupus_nephritis")
+    p.add_argument("--out", required=True, help="output folder (created; replaced if it is an earlier mscsim output)")
+    p.add_argument("--targets", nargs="+", default=None, metavar="DESIGN", help="the trial designs whose published "
+                   "numbers are used (default: every bundled design of the disease)")
+    p.add_argument("--exclude", nargs="+", default=None, metavar="DESIGN", help="designs held out: predicted, not "
+                   "calibrated against")
+    p.add_argument("--parameters", nargs="+", default=None, help="parameters to calibrate (default: the --top "
+                   "influential ones of the bundled sensitivity record and the designs' placebo/standard-care responses)")
+    p.add_argument("--top", type=int, default=4, help="strongest influential model parameters calibrated, besides "
+                   "the MSC efficacy parameters that earlier single-number fits set (default 4)")
+    p.add_argument("--pool", type=int, default=200, help="virtual patients per arm in every model run (default 200)")
+    p.add_argument("--points", type=int, default=256, help="emulator training points, a power of two (default 256)")
+    p.add_argument("--walkers", type=int, default=48, help="emcee walkers (default 48)")
+    p.add_argument("--steps", type=int, default=16000, help="emcee steps per walker (default 16000)")
+    p.add_argument("--burn", type=int, default=4000, help="steps discarded as burn-in (default 4000)")
+    p.add_argument("--seed", type=int, default=20261206, help="seed of the design, sampler and predictive draws")
+    p.add_argument("--loo", action="store_true", help="also leave-one-trial-out: each trial predicted by the posterior "
+                   "calibrated without it (leave_one_out.csv)")
+    p.add_argument("--reuse-training", default=None, metavar="TRAINING_NPZ", help="the training.npz of an earlier "
+                   "calibration of the same problem: skip the model runs (e.g. to rerun the sampler or --loo)")
+    p.set_defaults(func=_calibrate)
     p = sub.add_parser("credibility", help="one HTML page per disease in the spirit of ASME V&V 40: evidence grades, "
                        "the top sensitivity rankings, what was fitted to what, validation and trial agreement")
     p.add_argument("disease", help="knee_osteoarthritis, acute_gvhd, perianal_fistula, lumbar_disc_degeneration, "

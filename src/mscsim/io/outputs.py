@@ -187,4 +187,5 @@ def uncertainty_record(bands) -> dict:
             "acceptance": round(float(d.acceptance), 4), "failed_draws": int(bands.failed),
             "draw_keys": "draw d takes the d-th value of each parameter's generator keyed on (seed, 8117, name)",
             "uncertain_parameters": list(d.space.names),
+            "posterior": d.posterior, "posterior_parameters": list(d.posterior_parameters),
             "quantiles": {"median": 0.5, "90%": [0.05, 0.95], "95%": [0.025, 0.975]}}

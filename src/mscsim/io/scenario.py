@@ -197,7 +197,8 @@ def check_rtol(v: float) -> float:
 class UncertaintySpec(_Strict):
     """Bands from parameter uncertainty: ``draws`` parameter sets from the uncertainty distributions of the data
     files (``priors`` replaces a parameter's distribution by name; ``posterior`` is a CSV/Parquet file of
-    parameter sets, one row per draw, e.g. from a calibration). With ``condition: enrolled`` (the default for a
+    parameter sets, one row per draw, or an ``mscsim calibrate`` posterior.nc; by default the disease's bundled
+    calibration posterior, ``prior`` for the priors alone). With ``condition: enrolled`` (the default for a
     disease) a draw is kept only if its untreated reference patient has the disease as trials enrol it
     (data/endpoints/<disease>.yaml, 'enrolled')."""
 
@@ -379,7 +380,7 @@ def scenario_from_dict(data: dict, *, file: str | None = None, base_dir: Path | 
         sc = sc.model_copy(update={"product": sc.product.model_copy(
             update={"lot": str((base_dir / sc.product.lot).resolve())})})
     u = sc.uncertainty
-    if u is not None and u.posterior and base_dir is not None and not Path(u.posterior).is_absolute():
+    if u is not None and u.posterior and u.posterior != "prior" and base_dir is not None and not Path(u.posterior).is_absolute():
         sc = sc.model_copy(update={"uncertainty": u.model_copy(
             update={"posterior": str((base_dir / u.posterior).resolve())})})
     sc._source_file = file

@@ -430,7 +430,7 @@ def load_design(path_or_name: str | Path) -> tuple[DesignSpec, Path]:
         data = {**data, "population": str((path.parent / pop).resolve())}
     design = design_from_dict(data, file=str(path))
     u = design.uncertainty
-    if u is not None and u.posterior and not Path(u.posterior).is_absolute():
+    if u is not None and u.posterior and u.posterior != "prior" and not Path(u.posterior).is_absolute():
         design = design.model_copy(update={"uncertainty": u.model_copy(
             update={"posterior": str((path.parent / u.posterior).resolve())})})
     return design, path

@@ -132,13 +132,13 @@ def plan_draw_chunks(design: DesignSpec, keys, chunk_size: int | None = None) ->
 def run_draw_chunk(design: DesignSpec, chunk: DrawChunk) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One draw chunk: (observed endpoints of the arm's pool under each draw, long with 'draw'; failed draws)."""
     from ..uncertainty.draws import values_for
-    from ..uncertainty.priors import load_posterior
+    from ..uncertainty.priors import run_posterior
     from .uncertain import arm_sets, design_space
 
     design, arm, _ = _setup(design, chunk.arm)
     spec = design.uncertainty
     space = design_space(design)
-    posterior = load_posterior(spec.posterior, space, max(chunk.keys) + 1) if spec.posterior else None
+    posterior = run_posterior(spec.posterior, design.disease, space, max(chunk.keys) + 1)
     keys = np.array(chunk.keys)
     table, failed = arm_sets(design, arm, space, values_for(space, design.seed, keys, posterior), keys,
                              spec.pool_per_arm)

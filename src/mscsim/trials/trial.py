@@ -128,12 +128,12 @@ def parameter_draws_for(design: DesignSpec, progress=None):
     if spec is None:
         return None
     from ..uncertainty.draws import parameter_draws
-    from ..uncertainty.priors import load_posterior
+    from ..uncertainty.priors import run_posterior
     from .design import arm_scenario
     from .uncertain import design_space
 
     space = design_space(design)
-    posterior = load_posterior(spec.posterior, space, spec.draws) if spec.posterior else None
+    posterior = run_posterior(spec.posterior, design.disease, space, spec.draws)
     return parameter_draws(arm_scenario(design, design.arms[0]), space, design.seed, spec.draws,
                            posterior=posterior, condition=spec.condition, progress=progress)
 
@@ -245,7 +245,8 @@ def _uncertainty_record(design: DesignSpec, draws, failed: pd.DataFrame) -> dict
             "candidates_screened": int(draws.candidates), "condition": draws.condition,
             "acceptance": round(float(draws.acceptance), 4), "failed_draws": n_failed,
             "draw_keys": "draw d takes the d-th value of each parameter's generator keyed on (seed, 8117, name)",
-            "uncertain_parameters": list(draws.space.names)}
+            "uncertain_parameters": list(draws.space.names),
+            "posterior": draws.posterior, "posterior_parameters": list(draws.posterior_parameters)}
 
 
 def chunk_store(out: str | Path) -> Path:

@@ -18,7 +18,7 @@ from ..io.outputs import summary_table
 from ..io.scenario import Scenario
 from .draws import Draws, parameter_draws
 from .evaluate import run_sets, scenario_space
-from .priors import load_posterior
+from .priors import run_posterior
 
 QUANTILES = {"median": 0.5, "low90": 0.05, "high90": 0.95, "low95": 0.025, "high95": 0.975}
 SOURCES = ("parameter uncertainty", "between-patient variability", "both")
@@ -75,7 +75,7 @@ def simulate_bands(scenario: Scenario, nominal: xr.Dataset | None = None, *, pro
     reports the conditioning of the draws, ``progress(done, total)`` the draws simulated."""
     spec = scenario.uncertainty
     space = scenario_space(scenario, spec.priors)
-    posterior = load_posterior(spec.posterior, space, spec.draws) if spec.posterior else None
+    posterior = run_posterior(spec.posterior, scenario.disease, space, spec.draws)
     draws = parameter_draws(scenario, space, scenario.seed, spec.draws, posterior=posterior,
                             condition=spec.condition, progress=screening)
     size = scenario.population.size

@@ -35,6 +35,8 @@ class Draws:
     values: np.ndarray
     candidates: int  # candidates screened to find them
     condition: str  # "enrolled" or "none"
+    posterior: str | None = None  # the posterior file whose rows gave the parameters it holds (else priors)
+    posterior_parameters: tuple[str, ...] = ()
 
     @property
     def acceptance(self) -> float:
@@ -87,7 +89,8 @@ def parameter_draws(scenario: Scenario, space: ParameterSpace, seed: int, draws:
     """``draws`` parameter sets: candidates 0, 1, 2, ... kept (with conditioning) while their reference patient
     has the disease as enrolled. Raises when too few candidates describe the disease."""
     if condition == "none" or not scenario.disease or not load_endpoints(scenario.disease).spec.enrolled:
-        return Draws(space, np.arange(draws), draw_values(space, seed, 0, draws, posterior), draws, "none")
+        return Draws(space, np.arange(draws), draw_values(space, seed, 0, draws, posterior), draws, "none",
+                     *_source(posterior))
     kept_idx: list[np.ndarray] = []
     kept_val: list[np.ndarray] = []
     n_kept, first = 0, 0
@@ -113,7 +116,11 @@ def parameter_draws(scenario: Scenario, space: ParameterSpace, seed: int, draws:
         if progress is not None:
             progress(min(n_kept, draws), draws)
     index = np.concatenate(kept_idx)[:draws]
-    return Draws(space, index, np.concatenate(kept_val)[:draws], int(index[-1]) + 1, "enrolled")
+    return Draws(space, index, np.concatenate(kept_val)[:draws], int(index[-1]) + 1, "enrolled", *_source(posterior))
+
+
+def _source(posterior: Posterior | None) -> tuple[str | None, tuple[str, ...]]:
+    return (None, ()) if posterior is None else (posterior.path, tuple(posterior.names))
 
 
 def values_for(space: ParameterSpace, seed: int, index: np.ndarray, posterior: Posterior | None = None) -> np.ndarray:

@@ -13,6 +13,7 @@ import math
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -179,8 +180,8 @@ def draw_values(space: ParameterSpace, seed: int, first: int, count: int,
 
 @dataclass(frozen=True)
 class Posterior:
-    """Parameter sets from a file (CSV or Parquet; one column per parameter, one row per set, in the data
-    files' units), e.g. a calibration's posterior sample: draw d takes row d."""
+    """Parameter sets from a file (CSV or Parquet: one column per parameter, one row per set; or the posterior.nc
+    of ``mscsim calibrate``; in the data files' units), e.g. a calibration's posterior sample: draw d takes row d."""
 
     path: str
     names: tuple[str, ...]
@@ -193,18 +194,51 @@ class Posterior:
         return self.table.iloc[first:first + count]
 
 
-def load_posterior(path: str, space: ParameterSpace, draws: int) -> Posterior:
+POSTERIOR_DIR = Path(__file__).resolve().parent.parent / "data" / "posteriors"
+PRIOR_ONLY = "prior"  # ``posterior: prior``: bands from the data files' priors alone
+
+
+def bundled_posterior(disease: str | None) -> Path | None:
+    """The bundled calibration posterior of a disease (``mscsim calibrate DISEASE``, copied to
+    data/posteriors/<disease>.nc), if there is one."""
+    path = POSTERIOR_DIR / f"{disease}.nc" if disease else None
+    return path if path is not None and path.exists() else None
+
+
+def run_posterior(posterior: str | None, disease: str | None, space: ParameterSpace, draws: int
+                  ) -> "Posterior | None":
+    """The posterior a run's bands use: the user's file; none with ``posterior: prior``; by default the disease's
+    bundled calibration posterior (for the parameters of this run it holds; the others from their priors)."""
+    if posterior == PRIOR_ONLY:
+        return None
+    if posterior:
+        return load_posterior(posterior, space, draws)
+    path = bundled_posterior(disease)
+    return load_posterior(str(path), space, draws, strict=False) if path else None
+
+
+def load_posterior(path: str, space: ParameterSpace, draws: int, strict: bool = True) -> Posterior:
     """Read and check a posterior file against the run's uncertain parameters (named columns, finite values,
-    inside the bounds, at least ``draws`` rows)."""
+    inside the bounds, at least ``draws`` rows). Not ``strict`` (a bundled posterior): columns of parameters
+    this run does not use are dropped instead of refused."""
     import pandas as pd
 
     where = "uncertainty.posterior"
     try:
-        table = pd.read_parquet(path) if str(path).endswith(".parquet") else pd.read_csv(path)
+        if str(path).endswith(".nc"):  # an 'mscsim calibrate' posterior: one variable per parameter over 'draw'
+            import xarray as xr
+
+            with xr.open_dataset(path) as ds:
+                table = pd.DataFrame({name: ds[name].values for name in ds.data_vars if ds[name].dims == ("draw",)})
+        else:
+            table = pd.read_parquet(path) if str(path).endswith(".parquet") else pd.read_csv(path)
     except (OSError, ValueError) as exc:
-        raise InputError(where, str(path), f"a readable CSV or Parquet file of parameter sets ({exc})") from None
+        raise InputError(where, str(path), f"a readable CSV, Parquet or netCDF (mscsim calibrate) file of "
+                         f"parameter sets ({exc})") from None
     unknown = sorted(set(table.columns) - set(space.names))
-    if unknown:
+    if unknown and not strict:
+        table = table.drop(columns=unknown)
+    elif unknown:
         raise InputError(where, str(path), f"columns named after this run's uncertain parameters; unknown: {unknown}")
     if len(table) < draws:
         raise InputError(where, str(path), f"at least {draws} rows (uncertainty.draws); it has {len(table)}")

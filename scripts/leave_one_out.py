@@ -1,0 +1,90 @@
+"""Leave-one-trial-out predictive validation of every disease with bundled published trial numbers.
+
+    python scripts/leave_one_out.py                    # every disease; writes the record and prints the README table
+    python scripts/leave_one_out.py knee_osteoarthritis acute_gvhd
+
+For each disease this runs ``mscsim calibrate DISEASE --loo`` (the command's defaults) into
+``out/calibration/<disease>`` (``--collect`` only gathers finished ones, e.g. after running diseases in two
+processes); for each of the disease's trials, the posterior calibrated without that trial
+predicts its published numbers (a disease with one trial predicts it from the prior). The rows are collected in
+src/mscsim/data/credibility/leave_one_out.csv and printed as the README's markdown table: published value,
+prediction with its 95 % posterior predictive interval, inside or not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from mscsim.calibration.figures import STATISTIC
+from mscsim.cli import main as cli
+
+DISEASES = ["knee_osteoarthritis", "acute_gvhd", "perianal_fistula", "lumbar_disc_degeneration", "tendinopathy",
+            "diabetic_foot_ulcer", "lupus_nephritis"]
+RECORD = Path(__file__).resolve().parent.parent / "src" / "mscsim" / "data" / "credibility" / "leave_one_out.csv"
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def markdown(table: pd.DataFrame) -> str:
+    lines = ["| trial | arm | endpoint | statistic | day | published | predicted (95 % PI) | inside |",
+             "|---|---|---|---|---|---|---|---|"]
+    for _, r in table.iterrows():
+        lines.append(f"| {r['design']} | {r['arm']} | {r['endpoint']} | {STATISTIC.get(r['statistic'], r['statistic'])}"
+                     f" | {r['visit_day']:g} | {_fmt(r['published'])} | {_fmt(r['posterior_median'])} "
+                     f"({_fmt(r['posterior_2.5%'])} to {_fmt(r['posterior_97.5%'])}) | "
+                     f"{'yes' if r['inside_95'] else '**no**'} |")
+    return "\n".join(lines)
+
+
+def run(diseases: list[str], out: Path, reuse: bool) -> None:
+    for disease in diseases:
+        earlier = out / disease / "training.npz"
+        extra = ["--reuse-training", str(earlier)] if reuse and earlier.exists() else []
+        rc = cli(["calibrate", disease, "--out", str(out / disease), "--loo", *extra])
+        if rc:
+            sys.exit(rc)
+
+
+def collect(out: Path) -> pd.DataFrame:
+    """Every disease's leave-one-out rows from its calibration folder under ``out``."""
+    frames = []
+    for disease in DISEASES:
+        folder = out / disease
+        if not (folder / "leave_one_out.csv").exists():
+            continue
+        t = pd.read_csv(folder / "leave_one_out.csv")
+        m = json.loads((folder / "manifest.json").read_text())
+        t.insert(0, "disease", disease)
+        t["calibration_seconds"] = m["seconds"]["total"]
+        t["diagnostics_pass"] = m["diagnostics_pass"]
+        frames.append(t)
+    return pd.concat(frames, ignore_index=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("diseases", nargs="*", default=DISEASES)
+    ap.add_argument("--out", default="out/calibration", help="folder of the calibrations (default out/calibration)")
+    ap.add_argument("--collect", action="store_true", help="only collect the calibrations already under --out")
+    ap.add_argument("--reuse", action="store_true", help="reuse each disease's earlier training runs under --out "
+                    "(its training.npz) instead of rerunning the model")
+    args = ap.parse_args()
+    if not args.collect:
+        run(args.diseases, Path(args.out), args.reuse)
+    table = collect(Path(args.out))
+    RECORD.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(RECORD, index=False)
+    print(markdown(table))
+    print(f"\n{table['inside_95'].mean():.0%} of {len(table)} published numbers inside their 95 % interval "
+          f"predicted without their own trial; record: {RECORD}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,347 @@
+"""``mscsim calibrate``: train the emulator on full model runs, sample the posterior, check it, write it as data.
+
+Steps: (1) a scrambled Sobol design over the prior's unit cube, each point a set of virtual trials (every
+bundled design of the disease, ``pool`` patients per arm, common random numbers); (2) one GP per observation;
+(3) emcee on the emulated likelihood; (4) diagnostics, identifiability, prior and posterior predictive intervals
+for every observation, and a check of the emulator against full model runs at posterior draws; (5) optionally
+leave-one-trial-out: the posterior without each trial, and its prediction of that trial.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from .. import __version__
+from ..errors import InputError
+from ..io.outputs import atomic_output_dir
+from .emulator import Emulator, design_points, fit_emulator
+from .inference import (ACCEPT_MIN, CORRELATED, RATES, Likelihood, diagnostics, identifiability, predictive, run_sampler, thinned)
+from .problem import CalibrationProblem, with_spreads
+
+POSTERIOR_DRAWS = 2000  # rows of the posterior file (bands take the first ``draws`` of them)
+MODEL_CHECK_DRAWS = 24  # posterior draws run through the full model to check the emulator where it matters
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How hard to work: emulator training points, emcee walkers, steps and burn-in, and the seed of all of it."""
+
+    points: int = 256  # training points of the emulator (a power of two: a balanced Sobol design)
+    walkers: int = 48
+    steps: int = 16000
+    burn: int = 4000
+    seed: int = 20261206
+
+    def check(self) -> None:
+        if not isinstance(self.points, int) or self.points < 16 or self.points & (self.points - 1):
+            raise InputError("--points", self.points, "a power of two >= 16 (emulator training points)")
+        if not isinstance(self.steps, int) or self.steps < 200:
+            raise InputError("--steps", self.steps, "an integer >= 200 (MCMC steps per walker)")
+        if not 0 <= self.burn < self.steps:
+            raise InputError("--burn", self.burn, f"an integer in [0, --steps) = [0, {self.steps})")
+
+
+@dataclass(frozen=True)
+class Training:
+    """The emulator's training runs: unit points, model predictions and SDs per observation."""
+
+    unit: np.ndarray
+    predictions: np.ndarray
+    sds: np.ndarray
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A finished calibration: the problem, the emulator and its training runs, the thinned posterior (unit
+    cube; ``problem.values`` maps it to parameter values), and the tables and manifest that are written."""
+
+    problem: CalibrationProblem
+    emulator: Emulator
+    training: Training
+    posterior_unit: np.ndarray  # (draws, k) thinned posterior sample in the unit cube
+    parameters: pd.DataFrame
+    correlations: pd.DataFrame
+    predictions: pd.DataFrame
+    manifest: dict
+
+
+def _key(problem: CalibrationProblem, settings: Settings) -> str:
+    """What the training runs depend on: a stored block is reused only by a run with the same key."""
+    return json.dumps({"version": __version__, "disease": problem.disease, "designs": [d.name for d in problem.designs],
+                       "parameters": list(problem.names), "pool": problem.pool, "points": settings.points,
+                       "seed": settings.seed, "observations": [o.label for o in problem.observations]})
+
+
+def train(problem: CalibrationProblem, settings: Settings, progress=None, store: Path | None = None) -> Training:
+    """Run the full model at the design points, in blocks of 32 parameter sets (one batch each). With ``store``
+    (a folder), each finished block is written there atomically and a rerun with the same problem resumes."""
+    unit = design_points(len(problem.names), settings.points, settings.seed)
+    preds, sds = [], []
+    block = 32
+    key = _key(problem, settings)
+    if store is not None:
+        store.mkdir(parents=True, exist_ok=True)
+        if (store / "key.json").exists() and (store / "key.json").read_text() != key:
+            for f in store.glob("block_*.npz"):
+                f.unlink()
+        (store / "key.json").write_text(key)
+    for first in range(0, len(unit), block):
+        path = store / f"block_{first:06d}.npz" if store is not None else None
+        if path is not None and path.exists():
+            with np.load(path) as z:
+                p, s = z["predictions"], z["sds"]
+        else:
+            p, s = problem.simulate(unit[first:first + block])
+            if path is not None:
+                tmp = path.with_suffix(".partial.npz")
+                np.savez(tmp, predictions=p, sds=s)
+                tmp.replace(path)
+        preds.append(p)
+        sds.append(s)
+        if progress is not None:
+            progress(min(first + block, len(unit)), len(unit))
+    return Training(unit, np.vstack(preds), np.vstack(sds))
+
+
+def load_training(path: str | Path, problem: CalibrationProblem, settings: Settings) -> Training:
+    """The training runs of an earlier calibration (its training.npz), if they were made for this same problem
+    (parameters, designs, observations, pool, points, seed, version); else an InputError saying what differs."""
+    try:
+        with np.load(path) as z:
+            stored = str(z["key"]) if "key" in z else ""
+            training = Training(z["unit"], z["predictions"], z["sds"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError("--reuse-training", str(path), f"the training.npz of an earlier 'mscsim calibrate' ({exc})")
+    if stored != _key(problem, settings):
+        raise InputError("--reuse-training", str(path), "training runs of the same problem: same disease, designs, "
+                         "parameters, pool, points, seed and mscsim version (these differ)")
+    return training
+
+
+def _start(training: Training, like: Likelihood, walkers: int) -> np.ndarray:
+    """Walkers start near the best training points by the emulated likelihood (not at one point)."""
+    ll = like(training.unit)
+    best = np.argsort(-ll)[:max(walkers // 4, 1)]
+    return training.unit[np.resize(best, walkers)]
+
+
+def sample_posterior(problem: CalibrationProblem, emulator: Emulator, training: Training, settings: Settings,
+                     progress=None):
+    like = Likelihood(emulator, problem.table["value"].to_numpy(float), problem.table["se"].to_numpy(float),
+                      problem.used)
+    walkers = max(settings.walkers, 2 * len(problem.names) + 2)
+    with threadpool_limits(1):  # small matrices: BLAS threads only contend (with each other and other processes)
+        return run_sampler(like, len(problem.names), settings.seed, walkers, settings.steps, settings.burn,
+                           start=_start(training, like, walkers), progress=progress)
+
+
+def _prior_row(p) -> str:
+    d = p.dist
+    if d.distribution in ("uniform", "loguniform"):
+        return f"{d.distribution} {d.low:.3g}-{d.high:.3g}"
+    if d.distribution == "lognormal":
+        return f"lognormal cv {d.cv:.3g}"
+    return f"{d.distribution} sd {d.sd:.3g}"
+
+
+def parameter_table(problem: CalibrationProblem, post_unit: np.ndarray, diag: pd.DataFrame,
+                    ident: pd.DataFrame) -> pd.DataFrame:
+    prior_unit = np.array([[0.025] * len(problem.names), [0.5] * len(problem.names), [0.975] * len(problem.names)])
+    prior = problem.values(prior_unit)
+    post = problem.values(post_unit)
+    rows = []
+    for j, name in enumerate(problem.names):
+        p = problem.space[name]
+        rows.append({"parameter": name, "label": p.parameter.readable, "units": p.parameter.units,
+                     "grade": p.parameter.grade, "role": p.role, "nominal": p.parameter.value,
+                     "prior": _prior_row(p), "prior_2.5%": prior[0, j], "prior_median": prior[1, j],
+                     "prior_97.5%": prior[2, j], "posterior_mean": float(post[:, j].mean()),
+                     "posterior_median": float(np.median(post[:, j])),
+                     "posterior_2.5%": float(np.quantile(post[:, j], 0.025)),
+                     "posterior_97.5%": float(np.quantile(post[:, j], 0.975)),
+                     "posterior_sd": float(post[:, j].std())})
+    return pd.DataFrame(rows).merge(diag, on="parameter").merge(ident, on="parameter")
+
+
+def prediction_table(problem: CalibrationProblem, emulator: Emulator, post_unit: np.ndarray, seed: int,
+                     model_check: tuple[np.ndarray, np.ndarray] | None = None) -> pd.DataFrame:
+    """Every observation: published value and SE, the prior and posterior predictive 95 % intervals (emulated),
+    the full model's posterior predictive interval at a few posterior draws, and whether the published value
+    lies inside the posterior interval. 'role' says whether it was calibrated against or held out."""
+    t = problem.table
+    se = t["se"].to_numpy(float)
+    prior_unit = np.random.default_rng([seed, 11]).random((4000, len(problem.names)))
+    pr = predictive(emulator, prior_unit, t, seed)
+    po = predictive(emulator, post_unit, t, seed + 1)
+    out = t[["design", "trial_label", "arm", "arm_label", "endpoint", "statistic", "visit_day", "n", "value", "se",
+             "spread", "source"]].copy()
+    out = out.rename(columns={"value": "published"})
+    out.insert(0, "role", np.where(problem.used, "calibrated against", "held out (predicted)"))
+    out["prior_median"], out["prior_2.5%"], out["prior_97.5%"] = pr
+    out["posterior_median"], out["posterior_2.5%"], out["posterior_97.5%"] = po
+    out["inside_95"] = (out["published"] >= out["posterior_2.5%"]) & (out["published"] <= out["posterior_97.5%"])
+    if model_check is not None:
+        mp, _ = model_check
+        draws = mp + np.nan_to_num(se) * np.random.default_rng([seed, 5]).standard_normal(mp.shape)
+        rates = t["statistic"].isin(RATES).to_numpy()
+        draws[:, rates] = np.clip(draws[:, rates], 0.0, 1.0)
+        with np.errstate(invalid="ignore"):
+            out["model_posterior_median"] = np.nanmedian(mp, axis=0)
+            out["model_2.5%"] = np.nanquantile(draws, 0.025, axis=0)
+            out["model_97.5%"] = np.nanquantile(draws, 0.975, axis=0)
+            em, _ = emulator.predict(post_unit[:len(mp)])
+            out["emulator_error_at_posterior"] = np.nanmean(np.abs(em - mp), axis=0)
+    return out
+
+
+def calibrate(problem: CalibrationProblem, settings: Settings = Settings(), *, loo: bool = False,
+              progress=None, training: Training | None = None, store: Path | None = None
+              ) -> tuple[Calibration, pd.DataFrame | None]:
+    """The whole calibration (and leave-one-trial-out validation with ``loo``), in memory; ``store`` keeps the
+    training runs' finished blocks so a stopped run resumes."""
+    settings.check()
+    say = progress or (lambda *a: None)
+    t0 = time.perf_counter()
+    if training is None:
+        say("say", f"emulator training: {settings.points} parameter sets x {sum(len(d.arms) for d in problem.designs)}"
+            f" arms x {problem.pool} patients")
+        training = train(problem, settings, progress=lambda d, n: say("count", d, n), store=store)
+    problem = with_spreads(problem, training.sds)
+    t_train = time.perf_counter() - t0
+    say("stage", f"fitting {len(problem.observations)} Gaussian-process emulators")
+    with threadpool_limits(1):
+        emulator = fit_emulator(training.unit, training.predictions, settings.seed)
+    say("say", f"emcee: {len(problem.names)} parameters, {settings.steps} steps")
+    sample = sample_posterior(problem, emulator, training, settings, progress=lambda d, n: say("count", d, n))
+    diag = diagnostics(sample, problem.names)
+    post_unit = thinned(sample, POSTERIOR_DRAWS, settings.seed)
+    ident, corr = identifiability(post_unit, problem.names)
+    say("stage", f"posterior predictive check with the full model ({MODEL_CHECK_DRAWS} posterior draws)")
+    check = problem.simulate(post_unit[:MODEL_CHECK_DRAWS])
+    params = parameter_table(problem, post_unit, diag, ident)
+    preds = prediction_table(problem, emulator, post_unit, settings.seed, check)
+    loo_table = None
+    if loo:
+        loo_table = leave_one_out(problem, emulator, training, settings, say)
+    say("stage", None)
+    pairs = [(a, b, float(corr.loc[a, b])) for i, a in enumerate(problem.names) for b in problem.names[i + 1:]
+             if abs(corr.loc[a, b]) >= CORRELATED]
+    manifest = {
+        "mscsim_version": __version__, "date": _dt.date.today().isoformat(), "disease": problem.disease,
+        "designs": [d.name for d in problem.designs], "excluded_designs": list(problem.excluded),
+        "targets": int(problem.used.sum()), "held_out": int((~problem.used).sum()),
+        "parameters": list(problem.names), "pool_per_arm": problem.pool, "seed": settings.seed,
+        "sampler": {"library": "emcee", "version": _version("emcee"), "walkers": int(sample.chain.shape[1]),
+                    "steps": settings.steps, "burn_in": settings.burn, "acceptance": sample.acceptance},
+        "emulator": {"library": "scikit-learn GaussianProcessRegressor", "version": _version("scikit-learn"),
+                     "kernel": "Constant x Matern(5/2, ARD) + White", "training_points": settings.points,
+                     "holdout_rmse_over_se": _finite_max(emulator.holdout_rmse / problem.table["se"].to_numpy(float)),
+                     "holdout_z_rms": _finite_median(emulator.holdout_z)},
+        "diagnostics_pass": bool(diag["passes"].all() and sample.acceptance >= ACCEPT_MIN),
+        "thresholds": {"rhat_below": 1.01, "ess_bulk_at_least": 400, "steps_per_autocorrelation_time": 50,
+                       "acceptance_at_least": ACCEPT_MIN},
+        "unconstrained_parameters": list(params.loc[~params["constrained"], "parameter"]),
+        "correlated_pairs": [{"a": a, "b": b, "spearman": r} for a, b, r in pairs],
+        "inside_95": {"calibrated_against": _share(preds[problem.used]["inside_95"]),
+                      "held_out": _share(preds[~problem.used]["inside_95"])},
+        "seconds": {"training": round(t_train, 1), "total": round(time.perf_counter() - t0, 1)},
+        "posterior_draws": int(len(post_unit)),
+        "settings": settings,
+    }
+    if loo_table is not None:
+        manifest["leave_one_out_inside_95"] = _share(loo_table["inside_95"])
+    return Calibration(problem, emulator, training, post_unit, params, corr, preds, manifest), loo_table
+
+
+def leave_one_out(problem: CalibrationProblem, emulator: Emulator, training: Training, settings: Settings,
+                  say) -> pd.DataFrame:
+    """For every design with published numbers: the posterior without it, and its prediction of that design's
+    numbers (the emulator is trained on the prior, so it serves every fold)."""
+    frames = []
+    designs = list(dict.fromkeys(problem.table["design"]))
+    for name in designs:
+        fold = problem.excluding((*problem.excluded, name))
+        say("stage", f"leave-one-out: without {name}")
+        if not fold.used.any():  # the disease's only trial: its prediction is the prior's
+            post = np.random.default_rng([settings.seed, 13]).random((POSTERIOR_DRAWS, len(problem.names)))
+            basis = "prior (no other trial of this disease)"
+        else:
+            sample = sample_posterior(fold, emulator, training, settings)
+            post = thinned(sample, POSTERIOR_DRAWS, settings.seed)
+            basis = "posterior without this trial"
+        t = prediction_table(fold, emulator, post, settings.seed)
+        t = t[t["design"] == name].copy()
+        t["basis"] = basis
+        frames.append(t)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+    return version(package)
+
+
+def _share(s: pd.Series) -> float | None:
+    return float(s.mean()) if len(s) else None
+
+
+def _finite_max(x: np.ndarray) -> float | None:
+    x = x[np.isfinite(x)]
+    return float(x.max()) if len(x) else None
+
+
+def _finite_median(x: np.ndarray) -> float | None:
+    x = x[np.isfinite(x)]
+    return float(np.median(x)) if len(x) else None
+
+
+def posterior_dataset(cal: Calibration):
+    """The posterior as data: one variable per parameter (draw), in the data files' units, with provenance."""
+    import xarray as xr
+
+    values = cal.problem.values(cal.posterior_unit)
+    ds = xr.Dataset({name: ("draw", values[:, j], {"units": cal.problem.space[name].parameter.units,
+                                                  "long_name": cal.problem.space[name].parameter.readable})
+                     for j, name in enumerate(cal.problem.names)},
+                    coords={"draw": np.arange(len(values))})
+    ds.attrs.update({"title": f"mscsim posterior: {cal.problem.disease}", "mscsim_version": __version__,
+                     "provenance": json.dumps({k: cal.manifest[k] for k in (
+                         "disease", "designs", "excluded_designs", "targets", "parameters", "pool_per_arm", "seed",
+                         "sampler", "emulator", "date", "diagnostics_pass")})})
+    return ds
+
+
+def write_calibration(cal: Calibration, out: str | Path, loo: pd.DataFrame | None = None) -> Path:
+    """Write the posterior (posterior.nc and posterior.csv), the tables, the figures and a manifest, atomically."""
+    from .figures import pairs_figure, posterior_figure, predictive_figure
+
+    with atomic_output_dir(out) as tmp:
+        posterior_dataset(cal).to_netcdf(tmp / "posterior.nc")
+        vals = cal.problem.values(cal.posterior_unit)
+        pd.DataFrame(vals, columns=list(cal.problem.names)).to_csv(tmp / "posterior.csv", index=False)
+        cal.parameters.to_csv(tmp / "parameters.csv", index=False)
+        cal.correlations.to_csv(tmp / "correlations.csv")
+        cal.predictions.to_csv(tmp / "predictions.csv", index=False)
+        np.savez_compressed(tmp / "training.npz", unit=cal.training.unit, predictions=cal.training.predictions,
+                            sds=cal.training.sds, names=np.array(cal.problem.names),
+                            key=np.array(_key(cal.problem, cal.manifest["settings"])))
+        files = ["posterior.nc", "posterior.csv", "parameters.csv", "correlations.csv", "predictions.csv",
+                 "training.npz", "posterior.png", "pairs.png", "predictive.png"]
+        posterior_figure(cal, tmp / "posterior.png")
+        pairs_figure(cal, tmp / "pairs.png")
+        predictive_figure(cal.predictions, cal.problem, tmp / "predictive.png")
+        if loo is not None:
+            loo.to_csv(tmp / "leave_one_out.csv", index=False)
+            files.append("leave_one_out.csv")
+        manifest = {**cal.manifest, "settings": dataclasses.asdict(cal.manifest["settings"]), "files": files}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return Path(out)

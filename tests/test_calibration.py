@@ -1,0 +1,168 @@
+"""Calibration (``mscsim calibrate``): a synthetic trial generated from known parameters is recovered within the
+posterior's intervals, the posterior is data a trial's bands can use, leave-one-trial-out predicts a held-out
+design, and bad options are refused before any work."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+from conftest import example
+
+from mscsim.calibration.problem import build_problem, observations
+from mscsim.calibration.run import Settings, calibrate, write_calibration
+from mscsim.cli import main
+from mscsim.trials.design import load_design
+from mscsim.uncertainty.priors import load_posterior
+
+DISEASE = "knee_osteoarthritis"
+DESIGN = "knee_oa_lee_2019"  # two arms, two published differences: the smallest knee problem
+SMALL = Settings(points=32, walkers=16, steps=1500, burn=500, seed=7)
+TRUE_UNIT = np.array([0.3, 0.7])  # g_trophic, placebo_r_saline in their priors' unit cube
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    """Lee 2019's two published differences replaced by what the model gives at known parameters, with the
+    published spreads; calibrated with a small emulator."""
+    problem = build_problem(DISEASE, parameters=["g_trophic", "placebo_r_saline"], pool=40, designs=[DESIGN])
+    truth, _ = problem.simulate(TRUE_UNIT[None, :])
+    obs = tuple(dataclasses.replace(o, value=float(v)) for o, v in zip(problem.observations, truth[0]))
+    problem = dataclasses.replace(problem, observations=obs)
+    cal, loo = calibrate(problem, SMALL)
+    return problem, cal, truth[0]
+
+
+def test_synthetic_trial_recovers_known_parameters(synthetic):
+    problem, cal, _ = synthetic
+    truth = problem.values(TRUE_UNIT[None, :])[0]
+    p = cal.parameters.set_index("parameter")
+    for name, value in zip(problem.names, truth):
+        assert p.loc[name, "posterior_2.5%"] <= value <= p.loc[name, "posterior_97.5%"], name
+    # the two differences inform the MSC effect (g_trophic), not the placebo relief common to both arms
+    assert p.loc["g_trophic", "constrained"]  # posterior variance (unit cube) at most 75 % of the prior's
+    assert not p.loc["placebo_r_saline", "constrained"]
+
+
+def test_synthetic_posterior_predicts_its_data(synthetic):
+    problem, cal, truth = synthetic
+    t = cal.predictions
+    assert t["inside_95"].all()
+    # the emulator agrees with full model runs at posterior draws to within the trial's own sampling error
+    assert (t["emulator_error_at_posterior"] < t["se"]).all()
+
+
+def test_diagnostics_are_reported(synthetic):
+    _, cal, _ = synthetic
+    p = cal.parameters
+    assert {"rhat", "ess_bulk", "tau_steps", "passes", "contraction"} <= set(p.columns)
+    assert np.isfinite(p["rhat"]).all() and (p["rhat"] < 1.1).all()
+    assert 0.1 < cal.manifest["sampler"]["acceptance"] < 0.9
+
+
+def test_posterior_file_is_data_with_provenance(synthetic, tmp_path):
+    problem, cal, _ = synthetic
+    out = write_calibration(cal, tmp_path / "cal")
+    ds = xr.open_dataset(out / "posterior.nc")
+    provenance = json.loads(ds.attrs["provenance"])
+    assert provenance["designs"] == [DESIGN] and provenance["seed"] == SMALL.seed
+    assert provenance["sampler"]["library"] == "emcee"
+    assert set(ds.data_vars) == set(problem.names) and ds.sizes["draw"] == len(cal.posterior_unit)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert all((out / f).exists() for f in manifest["files"])
+    # a trial's bands read it like any posterior file (draw d takes row d), in the data files' units
+    design, _ = load_design(DESIGN)
+    from mscsim.trials.uncertain import design_space
+
+    space = design_space(design)
+    post = load_posterior(str(out / "posterior.nc"), space, 10)
+    assert list(post.names) == list(problem.names)
+    np.testing.assert_allclose(post.rows(0, 3)["g_trophic"].to_numpy(), ds["g_trophic"].values[:3])
+    # its training runs serve a rerun of the same problem (--reuse-training), and no other
+    from mscsim.calibration.run import load_training
+    from mscsim.errors import InputError
+
+    again = load_training(out / "training.npz", problem, SMALL)
+    np.testing.assert_array_equal(again.predictions, cal.training.predictions)
+    with pytest.raises(InputError, match="--reuse-training"):
+        load_training(out / "training.npz", problem, dataclasses.replace(SMALL, seed=8))
+
+
+def test_leave_one_out_predicts_the_held_out_design():
+    """With one of the two knee trials held out, its numbers are predicted, not fitted, and say so."""
+    problem = build_problem(DISEASE, parameters=["g_trophic", "placebo_r_hyaluronic_acid"], pool=20,
+                            exclude=("knee_oa_lamo_espinosa_2016",))
+    assert set(problem.table.loc[~problem.used, "design"]) == {"knee_oa_lamo_espinosa_2016"}
+    cal, loo = calibrate(problem, Settings(points=16, walkers=8, steps=400, burn=100, seed=3), loo=True)
+    held = cal.predictions[cal.predictions["design"] == "knee_oa_lamo_espinosa_2016"]
+    assert (held["role"] == "held out (predicted)").all() and len(held) == 10
+    assert set(loo["design"]) == {"knee_oa_lee_2019", "knee_oa_lamo_espinosa_2016"}
+    assert np.isfinite(loo[["posterior_2.5%", "posterior_97.5%"]].to_numpy()).all()
+
+
+def test_observation_spreads_come_from_the_paper():
+    """A reported CI gives the SE; a rate is binomial; the rest take the simulated SD over the arm's size."""
+    obs = {(o.arm, o.statistic, o.endpoint): o for o in observations(load_design(DESIGN)[0])}
+    o = obs[("msc_1e8", "difference_mean_change", "pain_vas")]
+    assert o.spread == "ci" and o.se == pytest.approx((-3.2 + 23.28) / (2 * 1.96), rel=1e-3)
+    gvhd = observations(load_design("sr_agvhd_study275")[0])
+    assert all(o.spread == "binomial" for o in gvhd)
+    lamo = observations(load_design("knee_oa_lamo_espinosa_2016")[0])
+    assert all(o.spread == "simulated sd" and np.isnan(o.se) for o in lamo)
+
+
+@pytest.mark.parametrize("argv, field", [
+    (["--points", "100"], "--points"),
+    (["--exclude", "no_such_trial"], "--exclude"),
+    (["--parameters", "no_such_parameter"], "--parameters"),
+    (["--pool", "3"], "--pool"),
+])
+def test_bad_options_are_refused_before_work(tmp_path, capsys, argv, field):
+    out = tmp_path / "cal"
+    assert main(["calibrate", DISEASE, "--out", str(out), *argv]) == 2
+    assert field in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_unknown_disease_is_refused(tmp_path, capsys):
+    assert main(["calibrate", "no_such_disease", "--out", str(tmp_path / "x")]) == 2
+    assert "disease" in capsys.readouterr().err
+
+
+def test_bands_use_the_bundled_posterior_by_default_and_priors_on_request():
+    """A knee scenario's draws take the calibrated parameters from the bundled posterior (row d for draw d), and
+    from their priors with ``posterior: prior``; the draws record which."""
+    from mscsim.io.scenario import scenario_from_dict
+    from mscsim.uncertainty.draws import parameter_draws
+    from mscsim.uncertainty.evaluate import scenario_space
+    from mscsim.uncertainty.priors import bundled_posterior, run_posterior
+
+    path = bundled_posterior(DISEASE)
+    assert path is not None, "the knee-OA posterior (mscsim calibrate) is bundled in data/posteriors"
+    table = xr.open_dataset(path).to_dataframe()
+    sc = scenario_from_dict(example("knee_oa_ia_5e7"))
+    space = scenario_space(sc)
+    posterior = run_posterior(None, DISEASE, space, 4)
+    assert posterior is not None and "g_trophic" in posterior.names
+    assert not any(n.startswith("placebo_") for n in posterior.names)  # trial-level: not a scenario's parameter
+    d = parameter_draws(sc, space, sc.seed, 4, posterior=posterior, condition="none")
+    j = space.names.index("g_trophic")
+    np.testing.assert_allclose(d.values[:, j], table["g_trophic"].to_numpy()[:4])
+    assert d.posterior == str(path)
+    assert run_posterior("prior", DISEASE, space, 4) is None
+
+
+def test_emulator_prediction_is_scikit_learns():
+    """The emulator's fast prediction path gives what GaussianProcessRegressor.predict gives."""
+    from mscsim.calibration.emulator import design_points, fit_emulator
+
+    x = design_points(3, 32, 1)
+    y = np.column_stack([np.sin(3 * x[:, 0]) + x[:, 1] ** 2, x[:, 2] * 10 + 0.01 * x[:, 0]])
+    em = fit_emulator(x, y, seed=1)
+    u = np.random.default_rng(2).random((20, 3))
+    mean, sd = em.predict(u)
+    for i, gp in enumerate(em.gps):
+        m, s = gp.predict(u, return_std=True)
+        np.testing.assert_allclose(mean[:, i], m, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(sd[:, i], s, rtol=1e-5, atol=1e-8)  # a variance near 0 is a difference of O(1) terms
