@@ -22,6 +22,7 @@ import pandas as pd
 
 from mscsim.calibration.figures import STATISTIC
 from mscsim.cli import main as cli
+from mscsim.display import display
 
 DISEASES = ["knee_osteoarthritis", "acute_gvhd", "perianal_fistula", "lumbar_disc_degeneration", "tendinopathy",
             "diabetic_foot_ulcer", "lupus_nephritis"]
@@ -33,13 +34,16 @@ def _fmt(x: float) -> str:
 
 
 def markdown(table: pd.DataFrame) -> str:
-    lines = ["| trial | arm | endpoint | statistic | day | published | predicted (95 % PI) | inside |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| trial | arm | endpoint | statistic | day | published | predicted (95 % PI) | inside | predicted from |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
-        lines.append(f"| {r['design']} | {r['arm']} | {r['endpoint']} | {STATISTIC.get(r['statistic'], r['statistic'])}"
-                     f" | {r['visit_day']:g} | {_fmt(r['published'])} | {_fmt(r['posterior_median'])} "
-                     f"({_fmt(r['posterior_2.5%'])} to {_fmt(r['posterior_97.5%'])}) | "
-                     f"{'yes' if r['inside_95'] else '**no**'} |")
+        trial = r.get("trial_label") if isinstance(r.get("trial_label"), str) else r["design"]
+        arm = r.get("arm_label") if isinstance(r.get("arm_label"), str) else r["arm"]
+        basis = "prior (only trial)" if str(r["basis"]).startswith("prior") else "other trials"
+        lines.append(f"| {trial} | {arm} | {display(r['endpoint']).label} | "
+                     f"{STATISTIC.get(r['statistic'], r['statistic'])} | {r['visit_day']:g} | {_fmt(r['published'])} | "
+                     f"{_fmt(r['posterior_median'])} ({_fmt(r['posterior_2.5%'])} to {_fmt(r['posterior_97.5%'])}) | "
+                     f"{'yes' if r['inside_95'] else '**no**'} | {basis} |")
     return "\n".join(lines)
 
 

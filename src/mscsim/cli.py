@@ -460,7 +460,7 @@ def _calibrate(args) -> int:
               + f"{r['posterior_median']:.3g} ({r['posterior_2.5%']:.3g}-{r['posterior_97.5%']:.3g})".ljust(29)
               + f"{r['rhat']:.3f}  {r['ess_bulk']:<5.0f} {'yes' if r['constrained'] else 'NO'}")
     print(f"diagnostics: {'pass' if m['diagnostics_pass'] else 'DO NOT PASS (see parameters.csv)'} (R-hat < 1.01, "
-          f"bulk ESS >= 400, >= 50 autocorrelation times, acceptance {m['sampler']['acceptance']:.2f})")
+          f"bulk ESS >= 400, >= 50 autocorrelation times; acceptance {m['sampler']['acceptance']:.2f})")
     ins = m["inside_95"]
     print(f"published numbers inside their 95% posterior predictive interval: calibrated against "
           f"{ins['calibrated_against']:.0%}" + (f", held out {ins['held_out']:.0%}" if ins["held_out"] is not None

@@ -34,6 +34,7 @@ from SALib.sample import sobol as sobol_sample
 from .. import __version__
 from ..errors import InputError, MscsimError
 from ..io.outputs import atomic_output_dir, check_output_dir
+from ..uncertainty.priors import prior_text
 
 EPS = 0.005  # unit samples map to the 0.5-99.5 % quantiles of each distribution
 LEVELS = 4  # Morris grid levels
@@ -326,12 +327,7 @@ def run_sensitivity(target, out: str | Path, *, method: str = "sobol", samples: 
 
 
 def _prior_text(p) -> str:
-    d = p.dist
-    if d.distribution in ("uniform", "loguniform"):
-        return f"{d.distribution} {d.low:.3g}-{d.high:.3g}"
-    if d.distribution == "lognormal":
-        return f"lognormal CV {d.cv:g}"
-    return f"{d.distribution} SD {d.sd:g}"
+    return prior_text(p.dist)
 
 
 def ranked_table(space, morris: pd.DataFrame, sobol: pd.DataFrame | None) -> pd.DataFrame:

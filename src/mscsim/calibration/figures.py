@@ -46,6 +46,8 @@ def posterior_figure(cal, path: Path) -> None:
         ax.axvline(p.parameter.value, color="k", lw=0.8, ls="--", label="data-file value")
         if log and lo > 0:
             ax.set_xscale("log")
+            ticks = [lo, float(np.sqrt(lo * hi)), hi]  # the prior's ends and middle: always labelled, never crowded
+            ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(_label(name, p), fontsize=8)
         ax.set_yticks([])

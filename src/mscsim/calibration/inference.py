@@ -21,7 +21,6 @@ from .emulator import Emulator
 RHAT_MAX = 1.01  # Vehtari et al. 2021, Bayesian Analysis 16:667, doi:10.1214/20-BA1221
 ESS_MIN = 400  # ibid.: at least 100 per chain of 4
 TAU_RUNS = 50  # emcee's guidance: a chain some 50 autocorrelation times long
-ACCEPT_MIN = 0.1  # below this the ensemble is stuck (the stretch move's acceptance is high in few dimensions)
 CONSTRAINED = 0.25  # posterior SD below 75 % of the prior's (unit cube) = the data say something
 CORRELATED = 0.7  # |Spearman rho| above which two parameters trade off
 

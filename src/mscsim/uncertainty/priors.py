@@ -54,6 +54,15 @@ def ppf(param: Parameter, u: np.ndarray, dist: Distribution | None = None) -> np
     return np.asarray(out, dtype=float)
 
 
+def prior_text(dist: Distribution) -> str:
+    """A distribution in a few words for tables: 'loguniform 0.0014-0.0126', 'lognormal CV 0.3'."""
+    if dist.distribution in ("uniform", "loguniform"):
+        return f"{dist.distribution} {dist.low:.3g}-{dist.high:.3g}"
+    if dist.distribution == "lognormal":
+        return f"lognormal CV {dist.cv:g}"
+    return f"{dist.distribution} SD {dist.sd:g}"
+
+
 def check_prior(param: Parameter, dist: Distribution, where: str) -> None:
     """A replacement prior must fit the parameter as a data file's would (``where`` names the field)."""
     if dist.is_fixed:
