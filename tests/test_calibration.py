@@ -117,6 +117,9 @@ def test_observation_spreads_come_from_the_paper():
     (["--exclude", "no_such_trial"], "--exclude"),
     (["--parameters", "no_such_parameter"], "--parameters"),
     (["--pool", "3"], "--pool"),
+    (["--targets", "sr_agvhd_study275"], "--targets"),
+    (["--targets", "tendinopathy_nct03449082"], "--targets"),
+    (["--exclude", "knee_oa_lee_2019", "knee_oa_lamo_espinosa_2016"], "--exclude"),
 ])
 def test_bad_options_are_refused_before_work(tmp_path, capsys, argv, field):
     out = tmp_path / "cal"

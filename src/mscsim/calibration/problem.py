@@ -245,6 +245,11 @@ def build_problem(disease: str, *, parameters: list[str] | None = None, top: int
     and the trial-level responses its designs use (placebo and standard-care response), against every published
     number of its bundled designs except those of ``exclude``d designs."""
     chosen = disease_designs(disease) if designs is None else [load_design(d)[0] for d in designs]
+    for d in chosen:
+        if d.disease != disease:
+            raise InputError("--targets", d.name, f"designs of {disease} (this one is of {d.disease})")
+        if not d.published:
+            raise InputError("--targets", d.name, "designs with published numbers (this one has none)")
     known = {d.name for d in chosen}
     for name in exclude:
         if name not in known:
