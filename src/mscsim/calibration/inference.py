@@ -52,7 +52,6 @@ class Likelihood:
 @dataclass(frozen=True)
 class Sample:
     chain: np.ndarray  # (steps after burn-in, walkers, k) unit-cube positions
-    log_prob: np.ndarray  # (steps after burn-in, walkers)
     acceptance: float
     tau: np.ndarray  # (k,) integrated autocorrelation time per parameter, in steps
     burn: int
@@ -105,7 +104,7 @@ def run_sampler(likelihood: Likelihood, k: int, seed: int, walkers: int, steps: 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tau = sampler.get_autocorr_time(discard=burn, tol=0)
-    return Sample(_expit(chain), sampler.get_log_prob(discard=burn), float(np.mean(sampler.acceptance_fraction)),
+    return Sample(_expit(chain), float(np.mean(sampler.acceptance_fraction)),
                   np.asarray(tau, dtype=float), burn, steps)
 
 

@@ -66,6 +66,7 @@ class Calibration:
     cube; ``problem.values`` maps it to parameter values), and the tables and manifest that are written."""
 
     problem: CalibrationProblem
+    settings: Settings
     emulator: Emulator
     training: Training
     posterior_unit: np.ndarray  # (draws, k) thinned posterior sample in the unit cube
@@ -248,11 +249,11 @@ def calibrate(problem: CalibrationProblem, settings: Settings = Settings(), *, l
                       "held_out": _share(preds[~problem.used]["inside_95"])},
         "seconds": {"training": round(t_train, 1), "total": round(time.perf_counter() - t0, 1)},
         "posterior_draws": int(len(post_unit)),
-        "settings": settings,
+        "settings": dataclasses.asdict(settings),
     }
     if loo_table is not None:
         manifest["leave_one_out_inside_95"] = _share(loo_table["inside_95"])
-    return Calibration(problem, emulator, training, post_unit, params, corr, preds, manifest), loo_table
+    return Calibration(problem, settings, emulator, training, post_unit, params, corr, preds, manifest), loo_table
 
 
 def leave_one_out(problem: CalibrationProblem, emulator: Emulator, training: Training, settings: Settings,
@@ -326,7 +327,7 @@ def write_calibration(cal: Calibration, out: str | Path, loo: pd.DataFrame | Non
         cal.predictions.to_csv(tmp / "predictions.csv", index=False)
         np.savez_compressed(tmp / "training.npz", unit=cal.training.unit, predictions=cal.training.predictions,
                             sds=cal.training.sds, names=np.array(cal.problem.names),
-                            key=np.array(_key(cal.problem, cal.manifest["settings"])))
+                            key=np.array(_key(cal.problem, cal.settings)))
         files = ["posterior.nc", "posterior.csv", "parameters.csv", "correlations.csv", "predictions.csv",
                  "training.npz", "posterior.png", "pairs.png", "predictive.png"]
         posterior_figure(cal, tmp / "posterior.png")
@@ -335,6 +336,5 @@ def write_calibration(cal: Calibration, out: str | Path, loo: pd.DataFrame | Non
         if loo is not None:
             loo.to_csv(tmp / "leave_one_out.csv", index=False)
             files.append("leave_one_out.csv")
-        manifest = {**cal.manifest, "settings": dataclasses.asdict(cal.manifest["settings"]), "files": files}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        (tmp / "manifest.json").write_text(json.dumps({**cal.manifest, "files": files}, indent=2) + "\n")
     return Path(out)
