@@ -12,12 +12,11 @@ def preset_dir() -> Path:
 
 def preset_rows() -> list[dict]:
     """name, disease (if any), description and file of each bundled scenario (not lots or co-culture presets)."""
-    import yaml
+    from ._yaml import safe_load
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     rows = []
     for path in sorted(preset_dir().glob("*.yaml")):
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=loader) or {}  # noqa: S506 - a safe loader
+        data = safe_load(path.read_text(encoding="utf-8")) or {}
         if "regimen" not in data:
             continue  # lot records and co-culture presets
         rows.append({"name": path.stem, "disease": data.get("disease") or "",

@@ -15,6 +15,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from . import _yaml
 from .errors import DataError
 from .model.parameters import DATA_DIR
 
@@ -46,7 +47,7 @@ class Display(BaseModel):
 @lru_cache(maxsize=1)
 def _tables() -> tuple[dict[str, Display], dict[str, Display]]:
     try:
-        raw = yaml.safe_load(NAMES_FILE.read_text()) or {}
+        raw = _yaml.safe_load(NAMES_FILE.read_text()) or {}
         return tuple({name: Display.model_validate(rec) for name, rec in (raw.get(section) or {}).items()}
                      for section in ("variables", "fields"))
     except (OSError, yaml.YAMLError, ValidationError) as exc:

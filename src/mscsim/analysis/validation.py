@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 import yaml
 
+from .. import _yaml
 from ..errors import DataError
 from ..io.scenario import scenario_from_dict
 from ..model.parameters import DATA_DIR
@@ -51,7 +52,7 @@ def load_targets(paths: list[Path] | None = None) -> list[dict]:
     paths = paths or sorted((DATA_DIR / "validation").glob("*.yaml"))
     targets = []
     for path in paths:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = _yaml.safe_load(path.read_text()) or {}
         for t in raw.get("targets", []):
             targets.append({**t, "_file": path.name})
     bib = bibliography()
@@ -72,7 +73,7 @@ def _scenario_dict(spec: dict) -> dict:
     spec = dict(spec)
     base = {}
     if "example" in spec:
-        base = yaml.safe_load((EXAMPLES / f"{spec.pop('example')}.yaml").read_text())
+        base = _yaml.safe_load((EXAMPLES / f"{spec.pop('example')}.yaml").read_text())
     return _deep_merge(base, spec)
 
 

@@ -14,6 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .. import _yaml
 from ..errors import DataError
 from ..model.parameters import DATA_DIR, ParameterSet, load_parameter_file
 
@@ -121,7 +122,7 @@ def load_endpoints(disease: str) -> EndpointSet:
     if not path.exists():
         raise DataError(f"no endpoint definitions for disease '{disease}' (expected {path})")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = _yaml.safe_load(path.read_text()) or {}
         spec = EndpointFile.model_validate(raw)
     except (OSError, yaml.YAMLError, ValidationError) as exc:
         raise DataError(f"{path}: invalid endpoint file: {exc}") from exc

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xarray as xr
-from scipy.integrate import trapezoid
 
 from ..errors import InputError
 
@@ -79,7 +78,7 @@ def summary_table(ds: xr.Dataset) -> pd.DataFrame:
             rows[f"{name}_pct_{label}"] = ds[name].values[:, i]
     rows["viable_fraction_end"] = ds["viable_total"].values[:, -1] / np.maximum(adm[:, -1], 1e-300)
     rows["viable_target_cells_end"] = ds["msc_target"].values[:, -1]
-    rows["target_exposure_cell_days"] = trapezoid(ds["msc_target"].values, ds["time_days"].values, axis=1)
+    rows["target_exposure_cell_days"] = np.trapezoid(ds["msc_target"].values, ds["time_days"].values, axis=1)
     rows.update(endpoint_columns(ds))
     return pd.DataFrame(rows)
 
@@ -147,7 +146,7 @@ def write_results(ds: xr.Dataset, out: str | Path, *, scenario_path: str | None 
     a disease run). Each drawing function returns a matplotlib Figure. ``bands`` (parameter draws,
     ``mscsim.uncertainty.bands.ScenarioBands``) adds bands.csv, draws.csv, draws.nc and, in summary.csv, each
     quantity's median and 90 %/95 % intervals across the draws."""
-    from ..report.plots import save_figure
+    from ..report.figure_worker import save_figures
 
     out = Path(out)
     with atomic_output_dir(out) as tmp:
@@ -166,12 +165,7 @@ def write_results(ds: xr.Dataset, out: str | Path, *, scenario_path: str | None 
             imaging.to_csv(tmp / "imaging.csv", index=False)
             files.append("imaging.csv")
         drawings = ({"cell_fate": figure} if figure is not None else {}) | dict(figures or {})
-        for name, draw in drawings.items():
-            fig = draw(ds)
-            files += [p.name for p in save_figure(fig, tmp / Path(name).stem)]
-            import matplotlib.pyplot as plt
-
-            plt.close(fig)
+        files += save_figures({Path(name).stem: draw for name, draw in drawings.items()}, ds, tmp)
         files.append("manifest.json")
         record = manifest(ds, scenario_path, files)
         if bands is not None:

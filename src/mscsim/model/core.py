@@ -14,6 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .. import _yaml
 from ..errors import DataError
 from .parameters import DATA_DIR
 
@@ -101,7 +102,7 @@ def load_mechanism(path: str | Path) -> Mechanism:
     """Read and validate one mechanism file."""
     path = Path(path)
     try:
-        rec = _MechRec.model_validate(yaml.safe_load(path.read_text()))
+        rec = _MechRec.model_validate(_yaml.safe_load(path.read_text()))
     except (OSError, yaml.YAMLError, ValidationError) as exc:
         raise DataError(f"{path}: invalid mechanism file: {exc}") from exc
     states = tuple(State(name=n, **s.model_dump()) for n, s in rec.states.items())

@@ -24,6 +24,7 @@ import numpy as np
 import sympy as sp
 import yaml
 
+from .. import _yaml
 from ..errors import DataError
 from .core import Mechanism, Model, Process, State
 from .parameters import DATA_DIR
@@ -51,7 +52,7 @@ ORGAN_NAMES = {"lung": "lung", "liver": "liver", "spleen": "spleen", "bone_marro
 @lru_cache(maxsize=1)
 def _catalogue() -> dict[str, dict]:
     try:
-        raw = yaml.safe_load(LABELS_FILE.read_text()) or {}
+        raw = _yaml.safe_load(LABELS_FILE.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise DataError(f"{LABELS_FILE}: cannot read the label catalogue: {exc}") from exc
     return dict(raw.get("labels") or {})

@@ -11,6 +11,7 @@ from typing import Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .. import _yaml
 from ..errors import DataError
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -207,7 +208,7 @@ def load_parameter_file(path: str | Path) -> ParameterSet:
 def _load_parameter_file(path_str: str, _mtime_ns: int, _size: int) -> ParameterSet:
     path = Path(path_str)
     try:
-        raw = yaml.load(path.read_text(), Loader=_YAML_LOADER) or {}
+        raw = _yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise DataError(f"{path}: cannot read parameter file: {exc}") from exc
     out: dict[str, Parameter] = {}
@@ -229,7 +230,6 @@ def _load_parameter_file(path_str: str, _mtime_ns: int, _size: int) -> Parameter
     return ParameterSet(out)
 
 
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: the same data, faster
 
 
 def _record_error(path: Path, name: str, exc: ValidationError) -> DataError:

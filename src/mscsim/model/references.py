@@ -7,6 +7,7 @@ from functools import lru_cache
 
 import yaml
 
+from .. import _yaml
 from ..errors import DataError
 from .parameters import DATA_DIR
 
@@ -38,7 +39,7 @@ def bibliography() -> dict[str, Reference]:
     """All references in ``data/references/*.yaml``, merged; a key defined twice is an error."""
     refs: dict[str, Reference] = {}
     for path in sorted((DATA_DIR / "references").glob("*.yaml")):
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = _yaml.safe_load(path.read_text()) or {}
         for key, rec in raw.items():
             if key in refs:
                 raise DataError(f"{path}: reference key '{key}' is defined twice")

@@ -6,7 +6,6 @@ Slow but trusted: every other solver is checked against it.
 from __future__ import annotations
 
 import numpy as np
-from scipy.integrate import solve_ivp
 
 from ..errors import MscsimError
 from .problem import Problem
@@ -14,6 +13,8 @@ from .problem import Problem
 
 def solve_reference(problem: Problem, *, rtol: float = 1e-10, atol_factor: float = 1e-12) -> np.ndarray:
     """Integrate each patient separately; returns states at ``t_eval``, shape (patients, times, states)."""
+    from scipy.integrate import solve_ivp  # here, not at the top: scipy.integrate costs every process ~0.25 s
+
     model = problem.model
     B, n, T = problem.n_patients, model.n_states, len(problem.t_eval)
     t_eval = np.asarray(problem.t_eval, dtype=float)
