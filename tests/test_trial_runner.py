@@ -161,9 +161,9 @@ def test_interrupted_trial_resumes_to_the_uninterrupted_result_without_recomputi
         computed.append(chunk.stem)
         return real_chunk(payload, chunk)
 
-    def checked_collect(where, plan):  # the moment before assembly, when the chunk files are still there
+    def checked_collect(where, plan, **kwargs):  # the moment before assembly, when the chunk files are still there
         assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in files} == before
-        return real_collect(where, plan)
+        return real_collect(where, plan, **kwargs)
 
     monkeypatch.setattr(runner, "run_chunk", counting_chunk)
     monkeypatch.setattr(trial, "collect", checked_collect)

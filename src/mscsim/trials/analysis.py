@@ -231,6 +231,13 @@ def who_responds(design: DesignSpec, endpoints: pd.DataFrame, patients: pd.DataF
     return pd.DataFrame(out, columns=RESPONDER_COLUMNS)
 
 
+def plain_labels(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with categorical columns (the collected endpoints table holds arm and endpoint as categories) as
+    plain strings: the tables a trial writes and merges do not depend on how the big table was held."""
+    cats = [c for c in df.columns if isinstance(df[c].dtype, pd.CategoricalDtype)]
+    return df.astype({c: str for c in cats}) if cats else df
+
+
 def analyse(design: DesignSpec, endpoints: pd.DataFrame, patients: pd.DataFrame) -> TrialAnalysis:
     kinds = endpoint_kinds(design)
     obs, pts = trial_patients(design, endpoints, patients)
@@ -244,5 +251,7 @@ def analyse(design: DesignSpec, endpoints: pd.DataFrame, patients: pd.DataFrame)
     events = pts[ae_cols].rename(columns=lambda c: c[3:]).astype(bool)
     events.index = pts["patient"].to_numpy()
     safety = safety_table(events, pd.Series(pts["arm"].to_numpy(), index=events.index))
-    return TrialAnalysis(summary, comparisons, published, safety, power_table(design, endpoints, kinds),
-                         who_responds(design, endpoints, patients, kinds))
+    power = power_table(design, endpoints, kinds)
+    return TrialAnalysis(plain_labels(summary), plain_labels(comparisons), plain_labels(published), safety,
+                         None if power is None else plain_labels(power),
+                         plain_labels(who_responds(design, endpoints, patients, kinds)))

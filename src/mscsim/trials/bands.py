@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..uncertainty.bands import QUANTILES, quantiles
-from .analysis import PREDICTION_STREAM, _statistic
+from .analysis import PREDICTION_STREAM, _statistic, plain_labels
 from .design import DesignSpec
 from .observe import endpoint_kinds
 
@@ -29,7 +29,7 @@ PREDICTIVE_STREAM = PREDICTION_STREAM + 1  # repeats per draw: generator keyed o
 def _with_quantity(obs: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:
     """obs with column 'q': the analysed quantity per patient (change from baseline where the endpoint has one,
     else the value; 0/1 for a binary endpoint), as the trial's summary and comparisons use it."""
-    has_base = obs.groupby("endpoint")["baseline"].apply(lambda s: bool(s.notna().any())).to_dict()
+    has_base = obs.groupby("endpoint", observed=True)["baseline"].apply(lambda s: bool(s.notna().any())).to_dict()
     use_change = obs["endpoint"].map(lambda e: kinds.get(e) == "continuous" and has_base.get(e, False))
     return obs.assign(q=np.where(use_change.to_numpy(dtype=bool), obs["change"], obs["value"]))
 
@@ -49,8 +49,8 @@ def summary_bands(design: DesignSpec, summary: pd.DataFrame, draws: pd.DataFrame
     mean_band = per_draw.groupby(keys)["value"].quantile([0.05, 0.95]).unstack().reset_index()
     mean_band.columns = [*keys, "param_mean_low90", "param_mean_high90"]
     bands = bands.merge(mean_band, on=keys, how="left")
-    nominal = _with_quantity(obs_all, kinds)
-    spread = nominal.groupby(keys)["q"].quantile([0.05, 0.95]).unstack().reset_index()
+    nominal = _with_quantity(obs_all[[*keys, "value", "baseline", "change"]], kinds)
+    spread = plain_labels(nominal.groupby(keys, observed=True)["q"].quantile([0.05, 0.95]).unstack().reset_index())
     spread.columns = [*keys, "patients_low90", "patients_high90"]
     out = summary.merge(bands, on=keys, how="left").merge(spread, on=keys, how="left")
     binary = out["kind"] == "binary"

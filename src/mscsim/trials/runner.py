@@ -552,22 +552,98 @@ def collect_draws(out: str | Path, chunks: list) -> tuple[pd.DataFrame, pd.DataF
     return long, failed.sort_values(["draw", "arm"], kind="stable").reset_index(drop=True)
 
 
-def collect(out: str | Path, chunks: list[Chunk]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every patient chunk's results, in patient order (endpoints long table, patients table).
+ENDPOINT_KEYS = ["patient", "endpoint", "visit_day"]  # the order of the endpoints table
+LABEL_COLUMNS = ("arm", "endpoint")  # few distinct values, millions of rows: held as categories in memory
 
-    Chunks hold disjoint, consecutive ranges of patient ids, so each is put in order on its own and they are
-    joined in id order: the same rows as one sort of the whole table (its keys are unique), without the full-size
-    copies a global sort makes."""
-    out = Path(out)
+
+def _patient_chunks(out: Path, chunks: list) -> list[Chunk]:
+    """The finished patient chunks in patient order (an error naming one that is not finished)."""
     chunks = sorted((c for c in chunks if not isinstance(c, DrawChunk)), key=lambda c: c.start)
     missing = [c.stem for c in chunks if not _is_done(out, c)]
     if missing:
         raise MscsimError(f"{len(missing)} chunk(s) not finished (e.g. {missing[0]}); run the trial again to resume")
+    return chunks
 
-    def ordered(path: Path, keys: list[str]) -> pd.DataFrame:
-        return pd.read_parquet(path).sort_values(keys, kind="stable")
 
-    long = pd.concat([ordered(_chunk_paths(out, c)[0], ["patient", "endpoint", "visit_day"]) for c in chunks],
-                     ignore_index=True)
-    patients = pd.concat([ordered(_chunk_paths(out, c)[1], ["patient"]) for c in chunks], ignore_index=True)
-    return long, patients
+def collect(out: str | Path, chunks: list[Chunk], columns: tuple[str, ...] | None = None,
+            write_to: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every patient chunk's results, in patient order (endpoints long table, patients table).
+
+    Chunks hold disjoint, consecutive ranges of patient ids, so each is put in order on its own and they are
+    joined in id order: the same rows as one sort of the whole table (its keys are unique). The endpoints table
+    is filled chunk by chunk into arrays of its final size (no concatenation, which holds every piece and the
+    whole at once), with ``arm`` and ``endpoint`` as categories in sorted order (a million-patient trial's six
+    million labels as one byte each, and grouping by them without materialising strings); ``columns`` keeps
+    only those columns of it (the analysis does not need ``modelled``). ``write_to``: the whole endpoints table,
+    every column, is also written there as Parquet in the same pass, a row group at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = Path(out)
+    chunks = _patient_chunks(out, chunks)
+    paths = [_chunk_paths(out, c)[0] for c in chunks]
+    sizes = [pq.ParquetFile(p).metadata.num_rows for p in paths]
+    total = int(sum(sizes))
+    if not total:  # nobody enrolled: the (empty) table as the chunks hold it
+        long = pd.read_parquet(paths[0]) if paths else pd.DataFrame(columns=[*ENDPOINT_KEYS, "arm"])
+        if write_to is not None:
+            long.to_parquet(write_to, index=False)
+        return long[[c for c in long.columns if columns is None or c in columns]], _collect_patients(out, chunks)
+    arrays: dict[str, np.ndarray] = {}
+    labels: dict[str, dict[str, int]] = {}
+    writer, schema, pending, held = None, None, [], 0
+    try:
+        at = 0
+        for path, size in zip(paths, sizes):
+            if not size:
+                continue
+            table = pq.read_table(path).sort_by([(k, "ascending") for k in ENDPOINT_KEYS])
+            if write_to is not None:
+                if writer is None:
+                    schema = table.schema
+                    writer = pq.ParquetWriter(write_to, schema)
+                pending.append(table.cast(schema))
+                held += size
+                if held >= ROWS_PER_GROUP:
+                    writer.write_table(pa.concat_tables(pending))
+                    pending, held = [], 0
+            for c in table.column_names:
+                if columns is not None and c not in columns and c not in ENDPOINT_KEYS:
+                    continue
+                if c in LABEL_COLUMNS:
+                    enc = table.column(c).combine_chunks().dictionary_encode()
+                    seen = labels.setdefault(c, {})
+                    glob = np.array([seen.setdefault(str(u), len(seen)) for u in enc.dictionary.to_pylist()],
+                                    dtype=np.int32)
+                    col = glob[enc.indices.to_numpy(zero_copy_only=False)]
+                else:
+                    col = table.column(c).to_numpy()
+                if c not in arrays:
+                    arrays[c] = np.empty(total, dtype=col.dtype)
+                arrays[c][at:at + size] = col
+            at += size
+        if pending:
+            writer.write_table(pa.concat_tables(pending))
+    finally:
+        if writer is not None:
+            writer.close()
+    long = pd.DataFrame({c: _as_category(v, labels[c]) if c in labels else v for c, v in arrays.items()})
+    return long, _collect_patients(out, chunks)
+
+
+ROWS_PER_GROUP = 262_144  # rows per Parquet row group of a trial's endpoints.parquet
+
+
+def _collect_patients(out: Path, chunks: list[Chunk]) -> pd.DataFrame:
+    return pd.concat([pd.read_parquet(_chunk_paths(out, c)[1]).sort_values("patient", kind="stable")
+                      for c in chunks], ignore_index=True)
+
+
+def _as_category(codes: np.ndarray, seen: dict[str, int]) -> pd.Categorical:
+    """Codes in order of first appearance as a categorical whose categories are sorted (so grouping by it orders
+    groups as grouping by the strings does)."""
+    order = sorted(seen)
+    remap = np.empty(len(seen), dtype=np.int32)
+    for new, name in enumerate(order):
+        remap[seen[name]] = new
+    return pd.Categorical.from_codes(remap[codes], categories=pd.Index(order, dtype=object))

@@ -82,7 +82,7 @@ def _check_obs(obs: pd.DataFrame, kinds: Mapping[str, str]) -> dict[str, str]:
 
 def _has_baseline(obs: pd.DataFrame) -> dict[str, bool]:
     """Whether each endpoint carries a baseline (then continuous analyses use change from baseline)."""
-    return obs.groupby("endpoint", sort=False)["baseline"].apply(lambda s: bool(s.notna().any())).to_dict()
+    return obs.groupby("endpoint", sort=False, observed=True)["baseline"].apply(lambda s: bool(s.notna().any())).to_dict()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -139,7 +139,7 @@ def arm_visit_summary(obs: pd.DataFrame, kinds: Mapping[str, str], confidence: f
     kind_of = _check_obs(obs, kinds)
     if obs.empty:
         return pd.DataFrame(columns=_SUMMARY_COLUMNS)
-    g = obs.groupby(["arm", "endpoint", "visit_day"], sort=True)
+    g = obs.groupby(["arm", "endpoint", "visit_day"], sort=True, observed=True)
     out = g.agg(n=("value", "count"), mean=("value", "mean"), sd=("value", "std"), n_change=("change", "count"),
                 mean_change=("change", "mean"), sd_change=("change", "std"), successes=("value", "sum"))
     out = out.reset_index()
@@ -284,7 +284,7 @@ def compare_to_control(obs: pd.DataFrame, kinds: Mapping[str, str], control_arm:
     chosen = _resolve_tests(kind_of, with_base, tests)
 
     rows = []
-    for (ep, visit), cell in obs.groupby(["endpoint", "visit_day"], sort=True):
+    for (ep, visit), cell in obs.groupby(["endpoint", "visit_day"], sort=True, observed=True):
         test = chosen[ep]
         if kind_of[ep] == "binary":
             cols = ["value"]
@@ -292,7 +292,7 @@ def compare_to_control(obs: pd.DataFrame, kinds: Mapping[str, str], control_arm:
             cols = ["change", "baseline"]
         else:
             cols = ["change"] if with_base[ep] else ["value"]
-        by_arm = {a: d[cols].dropna().to_numpy(dtype=float) for a, d in cell.groupby("arm", sort=False)}
+        by_arm = {a: d[cols].dropna().to_numpy(dtype=float) for a, d in cell.groupby("arm", sort=False, observed=True)}
         ctrl = by_arm.get(control_arm, np.empty((0, len(cols))))
         if test != "ancova":
             ctrl = ctrl[:, 0]

@@ -6,6 +6,7 @@ design -> chunks (runner) -> per-patient results (Parquet) -> statistics (analys
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,9 @@ from .runner import collect, collect_draws, execute, screen, screening_record
 from .safety import load_safety_parameters
 
 DISCLAIMER = "mscsim is a research tool, never medical advice."
+# the endpoints table's columns the analysis reads (``modelled``, the value before the observation model, is
+# only written to endpoints.parquet)
+ANALYSED = ("patient", "arm", "endpoint", "visit_day", "value", "baseline", "change")
 RESULT_FILES = ("endpoints.parquet", "patients.parquet", "arm_summary.csv", "comparisons.csv",
                 "published_vs_simulated.csv", "safety.csv", "responders.csv", "forest.png", "forest.svg", "forest.pdf",
                 "timecourse.png", "timecourse.svg", "timecourse.pdf", "report.html",
@@ -172,7 +176,8 @@ def run_trial(design: DesignSpec, out: str | Path, *, design_path: str | None = 
         raise exc.with_file(design_path) from None
     except MscsimError as exc:  # a run whose numbers cannot be trusted: say which design
         raise type(exc)(f"{design_path or design.name}: {exc}") from None
-    endpoints, patients = collect(store, chunks)
+    table = store / "endpoints.parquet"  # every column, written while collecting; moved into the output below
+    endpoints, patients = collect(store, chunks, columns=ANALYSED, write_to=table)
     patients = screen(design, patients)
     screened = screening_record(design, patients)
     short = [r for r in screened if r["in_trial"] < r["asked"]]
@@ -201,7 +206,7 @@ def run_trial(design: DesignSpec, out: str | Path, *, design_path: str | None = 
     # panels over time show each response once, as its overall rate
     over_time = analysis.summary[~analysis.summary["endpoint"].isin(response_parts(design))]
     with atomic_output_dir(out) as tmp:
-        endpoints.to_parquet(tmp / "endpoints.parquet", index=False)
+        os.replace(table, tmp / "endpoints.parquet")
         if draws is not None:
             draw_obs.to_parquet(tmp / "draws.parquet", index=False)
         patients.to_parquet(tmp / "patients.parquet", index=False)
