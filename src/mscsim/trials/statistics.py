@@ -128,6 +128,9 @@ def _t_interval(mean, sd, n, confidence: float) -> tuple[np.ndarray, np.ndarray]
 # 1. per-arm summaries
 
 
+_ANALYSED = ("arm", "endpoint", "visit_day", "value", "change", "baseline")  # the columns the statistics read
+
+
 def arm_visit_summary(obs: pd.DataFrame, kinds: Mapping[str, str], confidence: float = 0.95) -> pd.DataFrame:
     """Per arm x endpoint x visit: n, mean, SD, mean change and a confidence interval.
 
@@ -139,7 +142,8 @@ def arm_visit_summary(obs: pd.DataFrame, kinds: Mapping[str, str], confidence: f
     kind_of = _check_obs(obs, kinds)
     if obs.empty:
         return pd.DataFrame(columns=_SUMMARY_COLUMNS)
-    g = obs.groupby(["arm", "endpoint", "visit_day"], sort=True, observed=True)
+    g = obs[[c for c in _ANALYSED if c in obs.columns]].groupby(["arm", "endpoint", "visit_day"], sort=True,
+                                                                 observed=True)
     out = g.agg(n=("value", "count"), mean=("value", "mean"), sd=("value", "std"), n_change=("change", "count"),
                 mean_change=("change", "mean"), sd_change=("change", "std"), successes=("value", "sum"))
     out = out.reset_index()
@@ -282,6 +286,7 @@ def compare_to_control(obs: pd.DataFrame, kinds: Mapping[str, str], control_arm:
         raise InputError("control_arm", control_arm, f"an arm in obs: {sorted(map(str, arms))}")
     with_base = _has_baseline(obs)
     chosen = _resolve_tests(kind_of, with_base, tests)
+    obs = obs[[c for c in _ANALYSED if c in obs.columns]]  # each group below is a copy: only what is compared
 
     rows = []
     for (ep, visit), cell in obs.groupby(["endpoint", "visit_day"], sort=True, observed=True):
