@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 from conftest import example
@@ -166,6 +167,31 @@ def test_emulator_prediction_is_scikit_learns():
     u = np.random.default_rng(2).random((20, 3))
     mean, sd = em.predict(u)
     for i, gp in enumerate(em.gps):
-        m, s = gp.predict(u, return_std=True)
+        m, s = gp.predict(u, return_std=True)  # scikit-learn's SD includes the white noise; the emulator's does not
+        noise = gp.kernel_.k2.noise_level * float(np.ravel(gp._y_train_std)[0]) ** 2
         np.testing.assert_allclose(mean[:, i], m, rtol=1e-9, atol=1e-12)
-        np.testing.assert_allclose(sd[:, i], s, rtol=1e-5, atol=1e-8)  # a variance near 0 is a difference of O(1) terms
+        np.testing.assert_allclose(sd[:, i], np.sqrt(np.maximum(s ** 2 - noise, 0.0)), rtol=1e-5, atol=1e-6)
+
+
+def test_each_design_point_gets_its_own_patients():
+    """Calibration's independent pools: pool 0 is the trial's own patients (as without pools), another pool is
+    other patients (no id shared with any arm), and the same pool gives the same numbers."""
+    from mscsim.trials.runner import arm_offsets
+    from mscsim.trials.uncertain import arm_sets, design_space
+
+    design, _ = load_design(DESIGN)
+    design = design.model_copy(update={"arms": [a.model_copy(update={"n": 3}) for a in design.arms]})
+    space = design_space(design)
+    rows = np.repeat(space.nominal()[None, :], 3, axis=0)
+    arm = design.arms[0]
+    shared, _ = arm_sets(design, arm, space, rows[:1], np.array([0]), 3)
+    pooled, failed = arm_sets(design, arm, space, rows, np.arange(3), 3, pools=np.array([0, 1, 1]))
+    assert not failed.any()
+    cols = ["patient", "endpoint", "visit_day", "value", "change"]
+    by = {d: g[cols].reset_index(drop=True) for d, g in pooled.groupby("draw")}
+    pd.testing.assert_frame_equal(by[0], shared[cols].reset_index(drop=True), check_exact=True)
+    pd.testing.assert_frame_equal(by[1], by[2], check_exact=True)
+    trial_ids = set(range(sum(a.n for a in design.arms)))
+    assert set(by[0]["patient"]) == set(range(arm_offsets(design)[arm.name], arm_offsets(design)[arm.name] + 3))
+    assert not set(by[1]["patient"]) & trial_ids
+    assert not np.allclose(by[0]["value"].to_numpy(), by[1]["value"].to_numpy())

@@ -5,8 +5,10 @@ Why an emulator: a likelihood evaluation is a set of virtual trials (hundreds of
 solve), so an MCMC run straight on the model needs days on two cores; the emulator's prediction costs
 microseconds, and its own predictive variance enters the likelihood, so its error widens the posterior instead
 of hiding in it (Kennedy and O'Hagan 2001, J R Stat Soc B 63:425, doi:10.1111/1467-9868.00294). scikit-learn's
-GaussianProcessRegressor (anisotropic Matern 5/2 plus a white-noise term for the solver's tolerance) does the
-fitting; nothing here is hand-written but the bookkeeping.
+GaussianProcessRegressor (anisotropic Matern 5/2 plus a white-noise term: every training point's virtual trial
+has its own patients, so its statistic carries that pool's sampling error) does the fitting; nothing here is
+hand-written but the bookkeeping. The emulator predicts the noise-free statistic (the GP's latent function), whose
+SD is the emulator's own uncertainty; the trial's sampling error enters the likelihood separately.
 """
 
 from __future__ import annotations
@@ -52,12 +54,12 @@ class _Fitted:
     def predict(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """scikit-learn's GaussianProcessRegressor.predict(u, return_std=True) for this kernel, without its
         per-call input validation, which costs more than the arithmetic when an MCMC step asks for 48 points of
-        a dozen GPs (the test checks the two agree)."""
+        a dozen GPs (the test checks the two agree); the SD is the latent function's (without the white noise)."""
         r = cdist(u / self.length_scale, self.x / self.length_scale) * np.sqrt(5.0)
         kt = self.constant * (1.0 + r + r * r / 3.0) * np.exp(-r)  # Matern 5/2
         mean = self.y_std * (kt @ self.alpha) + self.y_mean
         v = solve_triangular(self.chol, kt.T, lower=True, check_finite=False)
-        var = np.maximum(self.constant + self.noise - np.einsum("ij,ij->j", v, v), 0.0)
+        var = np.maximum(self.constant - np.einsum("ij,ij->j", v, v), 0.0)
         return mean, np.sqrt(var) * self.y_std
 
 
@@ -93,7 +95,7 @@ def _fit_one(x: np.ndarray, y: np.ndarray, seed: int, start=None) -> GaussianPro
     k = x.shape[1]
     kernel = start if start is not None else (
         ConstantKernel(1.0, (1e-3, 1e3)) * Matern(length_scale=np.full(k, 0.5), length_scale_bounds=(0.02, 50.0),
-                                                  nu=2.5) + WhiteKernel(1e-4, (1e-8, 1e-1)))
+                                                  nu=2.5) + WhiteKernel(1e-2, (1e-8, 1.0)))
     gp = GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=0 if start is not None else 2,
                                   random_state=seed)
     with warnings.catch_warnings():  # a length scale at its bound means the output ignores that parameter: fine

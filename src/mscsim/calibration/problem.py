@@ -2,8 +2,10 @@
 numbers they are calibrated against (each with its own spread), and the model that maps one to the other.
 
 The model of an observation is the virtual trial's statistic (mean, median, rate or arm-vs-control difference)
-over a fixed pool of virtual patients per arm, every parameter set seeing the same patients (common random
-numbers): the likelihood is then a smooth function of the parameters, with no Monte Carlo noise between sets.
+over a pool of virtual patients per arm. Training gives every design point its own pool (``pools``): with one pool
+shared by every point (common random numbers) the pool's own sampling error is the same at every point, so it
+shifts the posterior instead of averaging out, and the fit moved with the pool's size; with independent pools
+it is noise the emulator's white-noise term averages over all the points.
 Parameters are sampled in the unit cube of their prior CDFs (the probability-integral transform), so the prior is
 uniform there and values go through the same inverse CDFs as bands and sensitivity (``uncertainty.priors``).
 """
@@ -165,10 +167,13 @@ class CalibrationProblem:
         """Parameter values (n, k) of unit-cube points (n, k)."""
         return self.space.values(np.clip(unit, 1e-9, 1 - 1e-9))
 
-    def simulate(self, unit: np.ndarray, progress=None) -> tuple[np.ndarray, np.ndarray]:
+    def simulate(self, unit: np.ndarray, progress=None, pools: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
         """(predictions, sds), each (sets, observations): the virtual trial's statistic for every observation
         under each parameter set (rows of ``unit``), and the between-patient SD of what it summarises (for an
-        observation's spread when the paper gives none). NaN where a set fails or an arm enrols no one."""
+        observation's spread when the paper gives none). NaN where a set fails or an arm enrols no one.
+        ``pools`` (one integer per set) gives each set its own virtual patients (``trials.uncertain.arm_sets``);
+        without it every set sees the same ones."""
         unit = np.atleast_2d(unit)
         m = len(unit)
         values = self.values(unit)
@@ -185,7 +190,7 @@ class CalibrationProblem:
                     rows[:, space.names.index(name)] = values[:, j]
             tables = {}
             for arm in run.arms:
-                tables[arm.name], _ = arm_sets(run, arm, space, rows, np.arange(m), self.pool)
+                tables[arm.name], _ = arm_sets(run, arm, space, rows, np.arange(m), self.pool, pools=pools)
                 done += 1
                 if progress is not None:
                     progress(done, arms_total)

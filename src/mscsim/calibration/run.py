@@ -79,7 +79,7 @@ class Calibration:
 def _key(problem: CalibrationProblem, settings: Settings) -> str:
     """What the training runs depend on: a stored block is reused only by a run with the same key."""
     return json.dumps({"version": __version__, "disease": problem.disease, "designs": [d.name for d in problem.designs],
-                       "parameters": list(problem.names), "pool": problem.pool, "points": settings.points,
+                       "parameters": list(problem.names), "pool": problem.pool, "pools": "independent", "points": settings.points,
                        "seed": settings.seed, "observations": [o.label for o in problem.observations]})
 
 
@@ -102,7 +102,8 @@ def train(problem: CalibrationProblem, settings: Settings, progress=None, store:
             with np.load(path) as z:
                 p, s = z["predictions"], z["sds"]
         else:
-            p, s = problem.simulate(unit[first:first + block])
+            points = unit[first:first + block]
+            p, s = problem.simulate(points, pools=first + np.arange(len(points)))  # each point its own patients
             if path is not None:
                 tmp = path.with_suffix(".partial.npz")
                 np.savez(tmp, predictions=p, sds=s)
@@ -219,7 +220,8 @@ def calibrate(problem: CalibrationProblem, settings: Settings = Settings(), *, l
     post_unit = thinned(sample, POSTERIOR_DRAWS, settings.seed)
     ident, corr = identifiability(post_unit, problem.names)
     say("stage", f"posterior predictive check with the full model ({MODEL_CHECK_DRAWS} posterior draws)")
-    check = problem.simulate(post_unit[:MODEL_CHECK_DRAWS])
+    check_unit = post_unit[:MODEL_CHECK_DRAWS]  # fresh patients (pools after the training points')
+    check = problem.simulate(check_unit, pools=settings.points + np.arange(len(check_unit)))
     params = parameter_table(problem, post_unit, diag, ident)
     preds = prediction_table(problem, emulator, post_unit, settings.seed, check)
     loo_table = None

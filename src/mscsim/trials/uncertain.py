@@ -2,8 +2,9 @@
 maps and the trial-level responses it uses) and each arm's observed endpoints under each set, for bands and for
 the sensitivity of a trial's result.
 
-Every set runs the same patients of an arm (the first ``count`` of its pool: same covariates, same between-patient
-draws, same observation noise), so the sets differ only in their parameters.
+By default every set runs the same patients of an arm (the first ``count`` of its pool: same covariates, same
+between-patient draws, same observation noise), so the sets differ only in their parameters; calibration gives
+each set its own pool of patients instead (``pools``), so that no one pool's sampling noise is shared by all sets.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..uncertainty.priors import ParameterSpace, build_space
 from .cohort import draw_cohort, to_model_covariates
 from .design import ArmSpec, DesignSpec, arm_scenario
 from .observe import REMISSIONS, SYMPTOMS, response_parameters
-from .runner import arm_offsets, observed
+from .runner import arm_offsets, observed, simulated_per_arm
 
 
 def trial_parameter_names(design: DesignSpec) -> list[str]:
@@ -67,15 +68,28 @@ def trial_responses(values: dict[str, float]) -> ParameterSet:
 
 
 def arm_sets(design: DesignSpec, arm: ArmSpec, space: ParameterSpace, values: np.ndarray, keys: np.ndarray,
-             count: int) -> tuple[pd.DataFrame, np.ndarray]:
-    """The observed endpoints (long table, with a 'draw' column holding ``keys``) of the first ``count`` patients
-    of ``arm`` under each parameter set (rows of ``values``); and which sets failed to integrate."""
+             count: int, pools: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """The observed endpoints (long table, with a 'draw' column holding ``keys``) of ``count`` patients of ``arm``
+    under each parameter set (rows of ``values``); and which sets failed to integrate.
+
+    Without ``pools`` every set sees the arm's first ``count`` patients. ``pools`` (one integer per set) gives each
+    set its own patients instead: pool p is the arm's patients moved p strides up the patient ids (a stride being
+    more than the design's patients), so pool 0 is the trial's own patients and no two pools or arms share one."""
     start = arm_offsets(design)[arm.name]
-    ids = np.arange(start, start + count)
-    cohort = draw_cohort(design.cohort, design.seed, start, count)
-    covariates = to_model_covariates(cohort).reset_index(drop=True)
-    run = run_sets(arm_scenario(design, arm), space, values, start=start, count=count, covariates=covariates,
-                   treated=arm.has_cells, with_untreated=False)
+    if pools is None:
+        firsts = np.full(len(values), start)
+    else:
+        stride = sum(simulated_per_arm(design).values()) + count
+        firsts = start + np.asarray(pools, dtype=np.int64) * stride
+    cohorts = {int(f): draw_cohort(design.cohort, design.seed, int(f), count) for f in np.unique(firsts)}
+    covariates = {f: to_model_covariates(c).reset_index(drop=True) for f, c in cohorts.items()}
+    if pools is None:
+        run = run_sets(arm_scenario(design, arm), space, values, start=start, count=count,
+                       covariates=covariates[start], treated=arm.has_cells, with_untreated=False)
+    else:
+        run = run_sets(arm_scenario(design, arm), space, values, count=count, treated=arm.has_cells,
+                       with_untreated=False, starts=[int(f) for f in firsts],
+                       covariates_per_set=[covariates[int(f)] for f in firsts])
     frames = []
     for r, row in enumerate(values):
         if run.failed[r]:
@@ -83,8 +97,10 @@ def arm_sets(design: DesignSpec, arm: ArmSpec, space: ParameterSpace, values: np
         sets = space.by_role(row)
         rows = slice(r * count, (r + 1) * count)
         coefficients = {k: v for k, v in sets["endpoint"].items()}
-        long, _ = observed(design, arm, run.setups[r], ids, cohort, run.states[rows], coefficients=coefficients,
-                           params=trial_responses(sets["trial"]), safety=False)
+        first = int(firsts[r])
+        long, _ = observed(design, arm, run.setups[r], np.arange(first, first + count), cohorts[first],
+                           run.states[rows], coefficients=coefficients, params=trial_responses(sets["trial"]),
+                           safety=False)
         long.insert(0, "draw", int(keys[r]))
         frames.append(long)
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

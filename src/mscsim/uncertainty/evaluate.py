@@ -94,17 +94,24 @@ class SetRun:
 
 def run_sets(scenario: Scenario, space: ParameterSpace, values: np.ndarray, *, start: int = 0,
              count: int | None = None, covariates: pd.DataFrame | None = None, treated: bool = True,
-             with_untreated: bool = True) -> SetRun:
+             with_untreated: bool = True, starts: list[int] | None = None,
+             covariates_per_set: list[pd.DataFrame | None] | None = None) -> SetRun:
     """Simulate patients start..start+count-1 of the scenario under each parameter set (rows of ``values``,
     columns in ``space`` order) as one batch; ``treated=False`` gives every row no doses (a cell-free arm),
-    ``with_untreated`` adds the same rows untreated (the comparator of a disease run)."""
+    ``with_untreated`` adds the same rows untreated (the comparator of a disease run). ``starts`` (one first
+    patient per set, with ``covariates_per_set``) gives each set its own patients instead of the same ones."""
     values = np.atleast_2d(np.asarray(values, dtype=float))
     n_sets = values.shape[0]
     count = scenario.population.size - start if count is None else count
+    if starts is None:
+        starts, covariates_per_set = [start] * n_sets, [covariates] * n_sets
+    elif len(starts) != n_sets or covariates_per_set is None or len(covariates_per_set) != n_sets:
+        raise ValueError("run_sets: 'starts' and 'covariates_per_set' need one entry per parameter set")
     nominal = resolve_setup(scenario)
     sets = [space.by_role(row) for row in values]
     setups: list[Setup | None] = [resolve_setup(scenario, model_values(scenario, s["model"])) for s in sets]
-    problems = [st.problem(start, count, covariates, with_baseline=False) for st in setups]
+    problems = [st.problem(s0, count, cov, with_baseline=False)
+                for st, s0, cov in zip(setups, starts, covariates_per_set)]
     if not treated:
         problems = [untreated(p) for p in problems]
     n_rows, T, S = n_sets * count, len(problems[0].t_eval), nominal.model.n_states
