@@ -8,13 +8,15 @@ For each disease this runs ``mscsim calibrate DISEASE --loo`` (the command's def
 processes); for each of the disease's trials, the posterior calibrated without that trial
 predicts its published numbers (a disease with one trial predicts it from the prior). The rows are collected in
 src/mscsim/data/credibility/leave_one_out.csv and printed as the README's markdown table: published value,
-prediction with its 95 % posterior predictive interval, inside or not.
+prediction with its 95 % posterior predictive interval, inside or not. ``--bundle`` also copies each disease's
+posterior (calibrated on every trial) to src/mscsim/data/posteriors/, where ``simulate`` and ``trial`` bands find it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from mscsim.display import display
 DISEASES = ["knee_osteoarthritis", "acute_gvhd", "perianal_fistula", "lumbar_disc_degeneration", "tendinopathy",
             "diabetic_foot_ulcer", "lupus_nephritis"]
 RECORD = Path(__file__).resolve().parent.parent / "src" / "mscsim" / "data" / "credibility" / "leave_one_out.csv"
+POSTERIORS = RECORD.parent.parent / "posteriors"
 
 
 def _fmt(x: float) -> str:
@@ -79,9 +82,17 @@ def main() -> None:
     ap.add_argument("--collect", action="store_true", help="only collect the calibrations already under --out")
     ap.add_argument("--reuse", action="store_true", help="reuse each disease's earlier training runs under --out "
                     "(its training.npz) instead of rerunning the model")
+    ap.add_argument("--bundle", action="store_true", help="copy each disease's posterior.nc (calibrated on every "
+                    "trial) to src/mscsim/data/posteriors/")
     args = ap.parse_args()
     if not args.collect:
         run(args.diseases, Path(args.out), args.reuse)
+    if args.bundle:
+        for disease in args.diseases:
+            source = Path(args.out) / disease / "posterior.nc"
+            if source.exists():
+                shutil.copyfile(source, POSTERIORS / f"{disease}.nc")
+                print(f"bundled {source} -> {POSTERIORS / f'{disease}.nc'}")
     table = collect(Path(args.out))
     RECORD.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(RECORD, index=False)

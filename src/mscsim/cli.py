@@ -359,9 +359,10 @@ def trial_summary(run) -> str:
     from .trials.observe import response_parts
     from .trials.report import response_table
 
-    if design.inclusion and "enrolled" in run.patients:
+    if (design.inclusion or any(a.inclusion for a in design.arms)) and "enrolled" in run.patients:
         failed = int((~run.patients["enrolled"].astype(bool)).sum())
-        rule = ", ".join(c.describe() for c in design.inclusion)
+        rule = "; ".join([", ".join(c.describe() for c in design.inclusion)] * bool(design.inclusion) + [
+            f"arm '{a.name}': " + ", ".join(c.describe() for c in a.inclusion) for a in design.arms if a.inclusion])
         lines.append(f"screening: {failed} of {len(run.patients):,} simulated patients failed the inclusion at "
                      f"baseline ({rule}); they are not followed, and the next enrolled patient takes their place")
     responses = response_table(run.summary, response_parts(design))

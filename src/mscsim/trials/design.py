@@ -44,6 +44,32 @@ class _Strict(NumbersNotBooleans):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+class EnrolmentCriterion(_Strict):
+    """Who is enrolled, judged on a disease endpoint at baseline (the untreated chronic state before the first
+    dose): its value lies within [min, max]. A patient who fails is a screen failure: not enrolled, not followed,
+    and replaced by the arm's next simulated patient (e.g. ``{endpoint: organ_stage, min: 1}``: active GVHD)."""
+
+    endpoint: str
+    min: float | None = None
+    max: float | None = None
+    source: list[str] = Field(default_factory=list)
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.min is None and self.max is None:
+            raise _FieldProblem("min", None, "'min' and/or 'max': the range of the endpoint at baseline that enrols")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise _FieldProblem("min", [self.min, self.max], "min <= max")
+        return self
+
+    def describe(self) -> str:
+        """The criterion as a person writes it: 'organ_stage >= 1', 'organ_stage 1 to 3'."""
+        if self.min is not None and self.max is not None:
+            return f"{self.endpoint} {self.min:g} to {self.max:g}"
+        return f"{self.endpoint} >= {self.min:g}" if self.min is not None else f"{self.endpoint} <= {self.max:g}"
+
+
 class ArmSpec(_Strict):
     """One arm: a cell product and regimen, or none (a placebo, saline or active-comparator arm).
 
@@ -60,6 +86,10 @@ class ArmSpec(_Strict):
     route: Route | None = Field(default=None, description="route of a cell-free arm's injection (for its "
                                                           "injection-site reactions)")
     unregulated: bool = Field(default=False, description="a poorly controlled product (raises AE risk, B19)")
+    inclusion: list[EnrolmentCriterion] = Field(default_factory=list, description="this arm's own enrolment on "
+                                                "disease endpoints at baseline, besides the design's: e.g. the "
+                                                "baseline range a published arm started in, where randomisation "
+                                                "left the arms unequal")
 
     @model_validator(mode="after")
     def _cells_or_not(self):
@@ -162,32 +192,6 @@ class PublishedSpec(_Strict):
         return self.endpoint, self.statistic
 
 
-class EnrolmentCriterion(_Strict):
-    """Who is enrolled, judged on a disease endpoint at baseline (the untreated chronic state before the first
-    dose): its value lies within [min, max]. A patient who fails is a screen failure: not enrolled, not followed,
-    and replaced by the arm's next simulated patient (e.g. ``{endpoint: organ_stage, min: 1}``: active GVHD)."""
-
-    endpoint: str
-    min: float | None = None
-    max: float | None = None
-    source: list[str] = Field(default_factory=list)
-    note: str = ""
-
-    @model_validator(mode="after")
-    def _range(self):
-        if self.min is None and self.max is None:
-            raise _FieldProblem("min", None, "'min' and/or 'max': the range of the endpoint at baseline that enrols")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise _FieldProblem("min", [self.min, self.max], "min <= max")
-        return self
-
-    def describe(self) -> str:
-        """The criterion as a person writes it: 'organ_stage >= 1', 'organ_stage 1 to 3'."""
-        if self.min is not None and self.max is not None:
-            return f"{self.endpoint} {self.min:g} to {self.max:g}"
-        return f"{self.endpoint} >= {self.min:g}" if self.min is not None else f"{self.endpoint} <= {self.max:g}"
-
-
 class DesignUncertainty(_Strict):
     """Bands from parameter uncertainty: ``draws`` parameter sets (model, endpoint maps and the trial-level
     responses), each run on the first ``pool_per_arm`` patients of every arm (the same patients in every draw), so
@@ -229,6 +233,9 @@ class DesignSpec(_Strict):
     endpoints: dict[str, EndpointSpec] = Field(min_length=1)
     inclusion: list[EnrolmentCriterion] = Field(default_factory=list, description="enrolment on disease endpoints "
                                                 "at baseline (covariate criteria belong to the population)")
+    screen_reserve: float = Field(default=0.5, ge=0.0, le=20.0, description="patients simulated beyond an arm's "
+                                  "size to replace screen failures when the design or the arm enrols on baseline "
+                                  "endpoints, as a share of the arm's size (a run that still falls short says so)")
     primary: PrimarySpec
     dropout: DropoutSpec = DropoutSpec()
     power: PowerSpec | None = None
@@ -264,6 +271,9 @@ class DesignSpec(_Strict):
         _check_citations("dropout.source", self.dropout.source)
         for i, c in enumerate(self.inclusion):
             _check_citations(f"inclusion.{i}.source", c.source)
+        for a, arm in enumerate(self.arms):
+            for i, c in enumerate(arm.inclusion):
+                _check_citations(f"arms.{a}.inclusion.{i}.source", c.source)
         control = self.control
         for i, p in enumerate(self.published):
             if p.arm not in names:
@@ -364,15 +374,17 @@ def _check_endpoints(design: DesignSpec, file: str | None) -> None:
         if resp is not None and resp.kind.endswith("reduction_response") and resp.of not in design.endpoints:
             raise InputError(f"endpoints.{name}", name, f"a design that also lists '{resp.of}' (the endpoint "
                              f"'{name}' is judged on, as the trial measures it)", file=file)
-    for i, crit in enumerate(design.inclusion):
+    criteria = [(f"inclusion.{i}", c) for i, c in enumerate(design.inclusion)]
+    criteria += [(f"arms.{a}.inclusion.{i}", c) for a, arm in enumerate(design.arms) for i, c in enumerate(arm.inclusion)]
+    for where, crit in criteria:
         if crit.endpoint not in eps.spec.endpoints:
-            raise InputError(f"inclusion.{i}.endpoint", crit.endpoint, f"an endpoint of disease '{design.disease}' "
+            raise InputError(f"{where}.endpoint", crit.endpoint, f"an endpoint of disease '{design.disease}' "
                              f"measured at baseline: {sorted(eps.spec.endpoints)}", file=file)
         low, high = eps.spec.endpoints[crit.endpoint].range or (float("-inf"), float("inf"))
         lo = low if crit.min is None else crit.min
         hi = high if crit.max is None else crit.max
         if lo > high or hi < low:
-            raise InputError(f"inclusion.{i}", {"min": crit.min, "max": crit.max}, f"a range that meets "
+            raise InputError(where, {"min": crit.min, "max": crit.max}, f"a range that meets "
                              f"{crit.endpoint}'s values [{low:g}, {high:g}]; no patient could be enrolled", file=file)
 
 

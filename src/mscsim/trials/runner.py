@@ -58,13 +58,8 @@ def simulated_per_arm(design: DesignSpec) -> dict[str, int]:
     resample from."""
     pool = max(design.power.pool_per_arm if design.power and design.power.pool_per_arm else 0,
                design.prediction.pool_per_arm if design.prediction else 0)
-    reserve = SCREEN_RESERVE if design.inclusion else 0.0
-    return {a.name: max(a.n, pool) + math.ceil(reserve * a.n) for a in design.arms}
-
-
-# Patients simulated beyond an arm's size when the design enrols on baseline endpoints, so that screen failures are
-# replaced (a share of n; a run that still falls short says so and records it in the manifest's 'screening').
-SCREEN_RESERVE = 0.5
+    return {a.name: max(a.n, pool) + math.ceil((design.screen_reserve if design.inclusion or a.inclusion else 0.0)
+                                               * a.n) for a in design.arms}
 
 
 # The README's 1,000,000-patient Lee 2019 benchmark ran at about 880 patients/s per worker on the 2-vCPU development
@@ -243,7 +238,7 @@ def observed(design: DesignSpec, arm: ArmSpec, setup: Setup, ids: np.ndarray, co
     responses = {name: response_codes(r, values[r.of], days, design.visits_days)
                  for name, r in eps.spec.responses.items() if name in design.endpoints}
     modelled = {name: v[:, at] for name, v in values.items()}
-    enrolled = meets_inclusion(design, {name: v[:, 0] for name, v in modelled.items()})
+    enrolled = meets_inclusion(design, {name: v[:, 0] for name, v in modelled.items()}, arm)
     long, per_patient = observe(design, arm, ids, modelled, responses, params)
     long = long[long["patient"].isin(ids[enrolled])].reset_index(drop=True)  # screen failures are not followed
     if not safety:
@@ -277,11 +272,12 @@ def observed(design: DesignSpec, arm: ArmSpec, setup: Setup, ids: np.ndarray, co
     return long, patients
 
 
-def meets_inclusion(design: DesignSpec, baseline: dict[str, np.ndarray]) -> np.ndarray:
-    """Whether each patient meets the design's enrolment criteria on the disease endpoints at baseline."""
+def meets_inclusion(design: DesignSpec, baseline: dict[str, np.ndarray], arm: ArmSpec | None = None) -> np.ndarray:
+    """Whether each patient meets the design's enrolment criteria (and ``arm``'s own) on the disease endpoints at
+    baseline."""
     n = len(next(iter(baseline.values()))) if baseline else 0
     ok = np.ones(n, dtype=bool)
-    for crit in design.inclusion:
+    for crit in [*design.inclusion, *(arm.inclusion if arm is not None else [])]:
         v = np.asarray(baseline[crit.endpoint], dtype=float)
         if crit.min is not None:
             ok &= v >= crit.min
