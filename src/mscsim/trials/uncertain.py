@@ -83,13 +83,9 @@ def arm_sets(design: DesignSpec, arm: ArmSpec, space: ParameterSpace, values: np
         firsts = start + np.asarray(pools, dtype=np.int64) * stride
     cohorts = {int(f): draw_cohort(design.cohort, design.seed, int(f), count) for f in np.unique(firsts)}
     covariates = {f: to_model_covariates(c).reset_index(drop=True) for f, c in cohorts.items()}
-    if pools is None:
-        run = run_sets(arm_scenario(design, arm), space, values, start=start, count=count,
-                       covariates=covariates[start], treated=arm.has_cells, with_untreated=False)
-    else:
-        run = run_sets(arm_scenario(design, arm), space, values, count=count, treated=arm.has_cells,
-                       with_untreated=False, starts=[int(f) for f in firsts],
-                       covariates_per_set=[covariates[int(f)] for f in firsts])
+    run = run_sets(arm_scenario(design, arm), space, values, start=start, count=count, treated=arm.has_cells,
+                   with_untreated=False, starts=[int(f) for f in firsts],
+                   covariates_per_set=[covariates[int(f)] for f in firsts])
     frames = []
     for r, row in enumerate(values):
         if run.failed[r]:
