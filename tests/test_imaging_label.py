@@ -39,6 +39,20 @@ def test_B04_label_stays_in_the_organ_after_the_cells_die():
     assert _at(ds, "imaging_lung", 240.0) < 0.1 * _at(ds, "imaging_lung", 2.0)
 
 
+def test_B04_lung_and_marrow_phagocytes_keep_label_for_days():
+    """The lung's own phagocytes degrade a share of the lung debris and the marrow's macrophages take a share of the
+    carried debris, so a human scan still sees label in the lungs and the marrow at day 10 (Gholamrezanezhad 2011:
+    2.0-5.4 % in the lungs), held by phagocytes once the cells are gone."""
+    ds = simulated(example(IMAGING))
+    lung_phagocytes = 100.0 * float(ds[phagocyte_state("lung")].values[0, int(np.argmin(abs(ds["time"].values - 240.0)))])
+    assert 1.0 < _at(ds, "imaging_lung", 240.0) < 10.0
+    assert lung_phagocytes > 0.8 * _at(ds, "imaging_lung", 240.0)  # the lung's label is in its phagocytes by then
+    marrow = [_at(ds, "imaging_bone_marrow_other", t) for t in (2.0, 24.0, 240.0)]
+    assert marrow[0] < marrow[1] and marrow[2] > 5.0  # label reaches the marrow with the debris, and stays
+    # the liver still takes most of the carried debris (normal human physiology, Forstrom 1995)
+    assert _at(ds, "imaging_liver", 240.0) > _at(ds, "imaging_spleen", 240.0) > 0.0
+
+
 def test_B04_label_mass_balance_every_time():
     ds = simulated(example(IMAGING))
     organs = [v for v in ds.data_vars if v.startswith("imaging_") and not v.endswith("_not_decay_corrected")]

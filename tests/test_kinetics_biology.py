@@ -8,7 +8,7 @@ from conftest import example, frac, run, simulated
 VIABLE_OUTSIDE_LUNG = ["msc_venous", "msc_arterial", "msc_liver", "msc_spleen", "msc_other", "msc_target"]
 ORGAN_LABEL = {
     "lung": ["msc_lung", "debris_lung"], "liver": ["msc_liver", "debris_liver"],
-    "spleen": ["msc_spleen", "debris_spleen"], "other": ["msc_other", "debris_other"],
+    "spleen": ["msc_spleen", "debris_spleen"], "other": ["msc_other", "debris_other", "debris_marrow"],
 }
 
 
@@ -34,7 +34,7 @@ def test_B04_human_iv_viable_cells_short_lived():
 def test_B05_local_injection_stays_local_and_fades_over_weeks():
     ds = simulated(example("knee_ia_5e7_ultrasound"))
     distant = ["msc_venous", "msc_arterial", "msc_lung", "msc_liver", "msc_spleen", "msc_other",
-               "debris_blood", "debris_lung", "debris_liver", "debris_spleen", "debris_other"]
+               "debris_blood", "debris_lung", "debris_liver", "debris_spleen", "debris_other", "debris_marrow"]
     share = sum(ds[s].values[0] for s in distant) / np.maximum(ds["administered"].values[0], 1)
     assert share.max() < 0.01
     local = ds["msc_target"].values[0]
