@@ -174,6 +174,6 @@ def test_trial_returns_its_tables(tmp_path):
 
 def test_the_lower_level_functions_take_a_preset_name_too():
     """The issue's first friction: ``mscsim.simulate("knee_ia_5e7_blind")`` failed; a preset name now works."""
-    assert mscsim.load_scenario("knee_ia_5e7_blind").name == "knee_ia_5e7_blind"
+    assert mscsim.load_scenario("knee_ia_5e7_blind").name.startswith("Knee osteoarthritis, 5e7 MSC")
     ds = mscsim.simulate("mouse_iv_eggenhofer2012")
-    assert ds.attrs["title"].endswith("mouse_iv_eggenhofer2012") and ds.sizes["patient"] == 1
+    assert ds.attrs["title"].endswith("(as in Eggenhofer 2012), 7 days") and ds.sizes["patient"] == 1
