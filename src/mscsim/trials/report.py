@@ -316,7 +316,10 @@ def timecourse_plot(summary: pd.DataFrame, meta: Mapping, path: str | Path) -> P
         ax.grid(color="#eaeef2")
         ax.set_xlabel("visit day")
         label = _endpoint_label(meta, ep)
-        ax.set_ylabel(f"{label}, % of patients" if binary else f"{label}, mean")
+        # the panel's title names the endpoint; the axis says what is plotted, short enough not to run into the
+        # next panel: '% of patients', or 'mean' with the endpoint's units ('mean (mm)')
+        units = label[label.rindex(" (") + 1:] if label.endswith(")") and " (" in label else ""
+        ax.set_ylabel("% of patients" if binary else f"mean {units}".strip())
         ax.set_title(label + ("  (primary)" if ep == primary else ""), fontsize=10, loc="left")
     handles = [plt.Line2D([], [], color=colours[a], marker="o", label=arm_label.get(a, a)) for a in arms]
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False,
