@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
-import yaml
 
 from .. import _yaml
 from ..errors import DataError

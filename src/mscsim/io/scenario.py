@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .._schema import NumbersNotBooleans
 from ..delivery.routes import ORGAN_ROUTES, Guidance, LesionOrgan, Route, Site, is_local, lesion_site

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+from pydantic import (ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
 from .._schema import NumbersNotBooleans

@@ -16,7 +16,7 @@ from typing import Annotated, Literal, Union
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 from scipy import stats
 from scipy.special import ndtri
 
