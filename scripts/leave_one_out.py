@@ -60,11 +60,16 @@ def run(diseases: list[str], out: Path, reuse: bool) -> None:
 
 
 def collect(out: Path) -> pd.DataFrame:
-    """Every disease's leave-one-out rows from its calibration folder under ``out``."""
+    """Every disease's leave-one-out rows from its calibration folder under ``out``; a disease not calibrated there
+    keeps its rows of the existing record (so rerunning one disease does not drop the others)."""
+    earlier = pd.read_csv(RECORD) if RECORD.exists() else pd.DataFrame(columns=["disease"])
     frames = []
     for disease in DISEASES:
         folder = out / disease
         if not (folder / "leave_one_out.csv").exists():
+            kept = earlier[earlier["disease"] == disease]
+            if not kept.empty:
+                frames.append(kept)
             continue
         t = pd.read_csv(folder / "leave_one_out.csv")
         m = json.loads((folder / "manifest.json").read_text())
