@@ -2,6 +2,7 @@
 
     python scripts/pool_stability.py knee_osteoarthritis              # pools of 200 and 400 patients per arm
     python scripts/pool_stability.py knee_osteoarthritis --pool 100   # 100 and 200
+    python scripts/pool_stability.py knee_osteoarthritis --refine 128 # both with a second wave of 128 points
 
 Runs ``mscsim calibrate DISEASE --pool P`` and ``--pool 2P`` (the command's other defaults; ``--collect`` only reads
 finished runs under ``--out``) and compares, per parameter, the posterior means of the two runs in units of the
@@ -25,7 +26,7 @@ RECORD = Path(__file__).resolve().parent.parent / "src" / "mscsim" / "data" / "c
 STABLE = 0.1  # largest shift of a posterior mean, in posterior SDs, for the fit to count as stable
 
 
-def shifts(small: Path, large: Path) -> pd.DataFrame:
+def shifts(small: Path, large: Path, refine: int = 0) -> pd.DataFrame:
     """Per parameter: both runs' posterior means and SDs and the shift of the mean in the larger pool's SDs."""
     a = pd.read_csv(small / "parameters.csv").set_index("parameter")
     b = pd.read_csv(large / "parameters.csv").set_index("parameter")
@@ -35,6 +36,7 @@ def shifts(small: Path, large: Path) -> pd.DataFrame:
                         "sd_small": a["posterior_sd"], "sd_large": b["posterior_sd"]})
     out["shift_in_sd"] = (out["mean_large"] - out["mean_small"]).abs() / out["sd_large"]
     out["stable"] = out["shift_in_sd"] < STABLE
+    out["second_wave_points"] = refine
     return out.reset_index()
 
 
@@ -44,21 +46,27 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=200, help="the smaller pool (patients per arm; default 200)")
     ap.add_argument("--out", default="out/pool_stability", help="folder of the two calibrations")
     ap.add_argument("--collect", action="store_true", help="only compare the calibrations already under --out")
+    ap.add_argument("--refine", type=int, default=0, help="both calibrations with a second wave of this many "
+                    "training points (mscsim calibrate --refine; default 0)")
     args = ap.parse_args()
-    runs = [Path(args.out) / f"{args.disease}_pool{p}" for p in (args.pool, 2 * args.pool)]
+    tag = f"_refine{args.refine}" if args.refine else ""
+    runs = [Path(args.out) / f"{args.disease}_pool{p}{tag}" for p in (args.pool, 2 * args.pool)]
     if not args.collect:
         for p, folder in zip((args.pool, 2 * args.pool), runs):
-            rc = cli(["calibrate", args.disease, "--pool", str(p), "--out", str(folder)])
+            rc = cli(["calibrate", args.disease, "--pool", str(p), "--refine", str(args.refine), "--out", str(folder)])
             if rc:
                 sys.exit(rc)
-    table = shifts(*runs)
+    table = shifts(*runs, refine=args.refine)
     table.insert(0, "disease", args.disease)
-    if RECORD.exists():
+    if RECORD.exists():  # one block per disease and method, replacing that block's earlier rows
         earlier = pd.read_csv(RECORD)
-        table = pd.concat([earlier[earlier["disease"] != args.disease], table], ignore_index=True)
+        if "second_wave_points" not in earlier:
+            earlier["second_wave_points"] = 0
+        same = (earlier["disease"] == args.disease) & (earlier["second_wave_points"] == args.refine)
+        table = pd.concat([earlier[~same], table], ignore_index=True)
     RECORD.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(RECORD, index=False)
-    mine = table[table["disease"] == args.disease]
+    mine = table[(table["disease"] == args.disease) & (table["second_wave_points"] == args.refine)]
     print("| parameter | posterior mean, pool {0} | pool {1} | posterior SD, pool {1} | shift / SD |".format(
         args.pool, 2 * args.pool))
     print("|---|---:|---:|---:|---:|")

@@ -195,3 +195,33 @@ def test_each_design_point_gets_its_own_patients():
     assert set(by[0]["patient"]) == set(range(arm_offsets(design)[arm.name], arm_offsets(design)[arm.name] + 3))
     assert not set(by[1]["patient"]) & trial_ids
     assert not np.allclose(by[0]["value"].to_numpy(), by[1]["value"].to_numpy())
+
+
+def test_a_second_wave_puts_training_points_where_the_posterior_is(synthetic):
+    """``refine``: more training points drawn from the first posterior (history matching's refocusing), each on
+    its own patients; the emulator is refitted on both waves, and the posterior still holds the truth."""
+    problem, first, _ = synthetic
+    cal, _ = calibrate(problem, dataclasses.replace(SMALL, refine=16))
+    n = SMALL.points
+    assert len(cal.training.unit) == n + 16
+    np.testing.assert_array_equal(cal.training.unit[:n], first.training.unit)  # the first wave is unchanged
+    assert cal.manifest["emulator"]["waves"] == 2 and cal.manifest["emulator"]["training_points"] == n + 16
+    # the second wave's points are draws of the first posterior (the one-wave calibration's), spread along it
+    picks = np.linspace(0, len(first.posterior_unit) - 1, 16).round().astype(int)
+    np.testing.assert_array_equal(cal.training.unit[n:], first.posterior_unit[picks])
+    g = problem.names.index("g_trophic")  # the parameter the data constrain: the new points are narrower there
+    assert cal.training.unit[n:, g].std() < cal.training.unit[:n, g].std()
+    truth = problem.values(TRUE_UNIT[None, :])[0]
+    p = cal.parameters.set_index("parameter")
+    for name, value in zip(problem.names, truth):
+        assert p.loc[name, "posterior_2.5%"] <= value <= p.loc[name, "posterior_97.5%"], name
+    # a reused training file with both waves runs no model and gives the same posterior
+    again, _ = calibrate(problem, dataclasses.replace(SMALL, refine=16), training=cal.training)
+    np.testing.assert_array_equal(again.posterior_unit, cal.posterior_unit)
+
+
+def test_refine_is_refused_when_out_of_range(tmp_path, capsys):
+    assert main(["calibrate", DISEASE, "--refine", "-3", "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "--refine" in err and "-3" in err
+    assert not (tmp_path / "c").exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -41,6 +42,9 @@ class Settings:
     steps: int = 16000
     burn: int = 4000
     seed: int = 20261206
+    # a second wave: this many more training points, drawn from the posterior of the first wave's emulator, so the
+    # emulator is dense where the posterior is (as history matching refocuses its design); 0: one wave
+    refine: int = 0
 
     def check(self) -> None:
         if not isinstance(self.points, int) or self.points < 16 or self.points & (self.points - 1):
@@ -49,6 +53,9 @@ class Settings:
             raise InputError("--steps", self.steps, "an integer >= 200 (MCMC steps per walker)")
         if not 0 <= self.burn < self.steps:
             raise InputError("--burn", self.burn, f"an integer in [0, --steps) = [0, {self.steps})")
+        if not isinstance(self.refine, int) or not 0 <= self.refine <= POSTERIOR_DRAWS:
+            raise InputError("--refine", self.refine, f"an integer in [0, {POSTERIOR_DRAWS}] (second-wave training "
+                             "points drawn from the first posterior)")
 
 
 @dataclass(frozen=True)
@@ -80,16 +87,23 @@ def _key(problem: CalibrationProblem, settings: Settings) -> str:
     """What the training runs depend on: a stored block is reused only by a run with the same key."""
     return json.dumps({"version": __version__, "disease": problem.disease, "designs": [d.name for d in problem.designs],
                        "parameters": list(problem.names), "pool": problem.pool, "pools": "independent", "points": settings.points,
-                       "seed": settings.seed, "observations": [o.label for o in problem.observations]})
+                       "seed": settings.seed, "observations": [o.label for o in problem.observations],
+                       **({"refine": settings.refine} if settings.refine else {})})
 
 
 def train(problem: CalibrationProblem, settings: Settings, progress=None, store: Path | None = None) -> Training:
     """Run the full model at the design points, in blocks of 32 parameter sets (one batch each). With ``store``
     (a folder), each finished block is written there atomically and a rerun with the same problem resumes."""
     unit = design_points(len(problem.names), settings.points, settings.seed)
+    return run_points(problem, unit, 0, _key(problem, settings), progress, store)
+
+
+def run_points(problem: CalibrationProblem, unit: np.ndarray, first_pool: int, key: str, progress=None,
+               store: Path | None = None) -> Training:
+    """The full model at the unit-cube points ``unit``, point i on its own patients (pool ``first_pool + i``), in
+    blocks of 32 kept in ``store`` (when given) under ``key`` so a stopped run resumes."""
     preds, sds = [], []
     block = 32
-    key = _key(problem, settings)
     if store is not None:
         store.mkdir(parents=True, exist_ok=True)
         if (store / "key.json").exists() and (store / "key.json").read_text() != key:
@@ -103,7 +117,7 @@ def train(problem: CalibrationProblem, settings: Settings, progress=None, store:
                 p, s = z["predictions"], z["sds"]
         else:
             points = unit[first:first + block]
-            p, s = problem.simulate(points, pools=first + np.arange(len(points)))  # each point its own patients
+            p, s = problem.simulate(points, pools=first_pool + first + np.arange(len(points)))  # own patients
             if path is not None:
                 tmp = path.with_suffix(".partial.npz")
                 np.savez(tmp, predictions=p, sds=s)
@@ -209,24 +223,48 @@ def calibrate(problem: CalibrationProblem, settings: Settings = Settings(), *, l
         say("say", f"emulator training: {settings.points} parameter sets x {sum(len(d.arms) for d in problem.designs)}"
             f" arms x {problem.pool} patients")
         training = train(problem, settings, progress=lambda d, n: say("count", d, n), store=store)
-    problem = with_spreads(problem, training.sds)
     t_train = time.perf_counter() - t0
+    wave2 = None
+    if settings.refine and len(training.unit) == settings.points + settings.refine:  # reused: both waves are in it
+        n = settings.points
+        training, wave2 = Training(training.unit[:n], training.predictions[:n], training.sds[:n]), training
+    problem = with_spreads(problem, training.sds)  # spreads from the first wave (points spread over the prior)
     say("stage", f"fitting {len(problem.observations)} Gaussian-process emulators")
     with threadpool_limits(1):
         emulator = fit_emulator(training.unit, training.predictions, settings.seed)
     say("say", f"emcee: {len(problem.names)} parameters, {settings.steps} steps")
     sample = sample_posterior(problem, emulator, training, settings, progress=lambda d, n: say("count", d, n))
+    prior_emulator, prior_training = emulator, training  # trained over the prior: they serve leave-one-out
+    if settings.refine:
+        if wave2 is None:
+            say("say", f"second wave: {settings.refine} training points from the first posterior")
+            first = thinned(sample, POSTERIOR_DRAWS, settings.seed)
+            picks = first[np.linspace(0, len(first) - 1, settings.refine).round().astype(int)]
+            t1 = time.perf_counter()
+            where = hashlib.sha256(np.ascontiguousarray(picks).tobytes()).hexdigest()[:16]  # the points themselves
+            extra = run_points(problem, picks, settings.points, f"{_key(problem, settings)} wave 2 at {where}",
+                               lambda d, n: say("count", d, n), store / "wave2" if store is not None else None)
+            t_train += time.perf_counter() - t1
+            wave2 = Training(*(np.vstack([a, b]) for a, b in ((training.unit, extra.unit),
+                                                              (training.predictions, extra.predictions),
+                                                              (training.sds, extra.sds))))
+        training = wave2
+        say("stage", f"fitting the emulators on both waves ({len(training.unit)} points)")
+        with threadpool_limits(1):
+            emulator = fit_emulator(training.unit, training.predictions, settings.seed)
+        say("say", f"emcee on both waves: {settings.steps} steps")
+        sample = sample_posterior(problem, emulator, training, settings, progress=lambda d, n: say("count", d, n))
     diag = diagnostics(sample, problem.names)
     post_unit = thinned(sample, POSTERIOR_DRAWS, settings.seed)
     ident, corr = identifiability(post_unit, problem.names)
     say("stage", f"posterior predictive check with the full model ({MODEL_CHECK_DRAWS} posterior draws)")
     check_unit = post_unit[:MODEL_CHECK_DRAWS]  # fresh patients (pools after the training points')
-    check = problem.simulate(check_unit, pools=settings.points + np.arange(len(check_unit)))
+    check = problem.simulate(check_unit, pools=len(training.unit) + np.arange(len(check_unit)))
     params = parameter_table(problem, post_unit, diag, ident)
     preds = prediction_table(problem, emulator, post_unit, settings.seed, check)
     loo_table = None
     if loo:
-        loo_table = leave_one_out(problem, emulator, training, settings, say)
+        loo_table = leave_one_out(problem, prior_emulator, prior_training, settings, say)
     say("stage", None)
     pairs = [(a, b, float(corr.loc[a, b])) for i, a in enumerate(problem.names) for b in problem.names[i + 1:]
              if abs(corr.loc[a, b]) >= CORRELATED]
@@ -238,7 +276,8 @@ def calibrate(problem: CalibrationProblem, settings: Settings = Settings(), *, l
         "sampler": {"library": "emcee", "version": _version("emcee"), "walkers": int(sample.chain.shape[1]),
                     "steps": settings.steps, "burn_in": settings.burn, "acceptance": sample.acceptance},
         "emulator": {"library": "scikit-learn GaussianProcessRegressor", "version": _version("scikit-learn"),
-                     "kernel": "Constant x Matern(5/2, ARD) + White", "training_points": settings.points,
+                     "kernel": "Constant x Matern(5/2, ARD) + White", "training_points": len(training.unit),
+                     "waves": 2 if settings.refine else 1, "second_wave_points": settings.refine,
                      "holdout_rmse_over_se": _finite_max(emulator.holdout_rmse / problem.table["se"].to_numpy(float)),
                      "holdout_z_rms": _finite_median(emulator.holdout_z)},
         "diagnostics_pass": bool(diag["passes"].all()),
