@@ -245,9 +245,8 @@ def calibrate(problem: CalibrationProblem, settings: Settings = Settings(), *, l
             extra = run_points(problem, picks, settings.points, f"{_key(problem, settings)} wave 2 at {where}",
                                lambda d, n: say("count", d, n), store / "wave2" if store is not None else None)
             t_train += time.perf_counter() - t1
-            wave2 = Training(*(np.vstack([a, b]) for a, b in ((training.unit, extra.unit),
-                                                              (training.predictions, extra.predictions),
-                                                              (training.sds, extra.sds))))
+            wave2 = Training(np.vstack([training.unit, extra.unit]),
+                             np.vstack([training.predictions, extra.predictions]), np.vstack([training.sds, extra.sds]))
         training = wave2
         say("stage", f"fitting the emulators on both waves ({len(training.unit)} points)")
         with threadpool_limits(1):

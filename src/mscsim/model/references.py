@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-
 from .. import _yaml
 from ..errors import DataError
 from .parameters import DATA_DIR

@@ -31,7 +31,8 @@ _VIABLE = ["msc_lung", "msc_liver", "msc_spleen", "msc_other", "msc_venous", "ms
            "msc_offtarget", "msc_engrafted"]
 _FATE = {"viable MSCs": ["viable_total"], "debris, lung": ["debris_lung"], "debris, liver": ["debris_liver"],
          "debris, spleen": ["debris_spleen"], "debris at the site": ["debris_target", "debris_offtarget"],
-         "debris, blood, bone marrow and other organs": ["debris_blood", "debris_other", "debris_marrow"], "cleared": ["cleared"]}
+         "debris, blood, bone marrow and other organs": ["debris_blood", "debris_other", "debris_marrow"],
+         "cleared": ["cleared"]}
 _CYTOKINES = ["tnf", "il1b", "il6", "ifng", "il10", "tgfb"]
 _IMMUNE = ["m1", "m2", "teff", "treg", "nk", "dc"]
 _COLOURS = plt.get_cmap("tab10").colors

@@ -118,12 +118,17 @@ def _endpoint_label(meta: Mapping, endpoint: str) -> str:
     return str((meta.get("endpoint_labels") or {}).get(endpoint, endpoint))
 
 
-def _short_label(meta: Mapping, endpoint: str) -> str:
-    """The endpoint's label without a trailing ``(units)``: 'VAS (mm)' -> 'VAS'."""
+def _label_parts(meta: Mapping, endpoint: str) -> tuple[str, str]:
+    """The endpoint's label split from a trailing ``(units)``: 'VAS (mm)' -> ('VAS', '(mm)'); no units: ''."""
     label = _endpoint_label(meta, endpoint)
     if label.endswith(")") and " (" in label:
-        return label[:label.rindex(" (")]
-    return label
+        return label[:label.rindex(" (")], label[label.rindex(" (") + 1:]
+    return label, ""
+
+
+def _short_label(meta: Mapping, endpoint: str) -> str:
+    """The endpoint's label without a trailing ``(units)``: 'VAS (mm)' -> 'VAS'."""
+    return _label_parts(meta, endpoint)[0]
 
 
 def _arm_labels(meta: Mapping) -> dict[str, str]:
@@ -318,8 +323,7 @@ def timecourse_plot(summary: pd.DataFrame, meta: Mapping, path: str | Path) -> P
         label = _endpoint_label(meta, ep)
         # the panel's title names the endpoint; the axis says what is plotted, short enough not to run into the
         # next panel: '% of patients', or 'mean' with the endpoint's units ('mean (mm)')
-        units = label[label.rindex(" (") + 1:] if label.endswith(")") and " (" in label else ""
-        ax.set_ylabel("% of patients" if binary else f"mean {units}".strip())
+        ax.set_ylabel("% of patients" if binary else f"mean {_label_parts(meta, ep)[1]}".strip())
         ax.set_title(label + ("  (primary)" if ep == primary else ""), fontsize=10, loc="left")
     handles = [plt.Line2D([], [], color=colours[a], marker="o", label=arm_label.get(a, a)) for a in arms]
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False,
