@@ -46,8 +46,8 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=200, help="the smaller pool (patients per arm; default 200)")
     ap.add_argument("--out", default="out/pool_stability", help="folder of the two calibrations")
     ap.add_argument("--collect", action="store_true", help="only compare the calibrations already under --out")
-    ap.add_argument("--refine", type=int, default=0, help="both calibrations with a second wave of this many "
-                    "training points (mscsim calibrate --refine; default 0)")
+    ap.add_argument("--refine", type=int, default=128, help="both calibrations with a second wave of this many "
+                    "training points (mscsim calibrate --refine; default 128, as the command's; 0: one wave)")
     args = ap.parse_args()
     tag = f"_refine{args.refine}" if args.refine else ""
     runs = [Path(args.out) / f"{args.disease}_pool{p}{tag}" for p in (args.pool, 2 * args.pool)]

@@ -19,7 +19,7 @@ from mscsim.uncertainty.priors import load_posterior
 
 DISEASE = "knee_osteoarthritis"
 DESIGN = "knee_oa_lee_2019"  # two arms, two published differences: the smallest knee problem
-SMALL = Settings(points=32, walkers=16, steps=1500, burn=500, seed=7)
+SMALL = Settings(points=32, walkers=16, steps=1500, burn=500, seed=7, refine=0)
 TRUE_UNIT = np.array([0.3, 0.7])  # g_trophic, placebo_r_saline in their priors' unit cube
 
 
@@ -95,7 +95,7 @@ def test_leave_one_out_predicts_the_held_out_design():
     problem = build_problem(DISEASE, parameters=["g_trophic", "placebo_r_hyaluronic_acid"], pool=20,
                             exclude=("knee_oa_lamo_espinosa_2016",))
     assert set(problem.table.loc[~problem.used, "design"]) == {"knee_oa_lamo_espinosa_2016"}
-    cal, loo = calibrate(problem, Settings(points=16, walkers=8, steps=400, burn=100, seed=3), loo=True)
+    cal, loo = calibrate(problem, Settings(points=16, walkers=8, steps=400, burn=100, seed=3, refine=0), loo=True)
     held = cal.predictions[cal.predictions["design"] == "knee_oa_lamo_espinosa_2016"]
     assert (held["role"] == "held out (predicted)").all() and len(held) == 10
     assert set(loo["design"]) == {"knee_oa_lee_2019", "knee_oa_lamo_espinosa_2016"}

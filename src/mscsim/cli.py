@@ -659,9 +659,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=16000, help="emcee steps per walker (default 16000)")
     p.add_argument("--burn", type=int, default=4000, help="steps discarded as burn-in (default 4000)")
     p.add_argument("--seed", type=int, default=20261206, help="seed of the design, sampler and predictive draws")
-    p.add_argument("--refine", type=int, default=0, help="a second wave of this many training points drawn from the "
-                   "first posterior, the emulator refitted on both waves and sampled again (default 0: one wave; "
-                   "leave-one-out keeps the first wave's emulator, trained over the prior)")
+    p.add_argument("--refine", type=int, default=128, help="a second wave of this many training points drawn from "
+                   "the first posterior, the emulator refitted on both waves and sampled again (default 128; 0: one "
+                   "wave; leave-one-out keeps the first wave's emulator, trained over the prior)")
     p.add_argument("--loo", action="store_true", help="also leave-one-trial-out: each trial predicted by the posterior "
                    "calibrated without it (leave_one_out.csv)")
     p.add_argument("--reuse-training", default=None, metavar="TRAINING_NPZ", help="the training.npz of an earlier "
