@@ -8,7 +8,9 @@ Runs ``mscsim calibrate DISEASE --pool P`` and ``--pool 2P`` (the command's othe
 finished runs under ``--out``) and compares, per parameter, the posterior means of the two runs in units of the
 larger pool's posterior SD. The fit is called stable when every shift is under 0.1 SD. The rows are written to
 src/mscsim/data/credibility/pool_stability.csv (one block per disease, replacing that disease's earlier rows) and
-printed as a markdown table.
+printed as a markdown table. The fitted values themselves (each published number's posterior predictive median)
+are compared the same way, in the larger pool's posterior predictive SD and in the published SE, into
+pool_stability_predictions.csv beside it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import pandas as pd
 from mscsim.cli import main as cli
 
 RECORD = Path(__file__).resolve().parent.parent / "src" / "mscsim" / "data" / "credibility" / "pool_stability.csv"
+PREDICTIONS = RECORD.with_name("pool_stability_predictions.csv")
 STABLE = 0.1  # largest shift of a posterior mean, in posterior SDs, for the fit to count as stable
+KEYS = ["design", "arm", "endpoint", "statistic", "visit_day"]
 
 
 def shifts(small: Path, large: Path, refine: int = 0) -> pd.DataFrame:
@@ -38,6 +42,40 @@ def shifts(small: Path, large: Path, refine: int = 0) -> pd.DataFrame:
     out["stable"] = out["shift_in_sd"] < STABLE
     out["second_wave_points"] = refine
     return out.reset_index()
+
+
+def prediction_shifts(small: Path, large: Path, refine: int = 0) -> pd.DataFrame:
+    """Per published number, the fitted value itself: both runs' posterior predictive medians (what the calibrated
+    model says the trial reported) and the shift between them in the larger pool's posterior predictive SD (the
+    95 % interval's width / 3.92) and in the published number's own SE. Parameters the trials hardly constrain can
+    wander along a ridge of equally good fits while the fitted trial numbers stay put; this says which happens."""
+    a = pd.read_csv(small / "predictions.csv")
+    b = pd.read_csv(large / "predictions.csv")
+    both = a[KEYS + ["published", "se", "posterior_median"]].merge(
+        b[KEYS + ["posterior_median", "posterior_2.5%", "posterior_97.5%"]], on=KEYS, suffixes=("_small", "_large"))
+    out = both.rename(columns={"posterior_median_small": "median_small", "posterior_median_large": "median_large"})
+    out["predictive_sd_large"] = (out["posterior_97.5%"] - out["posterior_2.5%"]) / 3.92
+    shift = (out["median_large"] - out["median_small"]).abs()
+    out["shift_in_sd"] = shift / out["predictive_sd_large"]
+    out["shift_in_se"] = shift / out["se"]
+    out["stable"] = out["shift_in_sd"] < STABLE
+    out["second_wave_points"] = refine
+    return out.drop(columns=["posterior_2.5%", "posterior_97.5%"])
+
+
+def record(table: pd.DataFrame, path: Path, disease: str, refine: int) -> pd.DataFrame:
+    """``table`` written into ``path`` as that disease's and method's block, replacing its earlier rows."""
+    table = table.copy()
+    table.insert(0, "disease", disease)
+    if path.exists():
+        earlier = pd.read_csv(path)
+        if "second_wave_points" not in earlier:
+            earlier["second_wave_points"] = 0
+        same = (earlier["disease"] == disease) & (earlier["second_wave_points"] == refine)
+        table = pd.concat([earlier[~same], table], ignore_index=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
+    return table[(table["disease"] == disease) & (table["second_wave_points"] == refine)]
 
 
 def main() -> None:
@@ -56,23 +94,23 @@ def main() -> None:
             rc = cli(["calibrate", args.disease, "--pool", str(p), "--refine", str(args.refine), "--out", str(folder)])
             if rc:
                 sys.exit(rc)
-    table = shifts(*runs, refine=args.refine)
-    table.insert(0, "disease", args.disease)
-    if RECORD.exists():  # one block per disease and method, replacing that block's earlier rows
-        earlier = pd.read_csv(RECORD)
-        if "second_wave_points" not in earlier:
-            earlier["second_wave_points"] = 0
-        same = (earlier["disease"] == args.disease) & (earlier["second_wave_points"] == args.refine)
-        table = pd.concat([earlier[~same], table], ignore_index=True)
-    RECORD.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(RECORD, index=False)
-    mine = table[(table["disease"] == args.disease) & (table["second_wave_points"] == args.refine)]
+    mine = record(shifts(*runs, refine=args.refine), RECORD, args.disease, args.refine)
     print("| parameter | posterior mean, pool {0} | pool {1} | posterior SD, pool {1} | shift / SD |".format(
         args.pool, 2 * args.pool))
     print("|---|---:|---:|---:|---:|")
     for _, r in mine.iterrows():
         print(f"| {r['parameter']} | {r['mean_small']:.4g} | {r['mean_large']:.4g} | {r['sd_large']:.3g} | "
               f"{r['shift_in_sd']:.2f} |")
+    fitted = record(prediction_shifts(*runs, refine=args.refine), PREDICTIONS, args.disease, args.refine)
+    print("\n| design | arm | endpoint | day | published | fitted, pool {0} | pool {1} | shift / predictive SD | "
+          "shift / SE |".format(args.pool, 2 * args.pool))
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for _, r in fitted.iterrows():
+        print(f"| {r['design']} | {r['arm']} | {r['endpoint']} {r['statistic']} | {r['visit_day']:g} | "
+              f"{r['published']:.4g} | {r['median_small']:.4g} | {r['median_large']:.4g} | {r['shift_in_sd']:.2f} | "
+              f"{r['shift_in_se']:.2f} |")
+    print(f"\nfitted trial numbers: largest shift {fitted['shift_in_sd'].max():.2f} posterior predictive SDs "
+          f"({fitted['shift_in_se'].max():.2f} published SEs); record: {PREDICTIONS}")
     worst = mine["shift_in_sd"].max()
     print(f"\nlargest shift {worst:.2f} posterior SDs: {'stable' if worst < STABLE else 'NOT stable'} "
           f"(target < {STABLE}); record: {RECORD}")

@@ -2,6 +2,7 @@
 preset's primary outputs and the bundled trials beside their published results.
 
 Run:  python scripts/record_credibility.py --sensitivity benchmarks/results/sensitivity-<date> [--trials] [--workers 2]
+      python scripts/record_credibility.py --trials --designs tendinopathy_lee_2015   # some designs only
       python scripts/record_credibility.py --grades [--before 7048311]
 
 --sensitivity copies each run folder's sensitivity.csv and manifest.json (from benchmarks/bench_sensitivity.py) to
@@ -85,6 +86,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sensitivity", default=None, help="a benchmarks/results/sensitivity-<date> folder")
     ap.add_argument("--trials", action="store_true", help="run the bundled designs and record their comparison")
+    ap.add_argument("--designs", nargs="+", default=None, help="with --trials: only these designs, replacing their "
+                    "rows and keeping the others'")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--grades", action="store_true", help="print the README's table of assumed shares")
     ap.add_argument("--before", default=None, help="with --grades: a git revision to compare with (e.g. 7048311)")
@@ -103,7 +106,11 @@ def main() -> int:
             print(f"recorded {run.name} -> {dest}")
     if args.trials:
         frames = []
-        for name in bundled_designs():
+        names = args.designs or bundled_designs()
+        if args.designs and (CREDIBILITY_DIR / "trials.csv").exists():  # the other designs' rows are kept
+            kept = pd.read_csv(CREDIBILITY_DIR / "trials.csv")
+            frames.append(kept[~kept["design"].isin(names)])
+        for name in names:
             design, _ = load_design(name)
             with tempfile.TemporaryDirectory() as tmp:
                 result = run_trial(design, Path(tmp) / name, workers=args.workers)

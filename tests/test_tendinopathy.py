@@ -3,6 +3,7 @@
 Tendon is poorly vascularised: the disease's low perfusion adds ischaemic MSC death, so what lowers the tendon's
 blood supply shortens the cells' stay; the untreated comparator is the same patient from the same burn-in."""
 
+import numpy as np
 import pytest
 
 from conftest import at, example, gain, run, simulated
@@ -122,3 +123,30 @@ def test_B14_the_placebo_controlled_design_predicts_a_small_effect_over_placebo(
     modelled = e[e["endpoint"] == "pain_vas"].assign(cells=lambda t: t["modelled"] - t["baseline"])
     gain = modelled[modelled["visit_day"] <= 182.0].groupby("arm")["cells"].mean()
     assert gain["asc_1e7"] < gain["asc_1e6"]  # B14: the higher dose does more (change is negative)
+
+
+
+def test_tendinopathy_pain_resolves_on_its_own_in_every_arm_and_a_knee_trial_has_no_such_course():
+    """The self-limiting natural course (Smidt 2002) lowers a tendinopathy patient's observed pain to
+    1 - r * (1 - exp(-t/tau)) of what it would be, at every visit and in every arm (placebo and cells alike), on top
+    of the comparator relief; a knee-OA trial's observations carry no such course. The same patients and draws,
+    with and without it (measurement noise off, so the ratio is exact)."""
+    from mscsim.trials.design import load_design
+    from mscsim.trials.observe import NATURAL_COURSE, observe, response_parameters
+
+    p = response_parameters().override({"noise_sd_pain_vas": 0.0})
+    r_name, tau_name = NATURAL_COURSE["tendinopathy"]
+    r, tau = p[r_name].value, p[tau_name].value
+    without_course = p.override({r_name: 0.0})
+    for name, has_course in (("tendinopathy_nct03449082", True), ("knee_oa_lee_2019", False)):
+        design = load_design(name)[0]
+        days = np.concatenate([[0.0], np.asarray(design.visits_days, dtype=float)])
+        ids = np.arange(5)
+        modelled = {e: np.full((len(ids), len(days)), 50.0) for e in design.endpoints}
+        for arm in design.arms:
+            a, _ = observe(design, arm, ids, modelled, {}, p)
+            b, _ = observe(design, arm, ids, modelled, {}, without_course)
+            a, b = (t[t["endpoint"] == "pain_vas"].sort_values(["visit_day", "patient"]) for t in (a, b))
+            share = r * (1 - np.exp(-a["visit_day"].to_numpy() / tau)) if has_course else 0.0
+            np.testing.assert_allclose(a["value"].to_numpy(), b["value"].to_numpy() * (1 - share), rtol=1e-12)
+            assert (a["value"].to_numpy() < b["value"].to_numpy()).all() == has_course

@@ -367,7 +367,7 @@ def _observables(disease: str, left: list[dict]) -> tuple[pd.DataFrame, tuple[st
     from ..endpoints import load_endpoints
     from ..trials.design import load_design
     from ..model.units import convert
-    from ..trials.observe import SYMPTOMS
+    from ..trials.observe import NATURAL_COURSE, SYMPTOMS
     from .sbml import L3Printer
 
     eps = load_endpoints(disease)
@@ -387,6 +387,9 @@ def _observables(disease: str, left: list[dict]) -> tuple[pd.DataFrame, tuple[st
             r = f"observableParameter1_obs_{name}"
             formula = (f"({formula}) * (1 - {r} * (1 - exp(-time / ({day:g} * placebo_tau_on))) * "
                        f"(placebo_persist + (1 - placebo_persist) * exp(-time / ({day:g} * placebo_tau_off))))")
+            if disease in NATURAL_COURSE:  # the self-limiting natural course, every arm alike
+                r_nc, tau_nc = NATURAL_COURSE[disease]
+                formula = f"({formula}) * (1 - {r_nc} * (1 - exp(-time / ({day:g} * {tau_nc}))))"
         rows.append({"observableId": f"obs_{name}", "observableName": ep.long_name, "observableFormula": formula,
                      "observableTransformation": "lin", "noiseFormula": f"noiseParameter1_obs_{name}",
                      "noiseDistribution": "normal"})
@@ -469,7 +472,7 @@ def _parameters(disease: str, setup: Setup, conditions: pd.DataFrame, observable
     parameters; the influential uncertain ones estimated, with bounds, scale and prior from their uncertainty."""
     from ..endpoints import load_endpoints
     from ..model.units import convert
-    from ..trials.observe import response_parameters
+    from ..trials.observe import NATURAL_COURSE, response_parameters
 
     cm = setup.model
     in_conditions = set(conditions.columns)
@@ -488,7 +491,8 @@ def _parameters(disease: str, setup: Setup, conditions: pd.DataFrame, observable
             records[n] = (coeffs[n], coeffs[n].value, 1.0)
     trial = response_parameters()
     overrides = {str(v) for v in measurements["observableParameters"].dropna() if isinstance(v, str)}
-    for n in sorted(({"placebo_tau_on", "placebo_tau_off", "placebo_persist"} & used) | overrides):
+    shared = {"placebo_tau_on", "placebo_tau_off", "placebo_persist", *NATURAL_COURSE.get(disease, ())}
+    for n in sorted((shared & used) | overrides):
         records[n] = (trial[n], trial[n].value, 1.0)
     wanted = estimated_candidates(disease)
     estimate = set()
@@ -676,7 +680,9 @@ Files: `{PROBLEM}` (PEtab v1), `{SBML_FILE}` (SBML L3V2, as `mscsim export-sbml`
   are condition columns.
 - **Observables**: the endpoint expressions of `data/endpoints/{problem.disease}.yaml` over SBML species. Pain,
   WOMAC and ODI carry the arm's comparator relief (hyaluronic acid, saline, sham, standard care) as
-  `observableParameter1` = `placebo_r_<comparator>` (0 without one), with mscsim's time course of that relief.
+  `observableParameter1` = `placebo_r_<comparator>` (0 without one), with mscsim's time course of that relief;
+  a tendinopathy's pain also its self-limiting natural course in every arm (`natural_r_tendinopathy`,
+  `natural_tau_tendinopathy`).
 - **Changes from baseline** (`obs_<endpoint>_change`): the value minus the same expression of the
   `baseline_<state>` species, which follow their states during the burn-in (`baseline_tracking_rate` > 0) and
   keep the chronic values while the arm runs (rate 0).

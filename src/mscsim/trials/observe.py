@@ -28,6 +28,9 @@ SCORES = ("mepi", "visa_a")
 REMISSIONS = ("fistula_closed", "combined_remission")  # remission by standard care counts for these
 # endpoints that background immunosuppression (induction therapy of lupus nephritis) lowers in a standard-care arm
 IMMUNOSUPPRESSED = ("proteinuria", "sledai_2k")
+# diseases whose symptoms resolve on their own over months (the self-limiting natural course), whatever the arm:
+# (peak share resolved, time constant), data/parameters/trial_response.yaml
+NATURAL_COURSE = {"tendinopathy": ("natural_r_tendinopathy", "natural_tau_tendinopathy")}
 WOMAC_MAX = 96.0
 
 
@@ -108,6 +111,12 @@ def observe(design: DesignSpec, arm: ArmSpec, ids: np.ndarray, modelled: dict[st
         shape = (1 - uf.exp(-days / on)) * (keep + (1 - keep) * uf.exp(-days / off))
         relief = r[:, None] * shape[None, :]
 
+    natural = np.zeros(len(days))  # the share of the symptoms resolved by the natural course, every arm alike
+    if design.disease in NATURAL_COURSE:
+        r_nc, tau_nc = NATURAL_COURSE[design.disease]
+        natural = p[r_nc].value * (1 - uf.exp(-days / p[tau_nc].value))
+    kept = (1 - relief) * (1 - natural[None, :])  # the share of a symptom left: both lower it (independent shares)
+
     fistula_sc = p["sc_remission_fistula_p_inf"].value * (1 - uf.exp(-days / p["sc_remission_fistula_tau"].value))
     sc_remitted = u_sc[:, None] < fistula_sc[None, :]  # standard care (curettage, seton) remission by each day
     gvhd_sc_response = u_sc < p["sc_response_gvhd_day28"].value
@@ -146,10 +155,10 @@ def observe(design: DesignSpec, arm: ArmSpec, ids: np.ndarray, modelled: dict[st
         true_values[name] = y
         obs = y.copy()
         if name in SYMPTOMS:
-            obs = obs * (1 - relief)
+            obs = obs * kept
         if name in SCORES:
             top = eps.spec.endpoints[name].range[1]
-            obs = top - (top - obs) * (1 - relief)
+            obs = top - (top - obs) * kept
         if name in REMISSIONS:
             obs = np.maximum(obs, sc_remitted.astype(float))
         if name in IMMUNOSUPPRESSED:

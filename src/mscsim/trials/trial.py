@@ -20,7 +20,7 @@ from ..io.outputs import atomic_output_dir, check_output_dir
 from ..model.references import resolve
 from .analysis import TrialAnalysis, analyse
 from .design import DesignSpec, design_record
-from .observe import endpoint_kinds, response_parameters, response_parts
+from .observe import NATURAL_COURSE, endpoint_kinds, response_parameters, response_parts
 from .report import comparison_markdown, forest_plot, response_table, timecourse_plot, write_html_report
 from .runner import collect, collect_draws, execute, screen, screening_record
 from .safety import load_safety_parameters
@@ -91,6 +91,7 @@ def _response_parameters_used(design: DesignSpec) -> list[str]:
     if design.disease in ("knee_osteoarthritis", "lumbar_disc_degeneration", "tendinopathy"):
         names += [f"placebo_r_{a.comparator}" for a in design.arms if a.comparator != "none"]
         names += ["placebo_tau_on", "placebo_tau_off", "placebo_persist"]
+        names += list(NATURAL_COURSE.get(design.disease, ()))
     elif design.disease == "perianal_fistula":
         names += ["sc_remission_fistula_p_inf", "sc_remission_fistula_tau"]
     elif design.disease == "acute_gvhd":

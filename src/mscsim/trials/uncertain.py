@@ -20,7 +20,7 @@ from ..uncertainty.evaluate import model_parameters, run_sets
 from ..uncertainty.priors import ParameterSpace, build_space
 from .cohort import draw_cohort, to_model_covariates
 from .design import ArmSpec, DesignSpec, arm_scenario
-from .observe import REMISSIONS, SYMPTOMS, response_parameters
+from .observe import NATURAL_COURSE, REMISSIONS, SCORES, SYMPTOMS, response_parameters
 from .runner import arm_offsets, observed, simulated_per_arm
 
 
@@ -34,6 +34,8 @@ def trial_parameter_names(design: DesignSpec) -> list[str]:
         names += [f"placebo_r_{c}" for c in sorted(comparators)]
         if comparators:
             names += ["placebo_tau_on", "placebo_tau_off", "placebo_persist"]
+    if eps & set(SYMPTOMS + SCORES) and design.disease in NATURAL_COURSE:
+        names += list(NATURAL_COURSE[design.disease])
     if eps & set(REMISSIONS):
         names += ["sc_remission_fistula_p_inf", "sc_remission_fistula_tau"]
     if design.disease == "acute_gvhd":
