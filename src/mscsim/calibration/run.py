@@ -44,8 +44,8 @@ class Settings:
     seed: int = 20261206
     # a second wave: this many more training points, drawn from the posterior of the first wave's emulator, so the
     # emulator is dense where the posterior is (as history matching refocuses its design); 0: one wave. 128 by
-    # default: with one wave the knee's efficacy (g_trophic) moved 0.85 posterior SD when the pool doubled, with
-    # the second wave 0.10 (data/credibility/pool_stability.csv), and the bundled posteriors are two-wave runs
+    # default: the second wave moved the knee's efficacy (g_trophic) from a posterior median of 7.1 to 11.9, so the
+    # one-wave emulator was limiting the posterior, and the bundled posteriors are two-wave runs
     refine: int = 128
 
     def check(self) -> None:
