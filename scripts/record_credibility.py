@@ -118,9 +118,12 @@ def main() -> int:
             print(f"ran {name}", file=sys.stderr)
         CREDIBILITY_DIR.mkdir(parents=True, exist_ok=True)
         pd.concat(frames, ignore_index=True).to_csv(CREDIBILITY_DIR / "trials.csv", index=False)
-        (CREDIBILITY_DIR / "trials.json").write_text(json.dumps(
-            {"mscsim_version": __version__, "date": str(datetime.date.today()), "designs": bundled_designs()},
-            indent=2))
+        record = {"mscsim_version": __version__, "date": str(datetime.date.today()), "designs": bundled_designs()}
+        if args.designs and (CREDIBILITY_DIR / "trials.json").exists():  # the full run's date stays; say what was rerun
+            record = json.loads((CREDIBILITY_DIR / "trials.json").read_text())
+            record.setdefault("reruns", []).append({"mscsim_version": __version__,
+                                                    "date": str(datetime.date.today()), "designs": names})
+        (CREDIBILITY_DIR / "trials.json").write_text(json.dumps(record, indent=2))
     if args.grades:
         print(grade_table(args.before))
     return 0
