@@ -272,3 +272,28 @@ def test_a_name_too_long_for_the_file_system_is_an_unknown_name(tmp_path, capsys
     line = _cli_error(capsys, "simulate", "y" * 300, "--out", tmp_path / "out2")
     assert "File name too long" not in line and "field 'SCENARIO'" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["design.yaml"]  # nothing half-written
+
+
+def test_a_published_rate_with_its_count_is_compared_exactly_and_a_count_that_disagrees_is_refused(tmp_path, capsys):
+    """A rate given with its count (13 of 14) is compared as 13/14, not as the paper's rounded 0.929, which lies past
+    the top of an interval of 14-patient trials whose highest result is 13/14; a count whose share does not round to
+    the printed rate names the design file, the field and what is allowed."""
+    from mscsim.trials.design import load_design
+
+    design, _ = load_design("sr_agvhd_adults_muroi2013")
+    overall = next(p for p in design.published if p.statistic == "rate")
+    assert overall.value == 13 / 14 and overall.events is None  # folded into the exact share
+
+    data = yaml.safe_load(_bundled_design_text("sr_agvhd_adults_muroi2013"))
+    data["published"][0]["events"] = 12
+    path = tmp_path / "design.yaml"
+    path.write_text(yaml.safe_dump(data))
+    err = _cli_error(capsys, "trial", path, "--out", tmp_path / "out")
+    assert "design.yaml" in err and "field 'published.0.events'" in err and "12/14" in err and "0.929" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["design.yaml"]
+
+
+def _bundled_design_text(name: str) -> str:
+    from mscsim.trials.design import load_design
+
+    return load_design(name)[1].read_text()

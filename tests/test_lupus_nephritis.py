@@ -133,3 +133,19 @@ def test_simulate_prints_the_lupus_endpoints_at_the_trial_visits_treated_against
     for line in ("24-h urine protein, day 28 (g/day)", "SLEDAI-2K, day 168", "renal response by 12 months"):
         assert line in out and "untreated" in out.split(line)[1].splitlines()[0], line
     assert (tmp_path / "ln" / "tissue_response.png").is_file()
+
+
+def test_the_fall_on_induction_therapy_is_uncertain_in_bands_calibration_and_the_fitted_record():
+    """The standard-care fall (sc_lupus_r, sc_lupus_tau) is one of the trial-level responses the Deng design's
+    bands draw and its calibration may fit, and it is listed as fitted to Deng 2017 (one list for all three)."""
+    from mscsim.trials.design import load_design
+    from mscsim.trials.trial import fitted_parameters
+    from mscsim.trials.uncertain import design_space
+
+    design, _ = load_design("lupus_nephritis_deng_2017")
+    trial = {p.name for p in design_space(design).parameters if p.role == "trial"}
+    assert {"sc_lupus_r", "sc_lupus_tau"} <= trial
+    fitted = {r["parameter"]: r["fitted_to"] for r in fitted_parameters(design)}
+    assert fitted["sc_lupus_r"] == "deng2017"
+    knee, _ = load_design("knee_oa_lee_2019")
+    assert not {"sc_lupus_r", "sc_lupus_tau"} & {p.name for p in design_space(knee).parameters}

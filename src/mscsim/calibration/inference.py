@@ -158,7 +158,7 @@ def predictive(emulator: Emulator, unit: np.ndarray, table, seed: int) -> tuple[
     """(median, 2.5 %, 97.5 %) per observation (rows of ``table``) of what a rerun of each trial would report:
     the emulated prediction at each parameter point plus the emulator's error, then the trial's own sampling: a
     rate as successes of its arm's size (binomial), a difference of rates kept within [-1, 1], anything else with
-    its standard error (normal)."""
+    its standard error (normal), a mean or median kept within its endpoint's range."""
     mean, sd = emulator.predict(unit)
     rng = np.random.default_rng([seed, 2718])
     model = mean + sd * rng.standard_normal(mean.shape)
@@ -172,6 +172,8 @@ def predictive(emulator: Emulator, unit: np.ndarray, table, seed: int) -> tuple[
         draws[ok, i] = rng.binomial(n[i], p) / n[i]
     diff = statistic == "difference_rate"
     draws[:, diff] = np.clip(draws[:, diff], -1.0, 1.0)
+    if "low" in table:  # a mean or median of an endpoint stays within the endpoint's range (no negative proteinuria)
+        draws = np.clip(draws, table["low"].to_numpy(float), table["high"].to_numpy(float))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return tuple(np.nanquantile(draws, q, axis=0) for q in (0.5, 0.025, 0.975))

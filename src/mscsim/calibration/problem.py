@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..endpoints import load_endpoints
 from ..errors import InputError
-from ..trials.analysis import _statistic
+from ..trials.resample import trial_statistic
 from ..trials.design import DesignSpec, bundled_designs, load_design
 from ..trials.uncertain import arm_sets, design_space
 from ..uncertainty.priors import ParameterSpace, UncertainParameter
@@ -54,6 +55,8 @@ class Observation:
     source: str
     trial_label: str = ""  # readable: the trial's short name and the arm's label (for figures and tables)
     arm_label: str = ""
+    low: float = -np.inf  # the range a published level (mean, median) can take: its endpoint's (0 g/day up)
+    high: float = np.inf
 
     @property
     def label(self) -> str:
@@ -71,9 +74,12 @@ def observations(design: DesignSpec) -> list[Observation]:
     sizes = {a.name: a.n for a in design.arms}
     labels = {a.name: a.label for a in design.arms}
     control = design.control.name if design.control is not None else None
+    ranges = {k: e.range for k, e in load_endpoints(design.disease).spec.endpoints.items() if e.range is not None}
     out = []
     for p in design.published:
         diff = p.statistic.startswith("difference")
+        low, high = ranges.get(p.endpoint, (-np.inf, np.inf)) if p.statistic in ("mean", "median") \
+            else (-np.inf, np.inf)
         n, nc = sizes[p.arm], (sizes[control] if diff and control else None)
         if p.ci_low is not None and p.ci_high is not None:
             spread, se = "ci", (p.ci_high - p.ci_low) / (2 * Z95)
@@ -84,7 +90,7 @@ def observations(design: DesignSpec) -> list[Observation]:
             spread, se = "simulated sd", float("nan")
         out.append(Observation(design.name, p.arm, control if diff else None, p.endpoint, p.statistic,
                                float(p.visit_day), float(p.value), n, nc, spread, float(se), ",".join(p.source),
-                               trial_label(design), labels.get(p.arm) or p.arm))
+                               trial_label(design), labels.get(p.arm) or p.arm, float(low), float(high)))
     return out
 
 
@@ -222,7 +228,7 @@ def _predict(o: Observation, tables: dict[str, pd.DataFrame], m: int) -> tuple[n
         y = None if c is None else c[r][~np.isnan(c[r])]
         if len(x) < 2 or (y is not None and len(y) < 2):
             continue
-        pred[r] = float(_statistic(statistic, x[None, :], None if y is None else y[None, :])[0])
+        pred[r] = float(trial_statistic(statistic, x[None, :], None if y is None else y[None, :])[0])
         if y is None:
             sd[r] = float(np.std(x, ddof=1)) * (MEDIAN_SE if o.statistic.startswith("median") else 1.0)
         else:  # the spread of a difference, expressed per patient of the treated arm

@@ -3,7 +3,6 @@ beside the simulated ones, power and sample size by repeating the trial in silic
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +12,7 @@ from scipy import stats
 from ..endpoints import load_endpoints
 from .design import DesignSpec
 from .observe import endpoint_kinds
+from .resample import trial_statistic, repeated_statistic
 from .safety import safety_table
 from .statistics import DEFAULT_TEST, _t_interval, _wilson, arm_visit_summary, compare_to_control, \
     sample_size_for_power
@@ -56,17 +56,6 @@ def _median_ci(x: np.ndarray, confidence: float = 0.95) -> tuple[float, float, f
 PREDICTION_STREAM = 71  # random stream of the replicate trials: generator keyed on (seed, STREAM, published row)
 
 
-def _statistic(statistic: str, a: np.ndarray, c: np.ndarray | None) -> np.ndarray:
-    """A published statistic over the last axis of resampled arms (NaN = missed visit): a (r, n), c (r, m)."""
-    with warnings.catch_warnings():  # a replicate whose patients all missed the visit is NaN, not a warning
-        warnings.simplefilter("ignore", RuntimeWarning)
-        if statistic in ("median", "median_change"):
-            return np.nanmedian(a, axis=-1)
-        if statistic.startswith("difference"):
-            return np.nanmean(a, axis=-1) - np.nanmean(c, axis=-1)
-        return np.nanmean(a, axis=-1)
-
-
 def _replicated(design: DesignSpec, p, k: int, obs_all: pd.DataFrame) -> tuple[float, float, float]:
     """The statistic over the whole virtual pool, and the 95% range of its value across ``replicates`` trials of
     the published size drawn (with replacement) from the pool: what running this trial would show, and how
@@ -82,11 +71,10 @@ def _replicated(design: DesignSpec, p, k: int, obs_all: pd.DataFrame) -> tuple[f
 
     a = pool(p.arm)
     c = pool(design.control.name) if statistic.startswith("difference") else None
-    value = float(_statistic(statistic, a[None, :], None if c is None else c[None, :])[0])
+    value = float(trial_statistic(statistic, a[None, :], None if c is None else c[None, :])[0])
     rng = np.random.default_rng([int(design.seed), PREDICTION_STREAM, k])
-    ra = a[rng.integers(0, len(a), size=(spec.replicates, sizes[p.arm]))]
-    rc = None if c is None else c[rng.integers(0, len(c), size=(spec.replicates, sizes[design.control.name]))]
-    reps = _statistic(statistic, ra, rc)
+    reps = repeated_statistic(statistic, a, sizes[p.arm], c, sizes[design.control.name] if c is not None else None,
+                              spec.replicates, rng)
     reps = reps[~np.isnan(reps)]
     if not len(reps):
         return value, np.nan, np.nan

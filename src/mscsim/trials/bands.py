@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 
 from ..uncertainty.bands import QUANTILES, quantiles
-from .analysis import PREDICTION_STREAM, _statistic, plain_labels
+from .analysis import PREDICTION_STREAM, plain_labels
 from .design import DesignSpec
 from .observe import endpoint_kinds
+from .resample import trial_statistic, repeated_statistic
 
 PARAM_COLUMNS = [f"param_{k}" for k in QUANTILES]
 PREDICTIVE_STREAM = PREDICTION_STREAM + 1  # repeats per draw: generator keyed on (seed, stream, row, draw key)
@@ -101,11 +102,10 @@ def published_bands(design: DesignSpec, published: pd.DataFrame, draws: pd.DataF
                 else None
             if not len(a) or (c is not None and not len(c)):
                 continue
-            values.append(float(_statistic(statistic, a[None, :], None if c is None else c[None, :])[0]))
+            values.append(float(trial_statistic(statistic, a[None, :], None if c is None else c[None, :])[0]))
             rng = np.random.default_rng([int(design.seed), PREDICTIVE_STREAM, k, int(key)])
-            ra = a[rng.integers(0, len(a), size=(per_draw, sizes[p.arm]))]
-            rc = None if c is None else c[rng.integers(0, len(c), size=(per_draw, sizes[control]))]
-            reps.append(_statistic(statistic, ra, rc))
+            reps.append(repeated_statistic(statistic, a, sizes[p.arm], c, sizes[control] if c is not None else None,
+                                           per_draw, rng))
         reps = np.concatenate(reps) if reps else np.array([])
         reps = reps[np.isfinite(reps)]
         low, high = (np.quantile(reps, [0.025, 0.975]) if reps.size else (np.nan, np.nan))

@@ -164,6 +164,8 @@ class PublishedSpec(_Strict):
         description="of a response endpoint: 'rate' is the overall (complete or partial) response rate, "
                     "'complete_rate' and 'partial_rate' its complete and partial responses")
     value: float
+    events: int | None = Field(default=None, ge=0, description="the count behind a published rate (13 of 14): "
+                               "the rate is then the exact share of the arm's size (folded into value at load)")
     ci_low: float | None = None
     ci_high: float | None = None
     source: list[str] = Field(min_length=1)
@@ -171,6 +173,9 @@ class PublishedSpec(_Strict):
 
     @model_validator(mode="after")
     def _ranges(self):
+        if self.events is not None and self.statistic not in ("rate", "complete_rate", "partial_rate"):
+            raise _FieldProblem("events", self.events, "a count only for a rate of one arm (rate, complete_rate, "
+                                f"partial_rate), not for a {self.statistic.replace('_', ' ')}")
         if self.ci_low is not None and self.ci_high is not None and self.ci_low > self.ci_high:
             raise _FieldProblem("ci_low", [self.ci_low, self.ci_high], "a confidence interval with ci_low <= ci_high")
         low, high = {"rate": (0.0, 1.0), "complete_rate": (0.0, 1.0), "partial_rate": (0.0, 1.0),
@@ -291,6 +296,16 @@ class DesignSpec(_Strict):
                 raise _FieldProblem(f"published.{i}.endpoint", p.endpoint, f"one of endpoints {list(self.endpoints)}")
             if p.visit_day not in self.visits_days:
                 raise _FieldProblem(f"published.{i}.visit_day", p.visit_day, f"one of visits_days {self.visits_days}")
+            if p.events is not None:
+                n = next(a.n for a in self.arms if a.name == p.arm)
+                # A rate printed as a whole percent is within 0.005 of its count's share; beyond that the two disagree.
+                if p.events > n or abs(p.value - p.events / n) > 0.005 + 1e-12:
+                    raise _FieldProblem(f"published.{i}.events", p.events, f"a count of the arm's {n} patients "
+                                        f"whose share ({p.events}/{n}) rounds to the published value {p.value:g}")
+                # Compared as the exact share: 13/14 is 0.92857, which a rounded 0.929 would put past the top of an
+                # interval of 14-patient trials whose highest result is 13/14. The count is folded into the value
+                # (and cleared), so a copy of the design with resized arms (calibration pools) is not rechecked.
+                self.published[i] = p.model_copy(update={"value": p.events / n, "events": None})
         return self
 
     @property

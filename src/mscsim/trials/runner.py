@@ -145,6 +145,12 @@ def _run(design: DesignSpec, chunk) -> tuple[pd.DataFrame, pd.DataFrame]:
     return run_draw_chunk(design, chunk) if isinstance(chunk, DrawChunk) else run_chunk(design, chunk)
 
 
+def _run_and_store(design: DesignSpec, chunk, out: Path) -> None:
+    """A chunk run and stored by a local worker itself: its tables never travel back to the parent (no pickling
+    there and back, no writing in the parent, which shares the cores with the workers)."""
+    _store(out, chunk, _run(design, chunk))
+
+
 # The resolved scenario of each arm (compiled model, parameters), once per process, keyed by the design's digest:
 # the parent resolves them before the first chunk and hands them to its workers (see ``_map``).
 _SETUPS: dict[tuple[str, str], Setup] = {}
@@ -405,10 +411,11 @@ def execute(design: DesignSpec, out: str | Path, *, workers: int = 1, scheduler:
     done = len(chunks) - len([c for c in chunks if not _is_done(out, c)])
     if progress:
         progress(done, len(chunks))
-    results = _map(design, setups, pending, workers, scheduler)
+    results = _map(design, setups, pending, workers, scheduler, out)
     try:
         for chunk, result in results:
-            _store(out, chunk, result)
+            if result is not None:  # None: a local worker stored it
+                _store(out, chunk, result)
             done += 1
             if progress:
                 progress(done, len(chunks))
@@ -425,9 +432,10 @@ def execute(design: DesignSpec, out: str | Path, *, workers: int = 1, scheduler:
     return chunks
 
 
-def _map(design: DesignSpec, setups: dict[str, Setup], chunks: list[Chunk], workers: int, scheduler: str | None
-         ) -> Iterable[tuple[Chunk, tuple[pd.DataFrame, pd.DataFrame]]]:
-    """(chunk, result) pairs as they finish, from this process, local processes or a Dask cluster."""
+def _map(design: DesignSpec, setups: dict[str, Setup], chunks: list[Chunk], workers: int, scheduler: str | None,
+         out: Path) -> Iterable[tuple[Chunk, tuple[pd.DataFrame, pd.DataFrame] | None]]:
+    """(chunk, result) pairs as they finish, from this process, local processes or a Dask cluster; local worker
+    processes store their chunks in ``out`` themselves (result None), a Dask cluster's come back to be stored."""
     if not chunks:
         return
     if scheduler:
@@ -437,10 +445,10 @@ def _map(design: DesignSpec, setups: dict[str, Setup], chunks: list[Chunk], work
         for c in chunks:
             yield c, _run(design, c)
         return
-    yield from _map_local(design, setups, chunks, workers)
+    yield from _map_local(design, setups, chunks, workers, out)
 
 
-def _map_local(design: DesignSpec, setups: dict[str, Setup], chunks: list[Chunk], workers: int):
+def _map_local(design: DesignSpec, setups: dict[str, Setup], chunks: list[Chunk], workers: int, out: Path):
     """Chunks on local worker processes started with 'forkserver' (or 'spawn'), never 'fork': forking a process
     whose libraries run threads (JAX, a BLAS) can deadlock the child. Each worker gets the resolved arms once."""
     import multiprocessing as mp
@@ -463,7 +471,7 @@ def _map_local(design: DesignSpec, setups: dict[str, Setup], chunks: list[Chunk]
 
         def submit(k: int) -> None:
             for i, c in islice(todo, k):
-                running[pool.submit(_run, design, c)] = (i, c)
+                running[pool.submit(_run_and_store, design, c, out)] = (i, c)
 
         submit(IN_FLIGHT_PER_WORKER * workers)
         while running:

@@ -20,10 +20,11 @@ from ..io.outputs import atomic_output_dir, check_output_dir
 from ..model.references import resolve
 from .analysis import TrialAnalysis, analyse
 from .design import DesignSpec, design_record
-from .observe import NATURAL_COURSE, endpoint_kinds, response_parameters, response_parts
+from .observe import endpoint_kinds, response_parameters, response_parts
 from .report import comparison_markdown, forest_plot, response_table, timecourse_plot, write_html_report
 from .runner import collect, collect_draws, execute, screen, screening_record
 from .safety import load_safety_parameters
+from .uncertain import trial_parameter_names
 
 DISCLAIMER = "mscsim is a research tool, never medical advice."
 # the endpoints table's columns the analysis reads (``modelled``, the value before the observation model, is
@@ -84,23 +85,6 @@ def citation_keys(design: DesignSpec) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
-def _response_parameters_used(design: DesignSpec) -> list[str]:
-    """The trial-level (non-model) parameters this design's observation model reads: the comparators' relief
-    for symptom endpoints, standard care's remissions or responses for its disease, each endpoint's noise."""
-    names = [f"noise_sd_{e}" for e in design.endpoints]
-    if design.disease in ("knee_osteoarthritis", "lumbar_disc_degeneration", "tendinopathy"):
-        names += [f"placebo_r_{a.comparator}" for a in design.arms if a.comparator != "none"]
-        names += ["placebo_tau_on", "placebo_tau_off", "placebo_persist"]
-        names += list(NATURAL_COURSE.get(design.disease, ()))
-    elif design.disease == "perianal_fistula":
-        names += ["sc_remission_fistula_p_inf", "sc_remission_fistula_tau"]
-    elif design.disease == "acute_gvhd":
-        names += ["sc_response_gvhd_day28", "sc_complete_share_gvhd"]
-    elif design.disease == "lupus_nephritis" and any(a.comparator == "standard_care" for a in design.arms):
-        names += ["sc_lupus_r", "sc_lupus_tau"]
-    return names
-
-
 def fitted_parameters(design: DesignSpec) -> list[dict]:
     """Parameters this trial's run uses (model and trial-level) whose values were fitted to published numbers,
     with what they were fitted to (a knee trial does not list the fistula's fitted repair rate)."""
@@ -109,7 +93,7 @@ def fitted_parameters(design: DesignSpec) -> list[dict]:
     seen, out = set(), []
     used = [(s.pset, s.parameter_names_used()) for s in (_setup(design, a.name)[2] for a in design.arms)]
     resp = response_parameters()
-    used.append((resp, [n for n in _response_parameters_used(design) if n in resp.names()]))
+    used.append((resp, trial_parameter_names(design)))
     for pset, names in used:
         for name in names:
             par = pset[name]

@@ -20,12 +20,15 @@ from ..uncertainty.evaluate import model_parameters, run_sets
 from ..uncertainty.priors import ParameterSpace, build_space
 from .cohort import draw_cohort, to_model_covariates
 from .design import ArmSpec, DesignSpec, arm_scenario
-from .observe import NATURAL_COURSE, REMISSIONS, SCORES, SYMPTOMS, response_parameters
+from .observe import IMMUNOSUPPRESSED, NATURAL_COURSE, REMISSIONS, SCORES, SYMPTOMS, response_parameters
 from .runner import arm_offsets, observed, simulated_per_arm
 
 
 def trial_parameter_names(design: DesignSpec) -> list[str]:
-    """The trial-level responses (data/parameters/trial_response.yaml) this design's observation model reads."""
+    """The trial-level responses (data/parameters/trial_response.yaml) this design's observation model reads: the
+    comparators' relief and the natural course for symptom endpoints, standard care's remissions or responses, the
+    fall on induction therapy, each endpoint's noise. The one list for bands, calibration and the fitted-value
+    record."""
     p = response_parameters()
     names: list[str] = []
     eps = set(design.endpoints)
@@ -40,6 +43,8 @@ def trial_parameter_names(design: DesignSpec) -> list[str]:
         names += ["sc_remission_fistula_p_inf", "sc_remission_fistula_tau"]
     if design.disease == "acute_gvhd":
         names += ["sc_response_gvhd_day28", "sc_complete_share_gvhd"]
+    if eps & set(IMMUNOSUPPRESSED) and any(a.comparator == "standard_care" for a in design.arms):
+        names += ["sc_lupus_r", "sc_lupus_tau"]  # the fall on background induction therapy (lupus nephritis)
     names += [f"noise_sd_{e}" for e, spec in design.endpoints.items() if spec.noise_sd is None]
     return [n for n in dict.fromkeys(names) if n in p.names()]
 
