@@ -3,6 +3,7 @@ every published number against its prior and posterior predictive intervals."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -102,15 +103,17 @@ def predictive_figure(table: pd.DataFrame, problem, path: Path, title: str | Non
                 [y - 0.15] * 2, color=color, lw=4, solid_capstyle="butt")
         ax.plot([(r["posterior_median"] - r["published"]) / scale], [y - 0.15], "o", color="white", ms=3)
     ax.axvline(0, color="k", lw=1)
-    ax.set_yticks(range(n)[::-1], [observation_label(r) for _, r in table.iterrows()], fontsize=7)
-    ax.set_xlabel("predicted minus published, in standard errors of the published number (0 = published)")
+    ax.set_yticks(range(n)[::-1], [textwrap.fill(observation_label(r), 70) for _, r in table.iterrows()],
+                  fontsize=7)
+    ax.set_xlabel("predicted minus published, in standard errors of the published number\n(0 = published)")
     ax.plot([], [], color="0.7", lw=4, label="prior predictive 95 %")
     ax.plot([], [], color="tab:blue", lw=4, label="posterior predictive 95 % (calibrated against)")
     if (table["role"] != "calibrated against").any():
         ax.plot([], [], color="tab:orange", lw=4, label="posterior predictive 95 % (held out)")
-    ax.legend(fontsize=7, loc="lower right", frameon=False)
-    ax.set_title(title or f"Published trial numbers against the model's 95 % predictive intervals "
-                 f"({problem.disease.replace('_', ' ')})", fontsize=9)
+    # beside the axes, not over its rows; the saved figure grows to hold the labels, legend and title whole
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_title(textwrap.fill(title or f"Published trial numbers against the model's 95 % predictive intervals "
+                               f"({problem.disease.replace('_', ' ')})", 60), fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    fig.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(fig)
