@@ -92,3 +92,15 @@ def test_stage_endpoints_are_drawn_as_categories_without_code_names():
     texts += [t.get_text() for a in fig.axes if a.get_legend() for t in a.get_legend().get_texts()]
     assert not [t for t in texts if re.search(r"\((1)\)", t)]
     assert not [t for t in texts if any(re.fullmatch(c, w) for w in re.split(r"[\s,()]+", t) for c in CODE_NAMES)]
+
+
+def test_every_bundled_disease_has_a_readable_title():
+    """Figure titles and the credibility page say 'steroid-refractory acute GVHD', not 'acute gvhd'; a disease a
+    user adds without an entry still reads as words."""
+    from mscsim.display import _tables, disease_label
+    from mscsim.model.parameters import DATA_DIR
+
+    bundled = {p.stem for p in (DATA_DIR / "endpoints").glob("*.yaml")}
+    assert bundled and bundled <= set(_tables()[2]), bundled - set(_tables()[2])
+    assert disease_label("acute_gvhd") == "steroid-refractory acute GVHD"
+    assert disease_label("my_new_disease") == "my new disease"

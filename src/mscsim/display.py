@@ -45,11 +45,11 @@ class Display(BaseModel):
 
 
 @lru_cache(maxsize=1)
-def _tables() -> tuple[dict[str, Display], dict[str, Display]]:
+def _tables() -> tuple[dict[str, Display], dict[str, Display], dict[str, Display]]:
     try:
         raw = _yaml.safe_load(NAMES_FILE.read_text()) or {}
         return tuple({name: Display.model_validate(rec) for name, rec in (raw.get(section) or {}).items()}
-                     for section in ("variables", "fields"))
+                     for section in ("variables", "fields", "diseases"))
     except (OSError, yaml.YAMLError, ValidationError) as exc:
         raise DataError(f"{NAMES_FILE}: invalid display-name table: {exc}") from exc
 
@@ -61,6 +61,12 @@ def _table() -> dict[str, Display]:
 def field_display(path: str) -> Display:
     """The display record of a scenario field (``regimen.dose.cells`` -> 'cells per dose (cells)')."""
     return _tables()[1].get(path) or Display(label=path.rsplit(".", 1)[-1].replace("_", " "))
+
+
+def disease_label(disease: str) -> str:
+    """A disease as a title says it ('acute_gvhd' -> 'steroid-refractory acute GVHD'); else its name in words."""
+    rec = _tables()[2].get(disease)
+    return rec.label if rec else disease.replace("_", " ")
 
 
 def display(name: str, attrs: dict | None = None) -> Display:

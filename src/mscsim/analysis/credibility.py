@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..display import disease_label
 from ..errors import InputError
 from ..io.outputs import atomic_output_dir
 from ..io.scenario import load_scenario
@@ -292,7 +293,7 @@ def write_credibility(disease: str, out: str | Path, *, sensitivity: list[str] |
     refs = resolve(sorted({k for p in params["source"] for k in p.split(", ") if k}))
     doc = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
 <title>Credibility: {e(disease)}</title><style>{_CSS}</style></head><body>
-<h1>Credibility of mscsim for {e(disease.replace('_', ' '))}</h1>
+<h1>Credibility of mscsim for {e(disease_label(disease))}</h1>
 <p class="disclaimer">mscsim is a research tool, never medical advice.</p>
 <p class="small">Preset {e(ctx.preset)}; primary endpoint: {e(ctx.primary)}; mscsim {e(__version__)}. Organised after
 the credibility factors of ASME V&amp;V 40-2018 (verification, validation, applicability, uncertainty).</p>

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..display import display  # noqa: E402
+from ..display import disease_label, display  # noqa: E402
 
 STATISTIC = {"rate": "rate", "complete_rate": "complete response rate", "partial_rate": "partial response rate",
              "mean": "mean", "median": "median", "mean_change": "mean change", "median_change": "median change",
@@ -56,7 +56,7 @@ def posterior_figure(cal, path: Path) -> None:
     for ax in list(axes.flat)[k:]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7, frameon=False)
-    fig.suptitle(f"Prior and posterior of the calibrated parameters ({cal.problem.disease.replace('_', ' ')})",
+    fig.suptitle(f"Prior and posterior of the calibrated parameters ({disease_label(cal.problem.disease)})",
                  fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
@@ -113,7 +113,7 @@ def predictive_figure(table: pd.DataFrame, problem, path: Path, title: str | Non
     # beside the axes, not over its rows; the saved figure grows to hold the labels, legend and title whole
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title(textwrap.fill(title or f"Published trial numbers against the model's 95 % predictive intervals "
-                               f"({problem.disease.replace('_', ' ')})", 60), fontsize=9)
+                               f"({disease_label(problem.disease)})", 60), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(fig)
