@@ -101,6 +101,6 @@ def test_every_bundled_disease_has_a_readable_title():
     from mscsim.model.parameters import DATA_DIR
 
     bundled = {p.stem for p in (DATA_DIR / "endpoints").glob("*.yaml")}
-    assert bundled and bundled <= set(_tables()[2]), bundled - set(_tables()[2])
+    assert bundled and bundled <= set(_tables()["diseases"]), bundled - set(_tables()["diseases"])
     assert disease_label("acute_gvhd") == "steroid-refractory acute GVHD"
     assert disease_label("my_new_disease") == "my new disease"

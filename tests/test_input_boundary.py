@@ -280,20 +280,14 @@ def test_a_published_rate_with_its_count_is_compared_exactly_and_a_count_that_di
     the printed rate names the design file, the field and what is allowed."""
     from mscsim.trials.design import load_design
 
-    design, _ = load_design("sr_agvhd_adults_muroi2013")
+    design, bundled = load_design("sr_agvhd_adults_muroi2013")
     overall = next(p for p in design.published if p.statistic == "rate")
     assert overall.value == 13 / 14 and overall.events is None  # folded into the exact share
 
-    data = yaml.safe_load(_bundled_design_text("sr_agvhd_adults_muroi2013"))
+    data = yaml.safe_load(bundled.read_text())
     data["published"][0]["events"] = 12
     path = tmp_path / "design.yaml"
     path.write_text(yaml.safe_dump(data))
     err = _cli_error(capsys, "trial", path, "--out", tmp_path / "out")
     assert "design.yaml" in err and "field 'published.0.events'" in err and "12/14" in err and "0.929" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["design.yaml"]
-
-
-def _bundled_design_text(name: str) -> str:
-    from mscsim.trials.design import load_design
-
-    return load_design(name)[1].read_text()

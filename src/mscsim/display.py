@@ -45,27 +45,28 @@ class Display(BaseModel):
 
 
 @lru_cache(maxsize=1)
-def _tables() -> tuple[dict[str, Display], dict[str, Display], dict[str, Display]]:
+def _tables() -> dict[str, dict[str, Display]]:
+    """Each section of the names file (variables, fields, diseases): name -> display record."""
     try:
         raw = _yaml.safe_load(NAMES_FILE.read_text()) or {}
-        return tuple({name: Display.model_validate(rec) for name, rec in (raw.get(section) or {}).items()}
-                     for section in ("variables", "fields", "diseases"))
+        return {section: {name: Display.model_validate(rec) for name, rec in (raw.get(section) or {}).items()}
+                for section in ("variables", "fields", "diseases")}
     except (OSError, yaml.YAMLError, ValidationError) as exc:
         raise DataError(f"{NAMES_FILE}: invalid display-name table: {exc}") from exc
 
 
 def _table() -> dict[str, Display]:
-    return _tables()[0]
+    return _tables()["variables"]
 
 
 def field_display(path: str) -> Display:
     """The display record of a scenario field (``regimen.dose.cells`` -> 'cells per dose (cells)')."""
-    return _tables()[1].get(path) or Display(label=path.rsplit(".", 1)[-1].replace("_", " "))
+    return _tables()["fields"].get(path) or Display(label=path.rsplit(".", 1)[-1].replace("_", " "))
 
 
 def disease_label(disease: str) -> str:
     """A disease as a title says it ('acute_gvhd' -> 'steroid-refractory acute GVHD'); else its name in words."""
-    rec = _tables()[2].get(disease)
+    rec = _tables()["diseases"].get(disease)
     return rec.label if rec else disease.replace("_", " ")
 
 

@@ -16,6 +16,7 @@ import emcee
 import numpy as np
 import pandas as pd
 
+from ..trials.design import RATE_STATISTICS
 from .emulator import Emulator
 
 RHAT_MAX = 1.01  # Vehtari et al. 2021, Bayesian Analysis 16:667, doi:10.1214/20-BA1221
@@ -151,7 +152,7 @@ def identifiability(unit_post: np.ndarray, names: tuple[str, ...]) -> tuple[pd.D
     return table, corr
 
 
-RATES = ("rate", "complete_rate", "partial_rate")
+RATES = RATE_STATISTICS
 
 
 def predictive(emulator: Emulator, unit: np.ndarray, table, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -23,7 +23,7 @@ import pandas as pd
 from ..endpoints import load_endpoints
 from ..errors import InputError
 from ..trials.resample import trial_statistic
-from ..trials.design import DesignSpec, bundled_designs, load_design
+from ..trials.design import RATE_STATISTICS, DesignSpec, bundled_designs, load_design
 from ..trials.uncertain import arm_sets, design_space
 from ..uncertainty.priors import ParameterSpace, UncertainParameter
 
@@ -83,7 +83,7 @@ def observations(design: DesignSpec) -> list[Observation]:
         n, nc = sizes[p.arm], (sizes[control] if diff and control else None)
         if p.ci_low is not None and p.ci_high is not None:
             spread, se = "ci", (p.ci_high - p.ci_low) / (2 * Z95)
-        elif p.statistic in ("rate", "complete_rate", "partial_rate"):
+        elif p.statistic in RATE_STATISTICS:
             q = min(max(p.value, 0.5 / n), 1 - 0.5 / n)  # a published 0 % or 100 % still has a spread
             spread, se = "binomial", float(np.sqrt(q * (1 - q) / n))
         else:

@@ -153,6 +153,9 @@ class PredictionSpec(_Strict):
     replicates: int = Field(default=2000, ge=100, le=100_000)
 
 
+RATE_STATISTICS = ("rate", "complete_rate", "partial_rate")  # a share of one arm's patients
+
+
 class PublishedSpec(_Strict):
     """A published result the simulated trial is put beside (per endpoint, visit and arm)."""
 
@@ -173,7 +176,7 @@ class PublishedSpec(_Strict):
 
     @model_validator(mode="after")
     def _ranges(self):
-        if self.events is not None and self.statistic not in ("rate", "complete_rate", "partial_rate"):
+        if self.events is not None and self.statistic not in RATE_STATISTICS:
             raise _FieldProblem("events", self.events, "a count only for a rate of one arm (rate, complete_rate, "
                                 f"partial_rate), not for a {self.statistic.replace('_', ' ')}")
         if self.ci_low is not None and self.ci_high is not None and self.ci_low > self.ci_high:
