@@ -19,7 +19,8 @@ from mscsim.uncertainty.priors import load_posterior
 
 DISEASE = "knee_osteoarthritis"
 DESIGN = "knee_oa_lee_2019"  # two arms, two published differences: the smallest knee problem
-SMALL = Settings(points=32, walkers=16, steps=1500, burn=500, seed=7, refine=0)
+# the synthetic data are made without between-trial effects, so the model that made them is the one without them
+SMALL = Settings(points=32, walkers=16, steps=1500, burn=500, seed=7, refine=0, heterogeneity=False)
 TRUE_UNIT = np.array([0.3, 0.7])  # g_trophic, placebo_r_saline in their priors' unit cube
 
 
@@ -93,7 +94,7 @@ def test_posterior_file_is_data_with_provenance(synthetic, tmp_path):
         load_training(out / "training.npz", problem, dataclasses.replace(SMALL, seed=8))
 
 
-def test_leave_one_out_predicts_the_held_out_design():
+def test_leave_one_out_predicts_the_held_out_design(tmp_path):
     """With one of the two knee trials held out, its numbers are predicted, not fitted, and say so."""
     problem = build_problem(DISEASE, parameters=["g_trophic", "placebo_r_hyaluronic_acid"], pool=20,
                             exclude=("knee_oa_lamo_espinosa_2016",))
@@ -103,6 +104,18 @@ def test_leave_one_out_predicts_the_held_out_design():
     assert (held["role"] == "held out (predicted)").all() and len(held) == 10
     assert set(loo["design"]) == {"knee_oa_lee_2019", "knee_oa_lamo_espinosa_2016"}
     assert np.isfinite(loo[["posterior_2.5%", "posterior_97.5%"]].to_numpy()).all()
+    # by default the between-trial SDs are sampled too: reported beside the parameters, in the manifest, and in
+    # the posterior file, whose parameter readers (a run's bands) skip them
+    tau = cal.parameters.set_index("parameter").loc[["tau_trial", "tau_cells"]]
+    assert (tau["role"] == "heterogeneity").all() and np.isfinite(tau["rhat"]).all()
+    assert cal.manifest["heterogeneity"]["prior"].startswith("rhodes2015")
+    out = write_calibration(cal, tmp_path / "cal")
+    ds = xr.open_dataset(out / "posterior.nc")
+    assert ds["tau_cells"].attrs["role"] == "heterogeneity" and (ds["tau_cells"].values > 0).all()
+    from mscsim.trials.uncertain import design_space
+
+    post = load_posterior(str(out / "posterior.nc"), design_space(load_design("knee_oa_lamo_espinosa_2016")[0]), 10)
+    assert set(post.names) == set(problem.names)
 
 
 def test_observation_spreads_come_from_the_paper():

@@ -76,7 +76,8 @@ def test_every_published_value_is_a_measurement_or_listed_as_not_exported(export
     assert len(measured) + int((left["what"] == "published value").sum()) == len(published)
     assert set(measured["measurement"]) <= {p.value for p in published}
     assert (measured["noiseParameters"] > 0).all()
-    assert {"virtual cohort", "observation model", "validation targets"} <= set(left["what"])
+    assert {"virtual cohort", "observation model", "validation targets",
+            "between-trial heterogeneity"} <= set(left["what"])
 
 
 def test_estimated_parameters_carry_the_data_files_priors(exported):

@@ -447,7 +447,8 @@ def calibrate(disease: str, out: str | os.PathLike | None = None, *, parameters:
               exclude: Sequence[str] = (), pool: int = 200, loo: bool = False, **settings):
     """Bayesian calibration of ``disease`` against every published number of its bundled trials (as
     ``mscsim calibrate``): returns ``(Calibration, leave_one_out table or None)`` and writes the folder if ``out``
-    is given. ``settings``: points, walkers, steps, burn, seed (``mscsim.calibration.run.Settings``).
+    is given. ``settings``: points, walkers, steps, burn, seed, refine, heterogeneity
+    (``mscsim.calibration.run.Settings``).
 
     ```python
     cal, _ = mscsim.calibrate("perianal_fistula", steps=4000, burn=1000)

@@ -433,7 +433,7 @@ def _calibrate(args) -> int:
     from .progress import Progress
 
     settings = Settings(points=args.points, walkers=args.walkers, steps=args.steps, burn=args.burn, seed=args.seed,
-                        refine=args.refine)
+                        refine=args.refine, heterogeneity=not args.no_heterogeneity)
     settings.check()  # before any work
     check_output_dir(args.out)
     problem = build_problem(args.disease, parameters=args.parameters, top=args.top, pool=args.pool,
@@ -662,6 +662,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refine", type=int, default=128, help="a second wave of this many training points drawn from "
                    "the first posterior, the emulator refitted on both waves and sampled again (default 128; 0: one "
                    "wave; leave-one-out keeps the first wave's emulator, trained over the prior)")
+    p.add_argument("--no-heterogeneity", action="store_true", help="no between-trial random effects: every trial "
+                   "a replicate of one typical trial (default: random effects on each trial's common response and "
+                   "cells' effect, with the empirical priors of data/calibration/heterogeneity.yaml)")
     p.add_argument("--loo", action="store_true", help="also leave-one-trial-out: each trial predicted by the posterior "
                    "calibrated without it (leave_one_out.csv)")
     p.add_argument("--reuse-training", default=None, metavar="TRAINING_NPZ", help="the training.npz of an earlier "

@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..trials.design import RATE_STATISTICS
 from .emulator import Emulator
+from .heterogeneity import NAMES as HETEROGENEITY_NAMES, Heterogeneity
 
 RHAT_MAX = 1.01  # Vehtari et al. 2021, Bayesian Analysis 16:667, doi:10.1214/20-BA1221
 ESS_MIN = 400  # ibid.: at least 100 per chain of 4
@@ -28,12 +29,20 @@ CORRELATED = 0.7  # |Spearman rho| above which two parameters trade off
 
 @dataclass(frozen=True)
 class Likelihood:
-    """Gaussian likelihood of the used observations given emulated predictions."""
+    """Gaussian likelihood of the used observations given emulated predictions. With ``heterogeneity``, the last
+    two unit-cube columns are the between-trial SDs' prior quantiles and each trial's random effects are
+    integrated out (``heterogeneity.Heterogeneity.loglik``); without it the observations are independent."""
 
     emulator: Emulator
     values: np.ndarray  # (observations,)
     se: np.ndarray  # (observations,)
     used: np.ndarray  # (observations,) bool
+    heterogeneity: Heterogeneity | None = None
+
+    @property
+    def extra(self) -> int:
+        """Unit-cube columns after the model's parameters: the two between-trial SDs, or none."""
+        return len(HETEROGENEITY_NAMES) if self.heterogeneity is not None else 0
 
     def __call__(self, unit: np.ndarray) -> np.ndarray:
         unit = np.atleast_2d(unit)
@@ -41,11 +50,19 @@ class Likelihood:
         inside = np.all((unit > 0) & (unit < 1), axis=1)
         if not inside.any():
             return out
-        mean, sd = self.emulator.predict(unit[inside])
+        k = unit.shape[1] - self.extra
+        mean, sd = self.emulator.predict(unit[inside, :k])
         u = self.used & np.isfinite(self.se)
-        var = self.se[u] ** 2 + sd[:, u] ** 2
-        r = self.values[u] - mean[:, u]
-        ll = -0.5 * np.sum(r ** 2 / var + np.log(2 * np.pi * var), axis=1)
+        var = self.se ** 2 + sd ** 2
+        r = self.values - mean
+        if self.heterogeneity is None:
+            ll = -0.5 * np.sum(r[:, u] ** 2 / var[:, u] + np.log(2 * np.pi * var[:, u]), axis=1)
+        else:
+            h = self.heterogeneity
+            ok = u & np.all(np.isfinite(mean), axis=0)
+            w = h.loadings(mean, h.taus(unit[inside, k:]))
+            ll = h.loglik(np.nan_to_num(r), np.where(np.isfinite(var), var, 1.0), w, ok)
+            ll = np.where(np.all(np.isfinite(mean[:, u]), axis=1), ll, -np.inf)
         out[inside] = np.where(np.isfinite(ll), ll, -np.inf)
         return out
 
@@ -155,19 +172,35 @@ def identifiability(unit_post: np.ndarray, names: tuple[str, ...]) -> tuple[pd.D
 RATES = RATE_STATISTICS
 
 
-def predictive(emulator: Emulator, unit: np.ndarray, table, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def predictive(emulator: Emulator, unit: np.ndarray, table, seed: int, heterogeneity: Heterogeneity | None = None,
+               tau_unit: np.ndarray | None = None, used: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(median, 2.5 %, 97.5 %) per observation (rows of ``table``) of what a rerun of each trial would report:
-    the emulated prediction at each parameter point plus the emulator's error, then the trial's own sampling: a
-    rate as successes of its arm's size (binomial), a difference of rates kept within [-1, 1], anything else with
-    its standard error (normal), a mean or median kept within its endpoint's range."""
+    the emulated prediction at each parameter point plus the emulator's error, with ``heterogeneity`` the trial's
+    random effects (drawn from their posterior given its data where the trial was ``used`` in the fit, anew for a
+    held-out trial: a new trial), then the trial's own sampling: a rate as successes of its arm's size (binomial), a
+    difference of rates kept within [-1, 1], anything else with its standard error (normal), a mean or median kept
+    within its endpoint's range."""
     mean, sd = emulator.predict(unit)
     rng = np.random.default_rng([seed, 2718])
     model = mean + sd * rng.standard_normal(mean.shape)
     se = np.nan_to_num(table["se"].to_numpy(float))
-    draws = model + se * rng.standard_normal(mean.shape)
     statistic = table["statistic"].to_numpy()
+    rates = np.isin(statistic, RATES)
+    model[:, rates] = np.clip(model[:, rates], 0.0, 1.0)
+    if heterogeneity is not None:
+        h = heterogeneity
+        tau = h.taus(tau_unit)
+        used = np.zeros(len(table), bool) if used is None else used
+        ok = used & np.isfinite(table["se"].to_numpy(float)) & np.all(np.isfinite(mean), axis=0)
+        var = np.where(np.isfinite(sd), sd ** 2, 1.0) + np.nan_to_num(table["se"].to_numpy(float)) ** 2
+        w = h.loadings(mean, tau)
+        z = h.effects(np.nan_to_num(table["value"].to_numpy(float) - mean), var, w, ok,
+                      np.random.default_rng([seed, 1618]))
+        model = h.shift(model, tau, z)
+    draws = model + se * rng.standard_normal(mean.shape)
     n = table["n"].to_numpy(int)
-    for i in np.flatnonzero(np.isin(statistic, RATES)):
+    for i in np.flatnonzero(rates):
         ok = np.isfinite(model[:, i])
         p = np.clip(model[ok, i], 0.0, 1.0)
         draws[ok, i] = rng.binomial(n[i], p) / n[i]

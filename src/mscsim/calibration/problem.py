@@ -57,6 +57,8 @@ class Observation:
     arm_label: str = ""
     low: float = -np.inf  # the range a published level (mean, median) can take: its endpoint's (0 g/day up)
     high: float = np.inf
+    cells: bool = False  # the arm gets cells (its statistics carry the trial's random cells' effect)
+    scale: float = float("nan")  # between-patient SD of a continuous statistic (filled in by ``with_spreads``)
 
     @property
     def label(self) -> str:
@@ -73,6 +75,7 @@ def observations(design: DesignSpec) -> list[Observation]:
     """Every published number of a design as an observation."""
     sizes = {a.name: a.n for a in design.arms}
     labels = {a.name: a.label for a in design.arms}
+    cells = {a.name: a.has_cells for a in design.arms}
     control = design.control.name if design.control is not None else None
     ranges = {k: e.range for k, e in load_endpoints(design.disease).spec.endpoints.items() if e.range is not None}
     out = []
@@ -90,7 +93,8 @@ def observations(design: DesignSpec) -> list[Observation]:
             spread, se = "simulated sd", float("nan")
         out.append(Observation(design.name, p.arm, control if diff else None, p.endpoint, p.statistic,
                                float(p.visit_day), float(p.value), n, nc, spread, float(se), ",".join(p.source),
-                               trial_label(design), labels.get(p.arm) or p.arm, float(low), float(high)))
+                               trial_label(design), labels.get(p.arm) or p.arm, float(low), float(high),
+                               cells[p.arm]))
     return out
 
 
@@ -238,14 +242,20 @@ def _predict(o: Observation, tables: dict[str, pd.DataFrame], m: int) -> tuple[n
 
 def with_spreads(problem: CalibrationProblem, sds: np.ndarray) -> CalibrationProblem:
     """Fill in each 'simulated sd' observation's SE: the median over parameter sets of the pool's SD, over the
-    square root of the arm's size (the trial's own sampling error of that statistic)."""
+    square root of the arm's size (the trial's own sampling error of that statistic); and every continuous
+    statistic's between-patient SD (``scale``: a standardized effect's unit; a difference's pooled SD of one arm)."""
     obs = []
     for i, o in enumerate(problem.observations):
+        col = sds[:, i][np.isfinite(sds[:, i])]
+        sd = float(np.median(col)) if len(col) else float("nan")
+        update = {}
         if o.spread == "simulated sd":
-            col = sds[:, i][np.isfinite(sds[:, i])]
-            se = float(np.median(col)) / np.sqrt(o.n) if len(col) else float("nan")
-            o = Observation(**{**o.__dict__, "se": se})
-        obs.append(o)
+            update["se"] = sd / np.sqrt(o.n)
+        if o.statistic not in RATE_STATISTICS and o.statistic != "difference_rate":
+            per = MEDIAN_SE if "median" in o.statistic else 1.0
+            arms = np.sqrt(1 + o.n / max(o.n_control or o.n, 1)) if o.statistic.startswith("difference") else 1.0
+            update["scale"] = sd / per / arms
+        obs.append(Observation(**{**o.__dict__, **update}) if update else o)
     return CalibrationProblem(problem.disease, problem.designs, problem.space, tuple(obs), problem.pool,
                               problem.excluded, problem._run_designs)
 

@@ -26,6 +26,7 @@ from ..errors import InputError
 from ..io.outputs import atomic_output_dir
 from ..uncertainty.priors import prior_text
 from .emulator import Emulator, design_points, fit_emulator
+from .heterogeneity import LABELS as HETEROGENEITY_LABELS, NAMES as HETEROGENEITY_NAMES, Heterogeneity, load_prior
 from .inference import (CORRELATED, RATES, Likelihood, diagnostics, identifiability, predictive, run_sampler, thinned)
 from .problem import CalibrationProblem, with_spreads
 
@@ -47,6 +48,10 @@ class Settings:
     # default: the second wave moved the knee's efficacy (g_trophic) from a posterior median of 7.1 to 11.9, so the
     # one-wave emulator was limiting the posterior, and the bundled posteriors are two-wave runs
     refine: int = 128
+    # between-trial heterogeneity (calibration.heterogeneity): each trial's random effects on its common response
+    # and on the cells' effect, integrated out in the likelihood and drawn anew for a held-out trial; off: the
+    # trials are exchangeable replicates of one typical trial (the calibrations before 2026-12-07's evening)
+    heterogeneity: bool = True
 
     def check(self) -> None:
         if not isinstance(self.points, int) or self.points < 16 or self.points & (self.points - 1):
@@ -58,6 +63,8 @@ class Settings:
         if not isinstance(self.refine, int) or not 0 <= self.refine <= POSTERIOR_DRAWS:
             raise InputError("--refine", self.refine, f"an integer in [0, {POSTERIOR_DRAWS}] (second-wave training "
                              "points drawn from the first posterior)")
+        if not isinstance(self.heterogeneity, bool):
+            raise InputError("heterogeneity", self.heterogeneity, "true or false (between-trial random effects)")
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,7 @@ class Calibration:
     emulator: Emulator
     training: Training
     posterior_unit: np.ndarray  # (draws, k) thinned posterior sample in the unit cube
+    posterior_tau: np.ndarray | None  # (draws, 2) the between-trial SDs' prior quantiles, or None (heterogeneity off)
     parameters: pd.DataFrame
     correlations: pd.DataFrame
     predictions: pd.DataFrame
@@ -147,24 +155,45 @@ def load_training(path: str | Path, problem: CalibrationProblem, settings: Setti
 
 
 def _start(training: Training, like: Likelihood, walkers: int) -> np.ndarray:
-    """Walkers start near the best training points by the emulated likelihood (not at one point)."""
-    ll = like(training.unit)
+    """Walkers start near the best training points by the emulated likelihood (not at one point); the
+    between-trial SDs, if sampled, at their prior medians."""
+    unit = np.hstack([training.unit, np.full((len(training.unit), like.extra), 0.5)])
+    ll = like(unit)
     best = np.argsort(-ll)[:max(walkers // 4, 1)]
-    return training.unit[np.resize(best, walkers)]
+    return unit[np.resize(best, walkers)]
+
+
+def heterogeneity_of(problem: CalibrationProblem, settings: Settings) -> Heterogeneity | None:
+    """The problem's between-trial random effects (its spreads filled in), or None when the settings turn them off."""
+    return Heterogeneity.of(problem.table, problem.disease) if settings.heterogeneity else None
 
 
 def sample_posterior(problem: CalibrationProblem, emulator: Emulator, training: Training, settings: Settings,
                      progress=None):
+    """emcee on the emulated likelihood: the model's parameters, then (heterogeneity on) the two between-trial SDs."""
     like = Likelihood(emulator, problem.table["value"].to_numpy(float), problem.table["se"].to_numpy(float),
-                      problem.used)
-    walkers = max(settings.walkers, 2 * len(problem.names) + 2)
+                      problem.used, heterogeneity_of(problem, settings))
+    k = len(problem.names) + like.extra
+    walkers = max(settings.walkers, 2 * k + 2)
     with threadpool_limits(1):  # small matrices: BLAS threads only contend (with each other and other processes)
-        return run_sampler(like, len(problem.names), settings.seed, walkers, settings.steps, settings.burn,
+        return run_sampler(like, k, settings.seed, walkers, settings.steps, settings.burn,
                            start=_start(training, like, walkers), progress=progress)
 
 
+def _split(problem: CalibrationProblem, unit: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """A sampled unit-cube sample as (model parameters, between-trial SDs or None)."""
+    k = len(problem.names)
+    return unit[:, :k], (unit[:, k:] if unit.shape[1] > k else None)
+
+
+def sampled_names(problem: CalibrationProblem, settings: Settings) -> tuple[str, ...]:
+    return problem.names + (HETEROGENEITY_NAMES if settings.heterogeneity else ())
+
+
 def parameter_table(problem: CalibrationProblem, post_unit: np.ndarray, diag: pd.DataFrame,
-                    ident: pd.DataFrame) -> pd.DataFrame:
+                    ident: pd.DataFrame, post_tau: np.ndarray | None = None) -> pd.DataFrame:
+    """Per calibrated parameter (and between-trial SD): prior and posterior summaries in the data files' units,
+    with the sampler's diagnostics and the identifiability columns."""
     prior_unit = np.array([[0.025] * len(problem.names), [0.5] * len(problem.names), [0.975] * len(problem.names)])
     prior = problem.values(prior_unit)
     post = problem.values(post_unit)
@@ -179,19 +208,35 @@ def parameter_table(problem: CalibrationProblem, post_unit: np.ndarray, diag: pd
                      "posterior_2.5%": float(np.quantile(post[:, j], 0.025)),
                      "posterior_97.5%": float(np.quantile(post[:, j], 0.975)),
                      "posterior_sd": float(post[:, j].std())})
+    if post_tau is not None:
+        prior = load_prior(problem.disease)
+        tau_prior, tau_post = prior.tau(np.array([0.025, 0.5, 0.975])), prior.tau(post_tau)
+        for j, name in enumerate(HETEROGENEITY_NAMES):
+            rows.append({"parameter": name, "label": HETEROGENEITY_LABELS[name], "units": prior.units,
+                         "grade": "human", "role": "heterogeneity", "nominal": float(tau_prior[1]),
+                         "prior": prior.text(), "prior_2.5%": tau_prior[0], "prior_median": tau_prior[1],
+                         "prior_97.5%": tau_prior[2], "posterior_mean": float(tau_post[:, j].mean()),
+                         "posterior_median": float(np.median(tau_post[:, j])),
+                         "posterior_2.5%": float(np.quantile(tau_post[:, j], 0.025)),
+                         "posterior_97.5%": float(np.quantile(tau_post[:, j], 0.975)),
+                         "posterior_sd": float(tau_post[:, j].std())})
     return pd.DataFrame(rows).merge(diag, on="parameter").merge(ident, on="parameter")
 
 
 def prediction_table(problem: CalibrationProblem, emulator: Emulator, post_unit: np.ndarray, seed: int,
-                     model_check: tuple[np.ndarray, np.ndarray] | None = None) -> pd.DataFrame:
-    """Every observation: published value and SE, the prior and posterior predictive 95 % intervals (emulated),
-    the full model's posterior predictive interval at a few posterior draws, and whether the published value
-    lies inside the posterior interval. 'role' says whether it was calibrated against or held out."""
+                     model_check: tuple[np.ndarray, np.ndarray] | None = None, post_tau: np.ndarray | None = None,
+                     heterogeneity: Heterogeneity | None = None) -> pd.DataFrame:
+    """Every observation: published value and SE, the prior and posterior predictive 95 % intervals (emulated;
+    with ``heterogeneity``, a calibrated-against trial with its random effects' posterior, a held-out one with new
+    effects), the full model's posterior predictive interval at a few posterior draws (its sampling error only), and
+    whether the published value lies inside the posterior interval. 'role': calibrated against or held out."""
     t = problem.table
     se = t["se"].to_numpy(float)
-    prior_unit = np.random.default_rng([seed, 11]).random((4000, len(problem.names)))
-    pr = predictive(emulator, prior_unit, t, seed)
-    po = predictive(emulator, post_unit, t, seed + 1)
+    extra = len(HETEROGENEITY_NAMES) if heterogeneity is not None else 0
+    prior_all = np.random.default_rng([seed, 11]).random((4000, len(problem.names) + extra))
+    prior_unit, prior_tau = prior_all[:, :len(problem.names)], prior_all[:, len(problem.names):]
+    pr = predictive(emulator, prior_unit, t, seed, heterogeneity, prior_tau)  # the prior: every trial a new one
+    po = predictive(emulator, post_unit, t, seed + 1, heterogeneity, post_tau, problem.used)
     out = t[["design", "trial_label", "arm", "arm_label", "endpoint", "statistic", "visit_day", "n", "value", "se",
              "spread", "source"]].copy()
     out = out.rename(columns={"value": "published"})
@@ -219,6 +264,8 @@ def calibrate(problem: CalibrationProblem, settings: Settings = Settings(), *, l
     """The whole calibration (and leave-one-trial-out validation with ``loo``), in memory; ``store`` keeps the
     training runs' finished blocks so a stopped run resumes."""
     settings.check()
+    if settings.heterogeneity:
+        load_prior(problem.disease)  # a disease without a heterogeneity prior fails here, before the model runs
     say = progress or (lambda *a: None)
     t0 = time.perf_counter()
     if training is None:
@@ -240,7 +287,7 @@ def calibrate(problem: CalibrationProblem, settings: Settings = Settings(), *, l
     if settings.refine:
         if wave2 is None:
             say("say", f"second wave: {settings.refine} training points from the first posterior")
-            first = thinned(sample, POSTERIOR_DRAWS, settings.seed)
+            first, _ = _split(problem, thinned(sample, POSTERIOR_DRAWS, settings.seed))
             picks = first[np.linspace(0, len(first) - 1, settings.refine).round().astype(int)]
             t1 = time.perf_counter()
             where = hashlib.sha256(np.ascontiguousarray(picks).tobytes()).hexdigest()[:16]  # the points themselves
@@ -255,19 +302,22 @@ def calibrate(problem: CalibrationProblem, settings: Settings = Settings(), *, l
             emulator = fit_emulator(training.unit, training.predictions, settings.seed)
         say("say", f"emcee on both waves: {settings.steps} steps")
         sample = sample_posterior(problem, emulator, training, settings, progress=lambda d, n: say("count", d, n))
-    diag = diagnostics(sample, problem.names)
-    post_unit = thinned(sample, POSTERIOR_DRAWS, settings.seed)
-    ident, corr = identifiability(post_unit, problem.names)
+    names = sampled_names(problem, settings)
+    diag = diagnostics(sample, names)
+    post_all = thinned(sample, POSTERIOR_DRAWS, settings.seed)
+    ident, corr = identifiability(post_all, names)
+    post_unit, post_tau = _split(problem, post_all)
+    het = heterogeneity_of(problem, settings)
     say("stage", f"posterior predictive check with the full model ({MODEL_CHECK_DRAWS} posterior draws)")
     check_unit = post_unit[:MODEL_CHECK_DRAWS]  # fresh patients (pools after the training points')
     check = problem.simulate(check_unit, pools=len(training.unit) + np.arange(len(check_unit)))
-    params = parameter_table(problem, post_unit, diag, ident)
-    preds = prediction_table(problem, emulator, post_unit, settings.seed, check)
+    params = parameter_table(problem, post_unit, diag, ident, post_tau)
+    preds = prediction_table(problem, emulator, post_unit, settings.seed, check, post_tau, het)
     loo_table = None
     if loo:
         loo_table = leave_one_out(problem, prior_emulator, prior_training, settings, say)
     say("stage", None)
-    pairs = [(a, b, float(corr.loc[a, b])) for i, a in enumerate(problem.names) for b in problem.names[i + 1:]
+    pairs = [(a, b, float(corr.loc[a, b])) for i, a in enumerate(names) for b in names[i + 1:]
              if abs(corr.loc[a, b]) >= CORRELATED]
     manifest = {
         "mscsim_version": __version__, "date": _dt.date.today().isoformat(), "disease": problem.disease,
@@ -292,10 +342,18 @@ def calibrate(problem: CalibrationProblem, settings: Settings = Settings(), *, l
         "seconds": {"training": round(t_train, 1), "total": round(time.perf_counter() - t0, 1)},
         "posterior_draws": int(len(post_unit)),
         "settings": dataclasses.asdict(settings),
+        "heterogeneity": None if het is None else {
+            "model": "per trial and endpoint, random effects on the trial's common response and on the cells' effect, "
+                     "integrated out in the likelihood; a held-out trial predicted with new effects",
+            "prior": het.prior.name, "prior_text": het.prior.text(), "setting": het.prior.setting,
+            "source": list(het.prior.source),
+            "posterior_median": {n: float(np.median(het.prior.tau(post_tau[:, j])))
+                                 for j, n in enumerate(HETEROGENEITY_NAMES)}},
     }
     if loo_table is not None:
         manifest["leave_one_out_inside_95"] = _share(loo_table["inside_95"])
-    return Calibration(problem, settings, emulator, training, post_unit, params, corr, preds, manifest), loo_table
+    return Calibration(problem, settings, emulator, training, post_unit, post_tau, params, corr, preds,
+                       manifest), loo_table
 
 
 def leave_one_out(problem: CalibrationProblem, emulator: Emulator, training: Training, settings: Settings,
@@ -308,13 +366,16 @@ def leave_one_out(problem: CalibrationProblem, emulator: Emulator, training: Tra
         fold = problem.excluding((*problem.excluded, name))
         say("stage", f"leave-one-out: without {name}")
         if not fold.used.any():  # the disease's only trial: its prediction is the prior's
-            post = np.random.default_rng([settings.seed, 13]).random((POSTERIOR_DRAWS, len(problem.names)))
+            post_all = np.random.default_rng([settings.seed, 13]).random(
+                (POSTERIOR_DRAWS, len(sampled_names(problem, settings))))
             basis = "prior (no other trial of this disease)"
         else:
             sample = sample_posterior(fold, emulator, training, settings)
-            post = thinned(sample, POSTERIOR_DRAWS, settings.seed)
+            post_all = thinned(sample, POSTERIOR_DRAWS, settings.seed)
             basis = "posterior without this trial"
-        t = prediction_table(fold, emulator, post, settings.seed)
+        post, post_tau = _split(fold, post_all)
+        t = prediction_table(fold, emulator, post, settings.seed, post_tau=post_tau,
+                             heterogeneity=heterogeneity_of(fold, settings))
         t = t[t["design"] == name].copy()
         t["basis"] = basis
         frames.append(t)
@@ -349,10 +410,15 @@ def posterior_dataset(cal: Calibration):
                                                   "long_name": cal.problem.space[name].parameter.readable})
                      for j, name in enumerate(cal.problem.names)},
                     coords={"draw": np.arange(len(values))})
+    if cal.posterior_tau is not None:  # the between-trial SDs: not model parameters, so runs' bands skip them
+        tau = load_prior(cal.problem.disease).tau(cal.posterior_tau)
+        for j, name in enumerate(HETEROGENEITY_NAMES):
+            ds[name] = ("draw", tau[:, j], {"units": load_prior(cal.problem.disease).units,
+                                            "long_name": HETEROGENEITY_LABELS[name], "role": "heterogeneity"})
     ds.attrs.update({"title": f"mscsim posterior: {cal.problem.disease}", "mscsim_version": __version__,
                      "provenance": json.dumps({k: cal.manifest[k] for k in (
                          "disease", "designs", "excluded_designs", "targets", "parameters", "pool_per_arm", "seed",
-                         "sampler", "emulator", "date", "diagnostics_pass")})})
+                         "sampler", "emulator", "date", "diagnostics_pass", "heterogeneity")})})
     return ds
 
 

@@ -575,6 +575,10 @@ def _left_out_everywhere(disease: str, left: list[dict]) -> None:
              "dropout and screening at baseline are left out, and endpoint values are not clipped to their scale"),
         _row("validation targets", "data/validation/*.yaml", "each runs its own scenario (another species, product, "
              "route or an in vitro co-culture), or compares two runs (a ratio of benefits): not the preset's SBML"),
+        _row("between-trial heterogeneity", "data/calibration/heterogeneity.yaml", "mscsim calibrate gives each trial "
+             "random effects on its common response and the cells' effect (SDs tau_trial, tau_cells); PEtab v1 has "
+             "no random effects, so the exported problem treats every trial as the typical one (as "
+             "'mscsim calibrate --no-heterogeneity')"),
     ]
 
 

@@ -238,7 +238,8 @@ def load_posterior(path: str, space: ParameterSpace, draws: int, strict: bool = 
             import xarray as xr
 
             with xr.open_dataset(path) as ds:
-                table = pd.DataFrame({name: ds[name].values for name in ds.data_vars if ds[name].dims == ("draw",)})
+                table = pd.DataFrame({name: ds[name].values for name in ds.data_vars if ds[name].dims == ("draw",)
+                                      and ds[name].attrs.get("role") != "heterogeneity"})  # not model parameters
         else:
             table = pd.read_parquet(path) if str(path).endswith(".parquet") else pd.read_csv(path)
     except (OSError, ValueError) as exc:
