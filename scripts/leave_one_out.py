@@ -50,6 +50,16 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def interval_score(table: pd.DataFrame, alpha: float = 0.05) -> pd.Series:
+    """The interval score of each 95 % predictive interval (Gneiting and Raftery 2007, J Am Stat Assoc 102:359,
+    doi:10.1198/016214506000001437): its width plus 2/alpha times how far the published value lies outside it, in
+    standard errors of the published number. Lower is better; it weighs a miss against a wide interval, which the
+    share inside does not."""
+    low, high, x = table["posterior_2.5%"], table["posterior_97.5%"], table["published"]
+    score = (high - low) + (2 / alpha) * ((low - x).clip(lower=0) + (x - high).clip(lower=0))
+    return score / table["se"]
+
+
 def run(diseases: list[str], out: Path, reuse: bool) -> None:
     for disease in diseases:
         earlier = out / disease / "training.npz"
@@ -77,7 +87,9 @@ def collect(out: Path) -> pd.DataFrame:
         t["calibration_seconds"] = m["seconds"]["total"]
         t["diagnostics_pass"] = m["diagnostics_pass"]
         frames.append(t)
-    return pd.concat(frames, ignore_index=True)
+    table = pd.concat(frames, ignore_index=True)
+    table["interval_score_over_se"] = interval_score(table)
+    return table
 
 
 def main() -> None:
@@ -103,7 +115,8 @@ def main() -> None:
     table.to_csv(RECORD, index=False)
     print(markdown(table))
     print(f"\n{table['inside_95'].mean():.0%} of {len(table)} published numbers inside their 95 % interval "
-          f"predicted without their own trial; record: {RECORD}")
+          f"predicted without their own trial (mean interval score {table['interval_score_over_se'].mean():.1f} "
+          f"standard errors); record: {RECORD}")
 
 
 if __name__ == "__main__":

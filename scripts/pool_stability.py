@@ -41,7 +41,13 @@ def shifts(small: Path, large: Path, refine: int = 0) -> pd.DataFrame:
     out["shift_in_sd"] = (out["mean_large"] - out["mean_small"]).abs() / out["sd_large"]
     out["stable"] = out["shift_in_sd"] < STABLE
     out["second_wave_points"] = refine
+    out["heterogeneity"] = _heterogeneity(large)
     return out.reset_index()
+
+
+def _heterogeneity(run: Path) -> bool:
+    """Whether a calibration had between-trial random effects (runs before them record none: False)."""
+    return bool(json.loads((run / "manifest.json").read_text())["settings"].get("heterogeneity", False))
 
 
 def prediction_shifts(small: Path, large: Path, refine: int = 0) -> pd.DataFrame:
@@ -58,24 +64,31 @@ def prediction_shifts(small: Path, large: Path, refine: int = 0) -> pd.DataFrame
     shift = (out["median_large"] - out["median_small"]).abs()
     out["shift_in_sd"] = shift / out["predictive_sd_large"]
     out["shift_in_se"] = shift / out["se"]
+    out["heterogeneity"] = _heterogeneity(large)
     out["stable"] = out["shift_in_sd"] < STABLE
     out["second_wave_points"] = refine
     return out.drop(columns=["posterior_2.5%", "posterior_97.5%"])
 
 
 def record(table: pd.DataFrame, path: Path, disease: str, refine: int) -> pd.DataFrame:
-    """``table`` written into ``path`` as that disease's and method's block, replacing its earlier rows."""
+    """``table`` written into ``path`` as that disease's and method's block (second wave, between-trial
+    heterogeneity), replacing its earlier rows."""
     table = table.copy()
     table.insert(0, "disease", disease)
+    het = bool(table["heterogeneity"].iloc[0])
     if path.exists():
         earlier = pd.read_csv(path)
         if "second_wave_points" not in earlier:
             earlier["second_wave_points"] = 0
-        same = (earlier["disease"] == disease) & (earlier["second_wave_points"] == refine)
+        if "heterogeneity" not in earlier:
+            earlier["heterogeneity"] = False
+        same = (earlier["disease"] == disease) & (earlier["second_wave_points"] == refine) & \
+            (earlier["heterogeneity"] == het)
         table = pd.concat([earlier[~same], table], ignore_index=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(path, index=False)
-    return table[(table["disease"] == disease) & (table["second_wave_points"] == refine)]
+    return table[(table["disease"] == disease) & (table["second_wave_points"] == refine) &
+                 (table["heterogeneity"] == het)]
 
 
 def main() -> None:

@@ -127,3 +127,20 @@ def test_a_tau_far_out_in_the_prior_tail_stays_finite():
     np.testing.assert_allclose(tau[1], TAU_MAX, rtol=1e-12)
     ll = h.loglik(np.zeros_like(mean), np.full_like(mean, 25.0), h.loadings(mean, tau), np.ones(len(p.table), bool))
     assert np.isfinite(ll).all() and ll[1] < ll[0]
+
+
+def test_interval_score_weighs_a_miss_against_width():
+    """scripts/leave_one_out.py scores each interval (Gneiting and Raftery 2007): its width in SEs when the
+    published value is inside, plus 2/0.05 = 40 times the distance outside when it is not."""
+    import importlib.util
+    from pathlib import Path
+
+    import pandas as pd
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "leave_one_out.py"
+    spec = importlib.util.spec_from_file_location("leave_one_out", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    t = pd.DataFrame({"posterior_2.5%": [0.0, 0.0], "posterior_97.5%": [4.0, 4.0], "published": [2.0, 5.0],
+                      "se": [2.0, 2.0]})
+    np.testing.assert_allclose(module.interval_score(t).to_numpy(), [2.0, (4.0 + 40.0) / 2.0])
