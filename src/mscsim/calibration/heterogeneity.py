@@ -23,6 +23,7 @@ likelihood, which no library offers in this form.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -73,9 +74,10 @@ class TauPrior:
         return f"log tau^2 = {self.location:g} + {self.spread:g} x {dist} ({self.units}; {', '.join(self.source)})"
 
 
+@lru_cache(maxsize=None)
 def load_prior(disease: str, path: Path = FILE) -> TauPrior:
-    """The heterogeneity prior of ``disease`` (data/calibration/heterogeneity.yaml); a disease without one, or an
-    entry outside what is allowed, is a data error naming the file and field."""
+    """The heterogeneity prior of ``disease`` (data/calibration/heterogeneity.yaml; read once per process); a
+    disease without one, or an entry outside what is allowed, is a data error naming the file and field."""
     raw = _yaml.safe_load(path.read_text()) or {}
     entry = (raw.get("diseases") or {}).get(disease)
     if entry is None:
@@ -120,24 +122,26 @@ class Heterogeneity:
         statistic = table["statistic"].to_numpy()
         diff = np.char.startswith(statistic.astype(str), "difference")
         partial = statistic == "partial_rate"
-        cells = table["cells"].to_numpy(bool) if "cells" in table else np.zeros(len(table), bool)
         common = (~diff & ~partial).astype(float)
-        on_cells = ((cells | diff) & ~partial).astype(float)
+        on_cells = ((table["cells"].to_numpy(bool) | diff) & ~partial).astype(float)
         return cls(load_prior(disease), np.array([index[k] for k in keys]), common, on_cells,
-                   table["scale"].to_numpy(float) if "scale" in table else np.full(len(table), np.nan),
-                   np.isin(statistic, RATE_STATISTICS), statistic == "difference_rate")
+                   table["scale"].to_numpy(float), np.isin(statistic, RATE_STATISTICS),
+                   statistic == "difference_rate")
 
     def taus(self, unit: np.ndarray) -> np.ndarray:
         """(m, 2) tau_trial and tau_cells at unit-cube points (m, 2)."""
         return self.prior.tau(np.atleast_2d(unit))
 
+    @property
+    def _per_logit(self) -> float:
+        """Log-odds per unit effect on the prior's scale (1 for log odds ratios, pi / sqrt(3) for SMDs)."""
+        return LOGIT_PER_SMD if self.prior.scale == SCALES[0] else 1.0
+
     def _unit_shift(self, mean: np.ndarray) -> np.ndarray:
         """(m, obs) how far one unit of effect (on the prior's scale) moves each statistic: a continuous one by its
         between-patient SD, a rate by p(1 - p) per unit log-odds (linearised), a difference of rates as if at 1/2."""
-        smd = self.prior.scale == SCALES[0]
-        per_logit = LOGIT_PER_SMD if smd else 1.0
-        per_smd = 1.0 if smd else 1.0 / LOGIT_PER_SMD
-        out = np.broadcast_to(np.nan_to_num(self.scale) * per_smd, mean.shape).copy()
+        per_logit = self._per_logit
+        out = np.broadcast_to(np.nan_to_num(self.scale) * per_logit / LOGIT_PER_SMD, mean.shape).copy()
         p = np.clip(np.nan_to_num(mean, nan=0.5), RATE_EDGE, 1 - RATE_EDGE)
         out[:, self.rate] = per_logit * p[:, self.rate] * (1 - p[:, self.rate])
         out[:, self.difference_rate] = per_logit * 0.25
@@ -151,7 +155,7 @@ class Heterogeneity:
     def loglik(self, resid: np.ndarray, var: np.ndarray, w: np.ndarray, used: np.ndarray) -> np.ndarray:
         """(m,) Gaussian log-likelihood of the used residuals (m, obs) with diagonal variances ``var`` plus the
         groups' shared effects ``w`` (m, obs, 2), the effects integrated out group by group."""
-        with np.errstate(invalid="ignore", over="ignore"):  # an infinite tau gives NaN: -inf to the sampler
+        with np.errstate(invalid="ignore", over="ignore"):  # an overflowing draw is marked -inf below
             return self._loglik(resid, var, w, used)
 
     def _loglik(self, resid, var, w, used):
@@ -163,7 +167,7 @@ class Heterogeneity:
             # a tau so far out in its prior's tail that w^T D^-1 w overflows: that draw is impossible, not an error
             bad = ~(np.isfinite(m).all(axis=(1, 2)) & np.isfinite(b).all(axis=1))
             m[bad], b[bad] = np.eye(m.shape[-1]), 0.0
-            sign, logdet_m = np.linalg.slogdet(m)
+            _, logdet_m = np.linalg.slogdet(m)
             quad = np.sum(r * r / d, axis=1) - np.einsum("mk,mk->m", b, np.linalg.solve(m, b[..., None])[..., 0])
             total += np.where(bad, -np.inf, -0.5 * (quad + np.sum(np.log(2 * np.pi * d), axis=1) + logdet_m))
         return total
@@ -190,9 +194,8 @@ class Heterogeneity:
         e = self.common * tau[:, :1] * z[:, self.group, 0] + self.cells * tau[:, 1:] * z[:, self.group, 1]
         out = model + self._unit_shift(model) * e
         if self.rate.any():
-            per_logit = LOGIT_PER_SMD if self.prior.scale == SCALES[0] else 1.0
             p = np.clip(model[:, self.rate], 1e-6, 1 - 1e-6)
-            out[:, self.rate] = 1.0 / (1.0 + np.exp(-(np.log(p / (1 - p)) + per_logit * e[:, self.rate])))
+            out[:, self.rate] = 1.0 / (1.0 + np.exp(-(np.log(p / (1 - p)) + self._per_logit * e[:, self.rate])))
         return out
 
 

@@ -193,7 +193,7 @@ def predictive(emulator: Emulator, unit: np.ndarray, table, seed: int, heterogen
         tau = h.taus(tau_unit)
         used = np.zeros(len(table), bool) if used is None else used
         ok = used & np.isfinite(table["se"].to_numpy(float)) & np.all(np.isfinite(mean), axis=0)
-        var = np.where(np.isfinite(sd), sd ** 2, 1.0) + np.nan_to_num(table["se"].to_numpy(float)) ** 2
+        var = np.where(np.isfinite(sd), sd ** 2, 1.0) + se ** 2
         w = h.loadings(mean, tau)
         z = h.effects(np.nan_to_num(table["value"].to_numpy(float) - mean), var, w, ok,
                       np.random.default_rng([seed, 1618]))

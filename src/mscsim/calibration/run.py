@@ -411,9 +411,10 @@ def posterior_dataset(cal: Calibration):
                      for j, name in enumerate(cal.problem.names)},
                     coords={"draw": np.arange(len(values))})
     if cal.posterior_tau is not None:  # the between-trial SDs: not model parameters, so runs' bands skip them
-        tau = load_prior(cal.problem.disease).tau(cal.posterior_tau)
+        prior = load_prior(cal.problem.disease)
+        tau = prior.tau(cal.posterior_tau)
         for j, name in enumerate(HETEROGENEITY_NAMES):
-            ds[name] = ("draw", tau[:, j], {"units": load_prior(cal.problem.disease).units,
+            ds[name] = ("draw", tau[:, j], {"units": prior.units,
                                             "long_name": HETEROGENEITY_LABELS[name], "role": "heterogeneity"})
     ds.attrs.update({"title": f"mscsim posterior: {cal.problem.disease}", "mscsim_version": __version__,
                      "provenance": json.dumps({k: cal.manifest[k] for k in (
