@@ -15,8 +15,12 @@ integrators on the same problem, and mscsim's rows carry a cost theirs do not.
 
 Methods, all at the same tolerances (rtol 1e-8, mscsim's per-state absolute tolerances) and the same patients:
 
-- ``mscsim``: ``Setup.problem`` (parameter draws and the chronic state) then ``solve_compiled`` (the compiled
-  engine: RODAS4 per patient in machine code, Numba), chunk by chunk, on ``--threads`` threads.
+- ``mscsim``: what a user's run does, chunk by chunk, on ``--threads`` threads: ``Setup.problem`` (parameter draws
+  and the chronic state) then ``solve_compiled`` (the compiled engine: RODAS4 per patient in machine code,
+  Numba), or, for a linear model (the human IV kinetics), ``solve_linear`` (the exact solution from each
+  patient's eigendecomposition; RODAS4 for a patient whose eigenvectors are ill-conditioned).
+- ``mscsim-rodas4``: the compiled RODAS4 engine on a linear model too (the kinetics' integrator before
+  ``solve_linear``; not run on a nonlinear model, where it is ``mscsim``).
 - ``mscsim-numpy``: ``Setup.problem`` then ``solve_batched`` (the same RODAS4 in NumPy, vectorised over the
   patients of a chunk): the engine before it was compiled.
 - ``mscsim-jax``: ``solve_jax`` (the same RODAS4 in one jitted JAX loop) for the follow-up.
@@ -35,7 +39,7 @@ with the cohort (SymPy compilation of the model, SBML export and libRoadRunner's
 tracing and XLA compilation, timed by JAX's own compile events; XLA executables go to a persistent cache shared
 by the run's measurements, so a shape compiled once is loaded after) are shown apart as "setup s". Outputs are
 computed at every output time for every patient and discarded chunk by chunk, except the first ``--check``
-patients, which are compared with mscsim's batched solver on the same patients: the largest
+patients, which are compared with mscsim's own solver (as ``mscsim``) on the same patients: the largest
 |a - b| / (|b| + 1e-6 scale) over those patients, output times and states, with the scale per state as in
 tests/test_solvers.py (the cells given; ten times a signal's typical magnitude). mscsim's own row must show 0:
 a patient's numbers do not depend on the batch it is solved in.
@@ -70,12 +74,13 @@ from pathlib import Path
 import numpy as np
 
 RTOL, ATOL_FACTOR = 1e-8, 1e-13
-METHODS = ("mscsim", "mscsim-burnin", "mscsim-numpy", "mscsim-jax", "roadrunner", "roadrunner-burnin", "scipy",
+METHODS = ("mscsim", "mscsim-rodas4", "mscsim-burnin", "mscsim-numpy", "mscsim-jax", "roadrunner", "roadrunner-burnin", "scipy",
            "diffrax")
 JAX_METHODS = ("mscsim-jax", "diffrax")
 BURN_IN_METHODS = ("mscsim-burnin", "roadrunner-burnin")  # integrate the untreated 1,000 days, then the follow-up
 DAYS = {"human_iv_2e6_per_kg": 28.0}  # follow-up per scenario unless --days says otherwise (others: one year)
-LABELS = {"mscsim": "mscsim solve_compiled (compiled RODAS4, Numba)",
+LABELS = {"mscsim": "mscsim, as a user's run (compiled RODAS4, Numba; exact solution for a linear model)",
+          "mscsim-rodas4": "mscsim solve_compiled (compiled RODAS4, Numba) on the linear model",
           "mscsim-burnin": "mscsim solve_compiled, 1,000-day burn-in integrated",
           "roadrunner-burnin": "libRoadRunner (CVODE), 1,000-day burn-in integrated",
           "mscsim-numpy": "mscsim solve_batched (NumPy RODAS4)", "mscsim-jax": "mscsim solve_jax (JAX RODAS4)",
@@ -149,10 +154,25 @@ class Mscsim:
         kernels(setup.model)  # load the compiled engine (from the disk cache) before the clock starts
 
     def run(self, start, count, deadline):
+        return own_solver(self.setup.problem(start, count), self.rtol)
+
+
+class MscsimRodas4(Mscsim):
+    """The compiled RODAS4 engine on a linear model (``mscsim`` solves it exactly)."""
+
+    def run(self, start, count, deadline):
         from mscsim.solvers.compiled import solve_compiled
 
-        prob = self.setup.problem(start, count)
-        return solve_compiled(prob, rtol=self.rtol, atol_factor=ATOL_FACTOR)
+        return solve_compiled(self.setup.problem(start, count), rtol=self.rtol, atol_factor=ATOL_FACTOR)
+
+
+def own_solver(prob, rtol):
+    """The solver a user's run takes (``mscsim.simulation.solve``): exact for a linear model, else RODAS4."""
+    from mscsim.solvers.compiled import solve_compiled
+    from mscsim.solvers.linear import solve_linear
+
+    engine = solve_linear if prob.model.linear else solve_compiled
+    return engine(prob, rtol=rtol, atol_factor=ATOL_FACTOR)
 
 
 class MscsimNumpy:
@@ -474,7 +494,7 @@ def _equinox_weakref_workaround() -> None:
         prim.Flatten = Flatten
 
 
-RUNNERS = {"mscsim": Mscsim, "mscsim-burnin": Mscsim, "mscsim-numpy": MscsimNumpy, "mscsim-jax": MscsimJax,
+RUNNERS = {"mscsim": Mscsim, "mscsim-rodas4": MscsimRodas4, "mscsim-burnin": Mscsim, "mscsim-numpy": MscsimNumpy, "mscsim-jax": MscsimJax,
            "roadrunner": RoadRunner, "roadrunner-burnin": RoadRunner, "scipy": Scipy, "diffrax": Diffrax}
 
 
@@ -550,17 +570,16 @@ def measure(task: dict) -> dict:
 
 
 def reference(task: dict) -> dict:
-    """mscsim's compiled engine on the first ``check`` patients (the yardstick), with each state's scale."""
-    from mscsim.solvers.compiled import solve_compiled
-
+    """mscsim's own solver on the first ``check`` patients (the yardstick), with each state's scale."""
     for baseline, file in (("steady_state", task["check_file"]), ("integration", task["burn_check_file"])):
         setup = scenario_setup(task["scenario"], task["check"], task["days"], task["rtol"], baseline)
         prob = setup.problem(0, task["check"])
-        out = solve_compiled(prob, rtol=task["rtol"], atol_factor=ATOL_FACTOR)
+        out = own_solver(prob, task["rtol"])
         np.save(file, out)
     scale = np.where(setup.model.cell_mask, prob.administered().max(), 10.0 * setup.model.signal_scale)
     np.save(task["scale_file"], scale)
-    return {"n_states": setup.model.n_states, "n_times": len(prob.t_eval), "burn_in": setup.has_tissue}
+    return {"n_states": setup.model.n_states, "n_times": len(prob.t_eval), "burn_in": setup.has_tissue,
+            "linear": setup.model.linear}
 
 
 def child_main(task_file: str) -> None:
@@ -694,6 +713,8 @@ RATIOS = (
     ("mscsim", "roadrunner-burnin", "end to end: mscsim's steady-state start against libRoadRunner's burn-in", 20.0),
     ("mscsim", "roadrunner", "mscsim (steady state inside its clock) against libRoadRunner given that state", None),
     ("mscsim", "mscsim-numpy", "the compiled engine against the same RODAS4 in NumPy", None),
+    ("mscsim-rodas4", "roadrunner", "the compiled RODAS4 engine on the kinetics against libRoadRunner", None),
+    ("mscsim", "mscsim-rodas4", "the exact solution against the compiled RODAS4 engine", None),
     ("mscsim", "scipy", "against SciPy solve_ivp", None),
     ("mscsim", "diffrax", "against diffrax vmap(Kvaerno5)", None),
     ("mscsim-jax", "diffrax", "mscsim's JAX solver against diffrax on the same device", None),
@@ -714,6 +735,8 @@ def speedups(rows: list[dict], scenario: str, burn_in: bool = True) -> list[str]
         if ours in best and theirs in best:
             if not burn_in and ours == "mscsim" and theirs == "roadrunner":
                 what, target = "the kinetics: mscsim against libRoadRunner", KINETICS_TARGET
+            if not burn_in and ours == "mscsim" and theirs == "mscsim-numpy":
+                what = "the exact solution against the same model's RODAS4 in NumPy"
             a, b = best[ours], best[theirs]
             ratio = a["patients_per_s"] / b["patients_per_s"]
             goal = "" if target is None else f"; target {target:g}x: {'met' if ratio >= target else 'NOT met'}"
@@ -782,6 +805,8 @@ def main() -> None:
             for method in args.methods:
                 if method in BURN_IN_METHODS and not metas[scenario].get("burn_in"):
                     continue  # no chronic state to find: the kinetics-only model starts from zero
+                if method == "mscsim-rodas4" and not metas[scenario].get("linear"):
+                    continue  # a nonlinear model: mscsim's own row is this engine
                 label = LABELS[method].format(scipy_method=args.scipy_method)
                 rate = None  # patients/s of the largest completed measurement
                 for n in sizes:

@@ -32,6 +32,7 @@ from .patients.population import draw_parameters
 from .product.product import PotencyFactors, Product, potency_factors
 from .solvers.batched import solve_batched
 from .solvers.compiled import SolveFailure, solve_compiled, steady_state
+from .solvers.linear import solve_linear
 from .solvers.problem import Bolus, Infusion, Problem
 from .solvers.reference import solve_reference
 
@@ -361,6 +362,8 @@ def resolve_setup(scenario: Scenario, values: Mapping[str, float] | None = None,
 def _compile_setup(scenario: Scenario, inputs: _Inputs) -> Setup:
     model = compiled(inputs.mechanisms, tuple(sorted(scenario.mechanisms.items())), scenario.label)
     solver_keys = ("hairer1996",) if scenario.solver.kind in ("batched", "jax") else ()
+    if scenario.solver.kind == "batched" and model.linear:
+        solver_keys = ("moler2003", "hairer1996")  # the exact solution (solvers.linear); RODAS4 its fallback
     return Setup(scenario, model, inputs.pset, inputs.product, inputs.factors, inputs.site,
                  inputs.placement_parameter, inputs.placement, model.parameter_vector(inputs.pset), solver_keys,
                  inputs.overrides, inputs.retention_parameter, inputs.retained)
@@ -481,8 +484,9 @@ def solve(setup: Setup, problem: Problem, *, first_patient: int = 0) -> np.ndarr
     elif sc.kind == "numpy":
         states = solve_batched(problem, rtol=sc.rtol, max_steps=sc.max_steps)
     else:
+        engine = solve_linear if problem.model.linear else solve_compiled  # linear: the exact solution
         try:
-            states = solve_compiled(problem, rtol=sc.rtol, max_steps=sc.max_steps)
+            states = engine(problem, rtol=sc.rtol, max_steps=sc.max_steps)
         except SolveFailure as failure:
             ok = np.asarray(failure.status) == 0
             check_positivity(problem, failure.states, first_patient=first_patient, patients=ok)

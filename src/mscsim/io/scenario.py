@@ -169,7 +169,8 @@ class OutputSpec(_Strict):
 
 
 class SolverSpec(_Strict):
-    """``batched``: the compiled engine (RODAS4 per patient in machine code); ``numpy``: the same method in NumPy;
+    """``batched``: the compiled engine (RODAS4 per patient in machine code; for a linear model, the whole-body
+    kinetics without a tissue, the exact solution from each patient's eigendecomposition); ``numpy``: the same method in NumPy;
     ``reference``: SciPy Radau, one patient at a time; ``jax``: the JAX solver (an extra). ``baseline``: how a
     disease's untreated chronic state is found (``steady_state``: solved directly, integrating only where a
     patient has no stable steady state; ``integration``: a 1,000-day untreated run). ``max_steps``: the attempted

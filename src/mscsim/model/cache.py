@@ -73,7 +73,8 @@ def _read(path: Path, model: Model, key: str) -> CompiledModel | None:
         if rows.shape != cols.shape or len(fields["state_names"]) != len(model.states):
             return None
         return CompiledModel(model=model, stoichiometry=S, jac_rows=rows, jac_cols=cols, source=str(data["source"]),
-                             scalar_source=str(data["scalar_source"]), key=key, **fields)
+                             scalar_source=str(data["scalar_source"]), key=key, linear=bool(data["linear"]),
+                             **fields)
     except (OSError, ValueError, KeyError, TypeError):  # missing, partial or corrupt: compile afresh
         return None
 
@@ -81,7 +82,8 @@ def _read(path: Path, model: Model, key: str) -> CompiledModel | None:
 def _write(where: Path, cm: CompiledModel) -> None:
     data = {k: list(getattr(cm, k)) for k in _FIELDS}
     data.update(key=cm.key, stoichiometry=cm.stoichiometry.ravel().tolist(), jac_rows=cm.jac_rows.tolist(),
-                jac_cols=cm.jac_cols.tolist(), source=cm.source, scalar_source=cm.scalar_source)
+                jac_cols=cm.jac_cols.tolist(), source=cm.source, scalar_source=cm.scalar_source,
+                linear=cm.linear)
     try:
         where.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=where.parent))

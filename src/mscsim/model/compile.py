@@ -45,6 +45,7 @@ class CompiledModel:
     source: str  # array code: rates, jac_values, rhs (xp, x, p) and their batch-last forms
     scalar_source: str  # rhs_w(x, p, f) and jac_w(x, p, jv): W patients side by side, scalar code for Numba
     key: str
+    linear: bool = False  # no Jacobian entry depends on a state: dx/dt = A(p) x + u, solved exactly (solvers.linear)
 
     @cached_property
     def _namespace(self) -> dict:
@@ -168,7 +169,7 @@ def model_key(model: Model) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-CODEGEN_FORMAT = "mscsim-codegen-4"  # bump when the generated code changes shape
+CODEGEN_FORMAT = "mscsim-codegen-5"  # bump when the generated code changes shape
 
 
 def compile_model(model: Model) -> CompiledModel:
@@ -220,6 +221,8 @@ def compile_model(model: Model) -> CompiledModel:
             if d != 0:
                 jac_entries.append((i, k, d))
     jac_exprs = [e for _, _, e in jac_entries]
+    state_syms = set(xs.values())
+    linear = not any(e.free_symbols & state_syms for e in jac_exprs)  # a proof, on the symbolic derivatives
     source, scalar_source = _codegen(state_names, tuple(used), rate_exprs, jac_exprs, S)
     return CompiledModel(model=model, state_names=state_names, state_units=tuple(s.units for s in states),
                          param_names=tuple(used), param_units=tuple(symbols[n] for n in used),
@@ -227,7 +230,7 @@ def compile_model(model: Model) -> CompiledModel:
                          jac_rows=np.array([r for r, _, _ in jac_entries], dtype=np.intp),
                          jac_cols=np.array([c for _, c, _ in jac_entries], dtype=np.intp),
                          rate_text=tuple(sp.srepr(e) for e in rate_exprs), source=source,
-                         scalar_source=scalar_source, key=model_key(model))
+                         scalar_source=scalar_source, key=model_key(model), linear=linear)
 
 
 def _parse(text: str, local: dict, what: str) -> sp.Expr:
