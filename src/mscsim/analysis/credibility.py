@@ -258,7 +258,8 @@ def write_credibility(disease: str, out: str | Path, *, sensitivity: list[str] |
                        for r in results])
     tri_cols = [c for c in ("design", "endpoint", "visit_day", "arm", "quantity", "published", "simulated",
                             "simulated_ci_low", "simulated_ci_high", "agrees", "param_median", "param_low90",
-                            "param_high90", "agrees_with_uncertainty") if c in agreement.columns]
+                            "param_high90", "agrees_with_uncertainty", "new_trial_low95", "new_trial_high95",
+                            "agrees_as_new_trial") if c in agreement.columns]
     tri_html = _table(tri_cols, [[_num(r[c]) if isinstance(r[c], float) else r[c] for c in tri_cols]
                                  for _, r in agreement.iterrows()])
     n_pass = sum(r.passed for r in results)

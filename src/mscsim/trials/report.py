@@ -402,6 +402,10 @@ def comparison_table(published: pd.DataFrame | None) -> pd.DataFrame:
         table["with parameter uncertainty (95%)"] = [_interval(r["predictive_low95"], r["predictive_high95"])
                                                      for _, r in pub.iterrows()]
         table["agrees (with parameters)"] = [_yes_no(v) for v in pub["agrees_with_uncertainty"]]
+    if "new_trial_low95" in pub.columns and len(pub):  # a posterior with between-trial SDs
+        table["as a new trial (95%)"] = [_interval(r["new_trial_low95"], r["new_trial_high95"])
+                                         for _, r in pub.iterrows()]
+        table["agrees (as a new trial)"] = [_yes_no(v) for v in pub["agrees_as_new_trial"]]
     return table
 
 

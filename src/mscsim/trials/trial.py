@@ -11,6 +11,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .. import __version__
@@ -128,15 +129,16 @@ def parameter_draws_for(design: DesignSpec, progress=None):
 
 
 def with_bands(design: DesignSpec, analysis: TrialAnalysis, draw_obs: pd.DataFrame,
-               endpoints: pd.DataFrame) -> TrialAnalysis:
-    """The analysis with the parameter-uncertainty bands (and between-patient ranges) beside each statistic."""
+               endpoints: pd.DataFrame, taus: dict[int, np.ndarray] | None = None) -> TrialAnalysis:
+    """The analysis with the parameter-uncertainty bands (and between-patient ranges) beside each statistic;
+    ``taus`` (draw key -> the posterior's between-trial SDs) adds the published numbers' new-trial intervals."""
     from dataclasses import replace
 
     from .bands import comparison_bands, published_bands, summary_bands
 
     return replace(analysis, summary=summary_bands(design, analysis.summary, draw_obs, endpoints),
                    comparisons=comparison_bands(design, analysis.comparisons, draw_obs),
-                   published=published_bands(design, analysis.published, draw_obs))
+                   published=published_bands(design, analysis.published, draw_obs, taus))
 
 
 def run_trial(design: DesignSpec, out: str | Path, *, design_path: str | None = None, workers: int = 1,
@@ -172,7 +174,8 @@ def run_trial(design: DesignSpec, out: str | Path, *, design_path: str | None = 
     analysis = analyse(design, endpoints, patients)
     draw_obs, failed = collect_draws(store, chunks)
     if draws is not None:
-        analysis = with_bands(design, analysis, draw_obs, endpoints)
+        taus = None if draws.taus is None else dict(zip((int(k) for k in draws.index), draws.taus))
+        analysis = with_bands(design, analysis, draw_obs, endpoints, taus)
     kinds = endpoint_kinds(design)
     meta = {
         "name": design.name, "title": design.title, "description": design.description, "seed": design.seed,
@@ -236,7 +239,8 @@ def _uncertainty_record(design: DesignSpec, draws, failed: pd.DataFrame) -> dict
             "acceptance": round(float(draws.acceptance), 4), "failed_draws": n_failed,
             "draw_keys": "draw d takes the d-th value of each parameter's generator keyed on (seed, 8117, name)",
             "uncertain_parameters": list(draws.space.names),
-            "posterior": draws.posterior, "posterior_parameters": list(draws.posterior_parameters)}
+            "posterior": draws.posterior, "posterior_parameters": list(draws.posterior_parameters),
+            "between_trial_sds": draws.taus is not None}
 
 
 def chunk_store(out: str | Path) -> Path:

@@ -37,6 +37,7 @@ class Draws:
     condition: str  # "enrolled" or "none"
     posterior: str | None = None  # the posterior file whose rows gave the parameters it holds (else priors)
     posterior_parameters: tuple[str, ...] = ()
+    taus: np.ndarray | None = None  # (draws, 2) the posterior's between-trial SDs at these draws (new-trial bands)
 
     @property
     def acceptance(self) -> float:
@@ -89,8 +90,9 @@ def parameter_draws(scenario: Scenario, space: ParameterSpace, seed: int, draws:
     """``draws`` parameter sets: candidates 0, 1, 2, ... kept (with conditioning) while their reference patient
     has the disease as enrolled. Raises when too few candidates describe the disease."""
     if condition == "none" or not scenario.disease or not load_endpoints(scenario.disease).spec.enrolled:
-        return Draws(space, np.arange(draws), draw_values(space, seed, 0, draws, posterior), draws, "none",
-                     *_source(posterior))
+        index = np.arange(draws)
+        return Draws(space, index, draw_values(space, seed, 0, draws, posterior), draws, "none",
+                     *_source(posterior, index))
     kept_idx: list[np.ndarray] = []
     kept_val: list[np.ndarray] = []
     n_kept, first = 0, 0
@@ -116,11 +118,14 @@ def parameter_draws(scenario: Scenario, space: ParameterSpace, seed: int, draws:
         if progress is not None:
             progress(min(n_kept, draws), draws)
     index = np.concatenate(kept_idx)[:draws]
-    return Draws(space, index, np.concatenate(kept_val)[:draws], int(index[-1]) + 1, "enrolled", *_source(posterior))
+    return Draws(space, index, np.concatenate(kept_val)[:draws], int(index[-1]) + 1, "enrolled",
+                 *_source(posterior, index))
 
 
-def _source(posterior: Posterior | None) -> tuple[str | None, tuple[str, ...]]:
-    return (None, ()) if posterior is None else (posterior.path, tuple(posterior.names))
+def _source(posterior: Posterior | None, index: np.ndarray) -> tuple:
+    if posterior is None:
+        return None, (), None
+    return posterior.path, tuple(posterior.names), posterior.taus_at(index)
 
 
 def values_for(space: ParameterSpace, seed: int, index: np.ndarray, posterior: Posterior | None = None) -> np.ndarray:

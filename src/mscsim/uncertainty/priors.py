@@ -195,6 +195,11 @@ class Posterior:
     path: str
     names: tuple[str, ...]
     table: object  # pandas.DataFrame
+    taus: np.ndarray | None = None  # (rows, 2) tau_trial, tau_cells of a calibration with between-trial effects
+
+    def taus_at(self, index: np.ndarray) -> np.ndarray | None:
+        """The between-trial SDs of rows ``index`` (None when the file has none)."""
+        return None if self.taus is None else self.taus[np.asarray(index, dtype=int)]
 
     def rows(self, first: int, count: int):
         if first + count > len(self.table):
@@ -238,13 +243,14 @@ def load_posterior(path: str, space: ParameterSpace, draws: int, strict: bool = 
             import xarray as xr
 
             with xr.open_dataset(path) as ds:
-                table = pd.DataFrame({name: ds[name].values for name in ds.data_vars if ds[name].dims == ("draw",)
-                                      and ds[name].attrs.get("role") != "heterogeneity"})  # not model parameters
+                table = pd.DataFrame({name: ds[name].values for name in ds.data_vars if ds[name].dims == ("draw",)})
         else:
             table = pd.read_parquet(path) if str(path).endswith(".parquet") else pd.read_csv(path)
     except (OSError, ValueError) as exc:
         raise InputError(where, str(path), f"a readable CSV, Parquet or netCDF (mscsim calibrate) file of "
                          f"parameter sets ({exc})") from None
+    taus = _between_trial_sds(table, where, path)  # not model parameters: kept apart for new-trial bands
+    table = table.drop(columns=[c for c in TAU_COLUMNS if c in table.columns])
     unknown = sorted(set(table.columns) - set(space.names))
     if unknown and not strict:
         table = table.drop(columns=unknown)
@@ -259,4 +265,24 @@ def load_posterior(path: str, space: ParameterSpace, draws: int, strict: bool = 
             raise InputError(f"{where} ({path}), column {name}", "a missing or out-of-range value",
                              f"finite numbers inside the bounds {list(b) if b else '(none)'}")
         table[name] = col
-    return Posterior(str(path), tuple(table.columns), table.reset_index(drop=True))
+    return Posterior(str(path), tuple(table.columns), table.reset_index(drop=True), taus)
+
+
+TAU_COLUMNS = ("tau_trial", "tau_cells")  # mscsim calibrate's between-trial SDs (calibration.heterogeneity)
+
+
+def _between_trial_sds(table, where: str, path: str) -> np.ndarray | None:
+    """(rows, 2) the file's between-trial SDs (both columns, finite, >= 0), or None when it has neither."""
+    import pandas as pd
+
+    present = [c for c in TAU_COLUMNS if c in table.columns]
+    if not present:
+        return None
+    if len(present) < 2:
+        raise InputError(f"{where} ({path})", f"only {present[0]}", f"both {' and '.join(TAU_COLUMNS)} (the "
+                         "between-trial SDs of mscsim calibrate), or neither")
+    taus = np.column_stack([pd.to_numeric(table[c], errors="coerce").to_numpy(dtype=float) for c in TAU_COLUMNS])
+    if not (np.isfinite(taus).all() and (taus >= 0).all()):
+        raise InputError(f"{where} ({path}), columns {', '.join(TAU_COLUMNS)}", "a missing or negative value",
+                         "finite between-trial SDs >= 0")
+    return taus
