@@ -107,6 +107,12 @@ def test_a_new_trial_moves_each_statistic_as_the_calibration_does():
     smd = new_trial(p, "rate", False, tau, z, "knee_osteoarthritis", a, None, 4, None)
     np.testing.assert_allclose(np.log(smd / (1 - smd)), np.log(p / (1 - p)) + LOGIT_PER_SMD * 0.4 * z[0])
     assert np.array_equal(new_trial(p, "partial_rate", True, tau, z, "acute_gvhd", a, None, 4, None), p)
+    # a patient missing at the visit (a design's dropout: NaN) leaves the between-patient SD to the others
+    missing = new_trial(reps, "mean_change", True, tau, z, "knee_osteoarthritis", np.append(a, np.nan), None, 4, None)
+    np.testing.assert_allclose(missing, got)
+    gap = new_trial(reps, "difference_mean_change", True, tau, z, "knee_osteoarthritis", np.append(a, np.nan),
+                    np.append(a + 1, np.nan), 4, 4)
+    np.testing.assert_allclose(gap, diff)
 
 
 def test_a_posterior_file_carries_its_between_trial_sds(tmp_path):

@@ -161,9 +161,11 @@ def new_trial(reps: np.ndarray, statistic: str, has_cells: bool, tau: np.ndarray
         return 1.0 / (1.0 + np.exp(-(np.log(p / (1 - p)) + per_logit * e)))
     if statistic == "difference_rate":
         return reps + per_logit * 0.25 * e
+    a = a[np.isfinite(a)]  # a patient missing at the visit (the design's dropouts) has no value
     if c is None:
         scale = float(np.std(a, ddof=1)) if len(a) > 1 else np.nan
     else:
+        c = c[np.isfinite(c)]
         w = n / max(n_control or n, 1)
         scale = float(np.sqrt((np.var(a, ddof=1) + np.var(c, ddof=1) * w) / (1 + w))) if min(len(a), len(c)) > 1 \
             else np.nan
