@@ -144,6 +144,22 @@ def test_a_chunk_keeps_the_other_patients_when_one_fails(knee):
     assert np.isfinite(ds["pain_vas"].values[[0, 2, 3, 4, 5]]).all()
 
 
+def test_a_process_generates_a_models_kernel_source_once(knee, monkeypatch):
+    """A trial calls the engine for every chunk: the second call finds the loaded module by the model's key instead
+    of generating its source again (about 15 ms a call, a quarter of a cheap chunk)."""
+    import mscsim.solvers.compiled as compiled
+
+    setup, prob = knee
+    first = kernels(setup.model)
+
+    def regenerated(*args, **kwargs):
+        raise AssertionError("kernel source generated again")
+
+    monkeypatch.setattr(compiled, "kernel_source", regenerated)
+    assert kernels(setup.model) is first
+    assert np.isfinite(solve_compiled(untreated(prob))).all()
+
+
 def test_untreated_comparator_and_treated_share_the_compiled_baseline(knee):
     setup, prob = knee
     a = solve_compiled(untreated(prob))

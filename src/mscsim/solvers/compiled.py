@@ -153,14 +153,21 @@ def steady_state(model: CompiledModel, params: np.ndarray, x0: np.ndarray, atol:
 # --- the generated module ----------------------------------------------------------------------------------------
 
 _LOADED: dict[str, ModuleType] = {}
+_BY_MODEL: dict[tuple[str, int], ModuleType] = {}  # (model key, lanes) -> module: no source regenerated per call
 
 
 def kernels(model: CompiledModel) -> ModuleType:
     """The compiled engine's module for a model: generated, written to the model's cache entry and imported once
-    per process (Numba then compiles it, or loads its machine code from the cache beside it)."""
+    per process (Numba then compiles it, or loads its machine code from the cache beside it). Found again by the
+    model's key (the hash of its mechanism files, composition and version): generating the source takes ~15 ms,
+    which a trial's every chunk would otherwise pay twice."""
+    known = _BY_MODEL.get((model.key, LANES))
+    if known is not None:
+        return known
     source = kernel_source(model)
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     if digest in _LOADED:
+        _BY_MODEL[(model.key, LANES)] = _LOADED[digest]
         return _LOADED[digest]
     name = f"mscsim_kernels_{digest}"
     where = entry_dir(model.key)
@@ -175,6 +182,7 @@ def kernels(model: CompiledModel) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     _LOADED[digest] = module
+    _BY_MODEL[(model.key, LANES)] = module
     return module
 
 
