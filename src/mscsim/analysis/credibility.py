@@ -269,8 +269,9 @@ def write_credibility(disease: str, out: str | Path, *, sensitivity: list[str] |
          "used to decide on a patient's treatment."],
         ["Model form", "Mechanisms as data files (cell kinetics, secretion and licensing, immune cells, tissue damage "
          "and repair, endpoints), compiled with SymPy; one patient or a virtual cohort.",
-         "Structure follows published models where they exist; the disease state is a chronic steady state reached "
-         "by a 1,000-day burn-in."],
+         "Structure follows published models where they exist; the disease state is each patient's untreated chronic "
+         "steady state, found directly (pseudo-transient continuation, checked stable) or by integrating 1,000 days "
+         "where a patient has none."],
         ["Model inputs", f"{mix.iloc[0]['n']} parameters; {share_all:.0%} graded assumed "
          f"({int(infl_mix.get('assumed', 0))} of the {len(infl)} influential ones).",
          "Every parameter has units, a source, a grade and an uncertainty distribution (a stated prior where "
