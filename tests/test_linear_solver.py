@@ -12,7 +12,7 @@ from mscsim import scenario_from_dict, solve_reference
 from mscsim.simulation import resolve_setup, solve
 from mscsim.solvers.compiled import solve_compiled
 from mscsim.solvers.linear import solve_linear
-from test_solvers import agree, agreement_scenario
+from test_solvers import agree, reference_solution
 
 
 def kinetics_problem(n=3, **changes):
@@ -57,12 +57,11 @@ def test_exact_solution_matches_the_matrix_exponential_through_the_infusion():
 @pytest.mark.parametrize("name", [n for n in SCENARIO_EXAMPLES if "disease" not in example(n)])
 def test_linear_examples_agree_with_the_reference_solver(name):
     """Every bundled kinetics example (a linear model) against SciPy Radau, as the RODAS4 engine is checked."""
-    setup = resolve_setup(scenario_from_dict(agreement_scenario(name)))
-    prob = setup.problem()
+    setup, prob, ref = reference_solution(name)  # the same Radau solution test_solvers checks RODAS4 against
     if not prob.model.linear:
         pytest.skip("not a linear composition")
     scale = np.where(prob.model.cell_mask, prob.administered().max(), 100.0 * prob.model.signal_scale)
-    assert agree(solve(setup, prob), solve_reference(prob), scale) < 1e-6
+    assert agree(solve(setup, prob), ref, scale) < 1e-6
 
 
 def test_a_patients_numbers_do_not_depend_on_its_batch_or_block(monkeypatch):

@@ -1,5 +1,7 @@
 """The batched RODAS4 solver against the SciPy reference, and against exact solutions."""
 
+import functools
+
 import numpy as np
 import pytest
 from scipy.linalg import expm
@@ -34,11 +36,21 @@ def agreement_scenario(name: str) -> dict:
     return data
 
 
-@pytest.mark.parametrize("name", SCENARIO_EXAMPLES)
-def test_batched_agrees_with_reference_on_every_example(name):
+@functools.lru_cache(maxsize=None)
+def reference_solution(name: str):
+    """(setup, problem, SciPy Radau solution) of an example's agreement scenario, solved once per test session: the
+    RODAS4 engines and the exact linear solution (test_linear_solver) are all checked against it, and the reference
+    is the slow part (up to 40 s for a kinetics example with many doses)."""
     setup = resolve_setup(scenario_from_dict(agreement_scenario(name)))
     prob = setup.problem()
     ref = solve_reference(prob)
+    ref.setflags(write=False)  # shared between tests: none may change it
+    return setup, prob, ref
+
+
+@pytest.mark.parametrize("name", SCENARIO_EXAMPLES)
+def test_batched_agrees_with_reference_on_every_example(name):
+    setup, prob, ref = reference_solution(name)
     bat = solve_batched(prob)
     # comparison floor: 1e-6 of the cells given for cell states; 1e-4 of the typical magnitude for signal states,
     # so that at the tissue tolerance (1e-5) a difference below the solvers' own absolute tolerance for a signal
