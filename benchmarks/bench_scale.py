@@ -569,6 +569,12 @@ def measure(task: dict) -> dict:
     return result
 
 
+def state_scale(setup, prob) -> np.ndarray:
+    """Each state's floor in "max rel. diff": the cells given for cell states, ten times a signal's typical
+    magnitude."""
+    return np.where(setup.model.cell_mask, prob.administered().max(), 10.0 * setup.model.signal_scale)
+
+
 def reference(task: dict) -> dict:
     """mscsim's own solver on the first ``check`` patients (the yardstick), with each state's scale."""
     for baseline, file in (("steady_state", task["check_file"]), ("integration", task["burn_check_file"])):
@@ -576,8 +582,7 @@ def reference(task: dict) -> dict:
         prob = setup.problem(0, task["check"])
         out = own_solver(prob, task["rtol"])
         np.save(file, out)
-    scale = np.where(setup.model.cell_mask, prob.administered().max(), 10.0 * setup.model.signal_scale)
-    np.save(task["scale_file"], scale)
+    np.save(task["scale_file"], state_scale(setup, prob))
     return {"n_states": setup.model.n_states, "n_times": len(prob.t_eval), "burn_in": setup.has_tissue,
             "linear": setup.model.linear}
 

@@ -12,8 +12,8 @@ the same chronic state; mscsim finds it inside its clock, libRoadRunner is given
 ``--check`` patients against the same method's solution at rtol 1e-12 (each integrator's own error, on its own
 representation of the model, the exported SBML or mscsim's generated code; the distance between the two
 references is printed and recorded: on knee OA they agree to 1e-11 for the first weeks and differ by up to 1e-5
-only where small signals are held to their absolute tolerances). Error is bench_scale's "max rel. diff": the largest |a - b| / (|b| + 1e-6 scale) over patients, output
-times and states.
+only where small signals are held to their absolute tolerances). Error is bench_scale's "max rel. diff": the
+largest |a - b| / (|b| + 1e-6 scale) over patients, output times and states.
 
 Then, for each point, the other method's patients/s at the same error, interpolated on its curve (log error
 against log patients/s, between its two neighbouring tolerances; not extrapolated), and mscsim's patients/s over
@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_scale import (ATOL_FACTOR, LABELS, child_env, machine, max_rel_diff, run_child,  # noqa: E402
-                         scenario_setup)
+                         scenario_setup, state_scale)
 
 REFERENCE_RTOL = 1e-12
 
@@ -49,7 +49,7 @@ def measure(scenario: str, method: str, rtol: float, n: int, check: int, days: f
     task = {"scenario": scenario, "method": method, "n": n, "days": days, "rtol": rtol, "chunk": 4096,
             "check": check, "max_seconds": max_seconds, "scipy_method": "BDF", "threads": 1,
             "check_file": str(workdir / f"{tag}.npy")}
-    result, peak, wall = run_child(task, workdir, child_env(1, None), hard_limit=max_seconds * 3 + 300)
+    result, _, _ = run_child(task, workdir, child_env(1, None), hard_limit=max_seconds * 3 + 300)
     if result.get("status") != "ok":
         raise RuntimeError(f"{method} at rtol {rtol:g}: {result.get('message')}")
     done = result["patients_done"]
@@ -58,10 +58,9 @@ def measure(scenario: str, method: str, rtol: float, n: int, check: int, days: f
 
 
 def scales(scenario: str, check: int, days: float) -> np.ndarray:
-    """Each state's scale in the error (bench_scale's: the cells given; ten times a signal's typical magnitude)."""
+    """Each state's floor in the error, as bench_scale's "max rel. diff" has it."""
     setup = scenario_setup(scenario, check, days, REFERENCE_RTOL)
-    prob = setup.problem(0, check)
-    return np.where(setup.model.cell_mask, prob.administered().max(), 10.0 * setup.model.signal_scale)
+    return state_scale(setup, setup.problem(0, check))
 
 
 def at_error(curve: list[dict], error: float) -> float:
@@ -123,7 +122,7 @@ def main() -> None:
         if len(refs) == 2:
             cross = max_rel_diff(refs["roadrunner"], refs["mscsim"], scale)
             print(f"the two references (mscsim RODAS4, libRoadRunner CVODE at rtol {REFERENCE_RTOL:g}) differ by "
-                  f"{cross:.1e}: the exported SBML's model against mscsim's, not an integrator's error", flush=True)
+                  f"{cross:.1e} (the exported SBML and the generated code, each at its absolute tolerances)", flush=True)
         rows = []
         for method in args.methods:
             for rtol in args.rtols:

@@ -529,6 +529,10 @@ def write_html_report(path: str | Path, meta: Mapping, summary: pd.DataFrame | N
                      "(95%)' repeats the trial at its published size from every draw's pool (parameters and "
                      "trial-repeat sampling together); the simulated interval is trial-repeat sampling at the "
                      "nominal parameters; between-patient ranges are in the summary by arm.</p>")
+    if "as a new trial (95%)" in table.columns:
+        pub_lead += ("<p>'As a new trial (95%)' runs the same repeats as new trials, each with its own common response "
+                     "and cells' effect drawn at the posterior's between-trial SDs: what a new trial of this design "
+                     "could report, wider than what the calibrated model expects of this one.</p>")
 
     summ_rows = []
     for _, r in summ.iterrows():
