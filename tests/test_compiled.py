@@ -78,7 +78,7 @@ def test_a_patients_numbers_do_not_depend_on_batch_or_threads(knee):
 
 
 def test_lane_width_does_not_change_the_numbers(tmp_path):
-    """Patients side by side in SIMD lanes (4) or one at a time (1): the same bits (separate processes, since the
+    """Patients side by side in SIMD lanes (8, the default) or one at a time (1): the same bits (separate processes, since the
     width is fixed when the engine's module is generated)."""
     code = textwrap.dedent("""
         import sys, numpy as np
@@ -92,7 +92,7 @@ def test_lane_width_does_not_change_the_numbers(tmp_path):
         np.save(sys.argv[1], solve_compiled(setup.problem()))
     """)
     outs = []
-    for lanes in ("1", "4"):
+    for lanes in ("1", "8"):
         path = tmp_path / f"lanes{lanes}.npy"
         env = dict(os.environ, MSCSIM_LANES=lanes)
         subprocess.run([sys.executable, "-c", code, str(path)], check=True, env=env, cwd=os.getcwd())

@@ -26,7 +26,7 @@ from numba import njit, prange
 
 # the per-lane working arrays of a step (one set per slice of patients)
 Work = namedtuple("Work", ["K", "yi", "r", "ci", "dsh", "hinv", "jv", "lu", "cm", "ok", "wd", "piv", "save", "dvec",
-                           "dvalid", "dg", "cheap"])
+                           "dvalid", "dg", "cheap", "chk", "res", "mag"])
 
 
 @njit(**OPTS)
@@ -34,7 +34,8 @@ def _work():
     return Work(np.zeros((7, N, W)), np.zeros((N, W)), np.zeros((N, W)), np.zeros((N, W)), np.zeros((N, W)),
                 np.ones(W), np.zeros((max(NNZ, 1), W)), np.zeros((NSLOTS, W)), np.zeros((NSLOTS, W)),
                 np.ones(W, dtype=np.bool_), np.zeros((W, N, N)), np.zeros((W, N), dtype=np.int64), np.zeros((N, W)),
-                np.ones((N, W)), np.zeros(W, dtype=np.bool_), np.zeros((N, W)), np.zeros(W, dtype=np.bool_))
+                np.ones((N, W)), np.zeros(W, dtype=np.bool_), np.zeros((N, W)), np.zeros(W, dtype=np.bool_),
+                np.zeros(W, dtype=np.bool_), np.zeros(N), np.zeros(N))
 
 SAFETY, FAC_MIN, FAC_MAX = 0.9, 0.2, 6.0
 H_MARGIN = 1e-12
@@ -47,6 +48,10 @@ SS_STABLE, SS_NO_CONVERGENCE, SS_CHECK_EIGENVALUES, SS_NOT_FINITE = 0, 1, 2, 3
 # a steady state's residual |f_i| / (|x_i| + atol_i), per hour: with the slowest mode at ~1e-4 per hour (fibrosis,
 # ~300 d), 1e-14 puts the state within ~1e-10 of the fixed point
 RESIDUAL_TOL = 1e-14
+# the largest componentwise backward error (Oettli-Prager) accepted from the unpivoted sparse LU of a W not proven
+# to be an H-matrix: a few units of N * eps, as backward stable as a pivoted LU is guaranteed to be (Higham 2002,
+# Accuracy and Stability of Numerical Algorithms, 2nd ed., SIAM, Thm 9.3 and 7.3); a larger one falls back to it
+OMEGA_MAX = 8.0 * N * 2.220446049250313e-16
 
 
 @njit(**OPTS)
@@ -73,8 +78,8 @@ def _jac(x, p, hold, jv):
 
 @njit(**OPTS)
 def _dense_factor(jv, dsh, l, wd, piv):
-    """Pivoted LU of lane ``l``'s W = diag(dsh) - J into ``wd`` (N, N) and ``piv`` (the fallback for a W that is not
-    an H-matrix; partial pivoting, row by row)."""
+    """Pivoted LU of lane ``l``'s W = diag(dsh) - J into ``wd`` (N, N) and ``piv`` (the fallback for a lane whose
+    unpivoted sparse solve was not backward stable; partial pivoting, row by row)."""
     for i in range(N):
         for j in range(N):
             wd[i, j] = 0.0
@@ -121,9 +126,36 @@ def _dense_solve(wd, piv, b, l):
 
 
 @njit(**OPTS)
+def _backward_error(ws, b, x, l):
+    """The componentwise backward error max_i |b - W x|_i / (|W| |x| + |b|)_i of lane ``l``'s solution ``x`` of
+    W x = b, W = diag(dsh) - J (Oettli & Prager 1964): how far W and b would have to move for x to be exact."""
+    jv, dsh, res, mag = ws.jv, ws.dsh, ws.res, ws.mag
+    for i in range(N):
+        d = dsh[i, l] * x[i, l]
+        res[i] = b[i, l] - d
+        mag[i] = abs(b[i, l]) + abs(d)
+    for k in range(NNZ):
+        v = jv[k, l] * x[JCOL[k], l]
+        res[JROW[k]] += v
+        mag[JROW[k]] += abs(v)
+    omega = 0.0
+    for i in range(N):
+        e = abs(res[i])
+        if e > 0.0:
+            if not (mag[i] > 0.0 and math.isfinite(e)):
+                return math.inf
+            if e / mag[i] > omega:
+                omega = e / mag[i]
+    return omega
+
+
+@njit(**OPTS)
 def _factor(x, p, hold, dsh, ws):
-    """Factor W = diag(dsh) - J for every lane: without pivoting on the sparsity pattern where W is an H-matrix
-    (``ok``), pivoted dense LU for the other lanes.
+    """Factor W = diag(dsh) - J for every lane without pivoting on the sparsity pattern. Where W is proven an
+    H-matrix (``ok``) that LU is stable; on the other lanes (``chk``) each solve's backward error is checked, and a
+    lane whose solve is not backward stable is factored again with pivoting (dense) for the rest of the step
+    (see ``_solve``). Proving or checking costs a few sparse passes where a dense LU of every unproven lane cost
+    O(N^3).
 
     The proof that W is an H-matrix: first the cheap scaled diagonal dominance with the lane's scaling d from its
     last full test; where that fails, the full test (the comparison matrix factored: every pivot positive), which
@@ -132,11 +164,13 @@ def _factor(x, p, hold, dsh, ws):
     so the numbers do not depend on the lane's neighbours."""
     jv, lu, cm, ok, wd, piv, dvec, dvalid, dg, cheap = ws.jv, ws.lu, ws.cm, ws.ok, ws.wd, ws.piv, ws.dvec, \
         ws.dvalid, ws.dg, ws.cheap
+    chk = ws.chk
     _jac(x, p, hold, jv)
     fill_w(jv, dsh, lu)
     scaled_dominance_w(lu, dvec, dvalid, cheap)
     every = True
     for l in range(W):
+        chk[l] = False
         if not cheap[l]:
             every = False
     if every:
@@ -164,14 +198,14 @@ def _factor(x, p, hold, dsh, ws):
             for i in range(N):
                 dvec[i, l] = dg[i, l]
         dvalid[l] = fine
-        if not ok[l]:
-            _dense_factor(jv, dsh, l, wd[l], piv[l])
+        chk[l] = not ok[l]
 
 
 @njit(**OPTS)
 def _solve(ws, b):
-    """W^-1 b for every lane, in place."""
-    lu, ok, wd, piv, save = ws.lu, ws.ok, ws.wd, ws.piv, ws.save
+    """W^-1 b for every lane, in place: the sparse LU's solution, checked on the lanes whose W is not proven an
+    H-matrix; a lane whose check fails is factored with pivoting (once per step) and solved with that."""
+    lu, ok, chk, wd, piv, save = ws.lu, ws.ok, ws.chk, ws.wd, ws.piv, ws.save
     all_ok = True
     for l in range(W):
         if not ok[l]:
@@ -184,10 +218,16 @@ def _solve(ws, b):
             save[i, l] = b[i, l]
     solve_w(lu, b)
     for l in range(W):
-        if not ok[l]:
-            for i in range(N):
-                b[i, l] = save[i, l]
-            _dense_solve(wd[l], piv[l], b, l)
+        if ok[l]:
+            continue
+        if chk[l]:
+            if _backward_error(ws, save, b, l) <= OMEGA_MAX:
+                continue
+            chk[l] = False
+            _dense_factor(ws.jv, ws.dsh, l, wd[l], piv[l])
+        for i in range(N):
+            b[i, l] = save[i, l]
+        _dense_solve(wd[l], piv[l], b, l)
 
 
 @njit(**OPTS)
@@ -427,11 +467,12 @@ def _wnorm(f, x, atol, l):
 
 
 @njit(**OPTS)
-def _steady_group(b0, nb, X, P, ATOL, hold, h0, tol, max_iter, status, iters):
-    """The steady state of the untreated model for patients b0..b0+nb-1 (nb <= W), by pseudo-transient
-    continuation (Kelley & Keyes 1998): x += (I/h - J)^-1 f(x), h growing as the residual falls (switched evolution
-    relaxation), which is Newton's method once h is large. Held states stay at their values. Lanes are frozen
-    once their patient has converged, so a patient's result does not depend on its group."""
+def _steady_slice(lo, hi, X, P, ATOL, hold, h0, tol, max_iter, status, iters):
+    """The steady state of the untreated model for patients lo..hi-1 (rows of X, updated in place), W at a time, by
+    pseudo-transient continuation (Kelley & Keyes 1998): x += (I/h - J)^-1 f(x), h growing as the residual falls
+    (switched evolution relaxation), which is Newton's method once h is large. Held states stay at their values.
+    A lane whose patient has converged (or failed) takes the slice's next patient, so lanes do not idle while a
+    slow patient iterates; each patient's arithmetic is its own, so its result does not depend on its lane."""
     x = np.zeros((N, W))
     xn = np.zeros((N, W))
     p = np.zeros((M, W))
@@ -444,25 +485,44 @@ def _steady_group(b0, nb, X, P, ATOL, hold, h0, tol, max_iter, status, iters):
     dsh = ws.dsh
     h = np.full(W, h0)
     res = np.zeros(W)
-    done = np.zeros(W, dtype=np.bool_)
-    for l in range(W):
-        b = b0 + min(l, nb - 1)  # spare lanes repeat the last patient (finite arithmetic), and are done
+    it = np.zeros(W, dtype=np.int64)
+    pid = np.full(W, -1, dtype=np.int64)
+    for l in range(W):  # lanes left idle compute on a real patient's numbers (finite, discarded)
         for i in range(N):
-            x[i, l] = X[b, i]
-            atol[i, l] = ATOL[b, i]
+            x[i, l] = X[lo, i]
+            atol[i, l] = ATOL[lo, i]
         for j in range(M):
-            p[j, l] = P[b, j]
-        done[l] = l >= nb
-    _f(x, p, u, hold, f)
-    for l in range(W):
-        res[l] = _wnorm(f, x, atol, l)
-    for it in range(max_iter):
+            p[j, l] = P[lo, j]
+    nxt = lo
+    while True:
+        fresh = False
+        for l in range(W):
+            if pid[l] < 0 and nxt < hi:
+                b = nxt
+                nxt += 1
+                pid[l] = b
+                for i in range(N):
+                    x[i, l] = X[b, i]
+                    atol[i, l] = ATOL[b, i]
+                for j in range(M):
+                    p[j, l] = P[b, j]
+                h[l] = h0
+                it[l] = 0
+                ws.dvalid[l] = False  # a new patient: its first factorisation proves its W afresh
+                fresh = True
         alive = False
         for l in range(W):
-            if not done[l]:
+            if pid[l] >= 0:
                 alive = True
         if not alive:
             break
+        if fresh:
+            _f(x, p, u, hold, fn)
+            for l in range(W):
+                if pid[l] >= 0 and it[l] == 0:
+                    for i in range(N):
+                        f[i, l] = fn[i, l]
+                    res[l] = _wnorm(f, x, atol, l)
         for l in range(W):
             inv = 1.0 / h[l]
             for i in range(N):
@@ -472,12 +532,14 @@ def _steady_group(b0, nb, X, P, ATOL, hold, h0, tol, max_iter, status, iters):
         _solve(ws, dx)
         for i in range(N):
             for l in range(W):
-                xn[i, l] = x[i, l] + dx[i, l] if not done[l] else x[i, l]
+                xn[i, l] = x[i, l] + dx[i, l] if pid[l] >= 0 else x[i, l]
         _f(xn, p, u, hold, fn)
         for l in range(W):
-            if done[l]:
+            if pid[l] < 0:
                 continue
-            b = b0 + l
+            b = pid[l]
+            it[l] += 1
+            finished = False
             bad = False
             step = 0.0
             for i in range(N):
@@ -491,59 +553,70 @@ def _steady_group(b0, nb, X, P, ATOL, hold, h0, tol, max_iter, status, iters):
             if bad or not math.isfinite(rn):
                 h[l] *= 0.25  # overshoot: a smaller pseudo-time step
                 if h[l] < 1e-8 * h0:
-                    done[l] = True
+                    finished = True
                     status[b] = SS_NO_CONVERGENCE
-                continue
-            for i in range(N):
-                x[i, l] = xn[i, l]
-                f[i, l] = fn[i, l]
-            iters[b] = it + 1
-            # converged: in the Newton regime, with a tiny step or a residual at rounding level (the step of an
-            # ill-conditioned J stalls above tol while the residual is already ~1e-16 per hour)
-            if h[l] >= 1e12 and (step <= tol or rn <= RESIDUAL_TOL):
-                done[l] = True
-                status[b] = SS_STABLE
-                continue
-            growth = res[l] / rn if rn > 0.0 else 1e4
-            h[l] = min(h[l] * min(max(growth, 0.2), 1e4), 1e14)
-            if rn == 0.0:
-                h[l] = 1e14
-            res[l] = rn
-    for l in range(nb):
-        b = b0 + l
-        if not done[l]:
-            status[b] = SS_NO_CONVERGENCE
-        for i in range(N):
-            X[b, i] = x[i, l]
+            else:
+                for i in range(N):
+                    x[i, l] = xn[i, l]
+                    f[i, l] = fn[i, l]
+                iters[b] = it[l]
+                # converged: in the Newton regime, with a tiny step or a residual at rounding level (the step of an
+                # ill-conditioned J stalls above tol while the residual is already ~1e-16 per hour)
+                if h[l] >= 1e12 and (step <= tol or rn <= RESIDUAL_TOL):
+                    finished = True
+                    status[b] = SS_STABLE
+                else:
+                    growth = res[l] / rn if rn > 0.0 else 1e4
+                    h[l] = min(h[l] * min(max(growth, 0.2), 1e4), 1e14)
+                    if rn == 0.0:
+                        h[l] = 1e14
+                    res[l] = rn
+            if not finished and it[l] >= max_iter:
+                finished = True
+                status[b] = SS_NO_CONVERGENCE
+            if finished:
+                for i in range(N):
+                    X[b, i] = x[i, l]
+                pid[l] = -1
     # stability: W = -J on the free states (identity rows for held ones) an H-matrix with a positive diagonal is
-    # positive stable, so J is stable (Varga); otherwise the caller checks J's eigenvalues
+    # positive stable, so J is stable (Varga); otherwise the caller checks J's eigenvalues. W patients at a time
+    # (spare lanes repeat the last one), each lane's verdict from the full test on its own patient alone.
     for l in range(W):
         for i in range(N):
             dsh[i, l] = 1.0 if hold[i] else 0.0
-    ws.dvalid[:] = False  # the stability verdict from the full test (a cheap proof may not cover dsh = 0)
-    _factor(x, p, hold, dsh, ws)
     jv, ok = ws.jv, ws.ok
-    for l in range(nb):
-        b = b0 + l
-        if status[b] != SS_STABLE:
-            continue
-        positive = ok[l]
-        for i in range(N):
-            if not hold[i]:
-                wii = 0.0
-                for k in range(NNZ):
-                    if JROW[k] == i and JCOL[k] == i:
-                        wii = -jv[k, l]
-                if not wii > 0.0:
-                    positive = False
-        if not positive:
-            status[b] = SS_CHECK_EIGENVALUES
+    for b0 in range(lo, hi, W):
+        nb = min(W, hi - b0)
+        for l in range(W):
+            b = b0 + min(l, nb - 1)
+            for i in range(N):
+                x[i, l] = X[b, i]
+            for j in range(M):
+                p[j, l] = P[b, j]
+        ws.dvalid[:] = False  # the verdict from the full test (a cheap proof may not cover dsh = 0)
+        _factor(x, p, hold, dsh, ws)
+        for l in range(nb):
+            b = b0 + l
+            if status[b] != SS_STABLE:
+                continue
+            positive = ok[l]
+            for i in range(N):
+                if not hold[i]:
+                    wii = 0.0
+                    for k in range(NNZ):
+                        if JROW[k] == i and JCOL[k] == i:
+                            wii = -jv[k, l]
+                    if not wii > 0.0:
+                        positive = False
+            if not positive:
+                status[b] = SS_CHECK_EIGENVALUES
 
 
 @njit(parallel=True, **OPTS)
-def steady_states(X, P, ATOL, hold, h0, tol, max_iter, status, iters):
-    """The untreated steady state of every patient (rows of X, updated in place), W patients at a time."""
+def steady_states(X, P, ATOL, hold, h0, tol, max_iter, status, iters, slice_len):
+    """The untreated steady state of every patient (rows of X, updated in place), in slices of ``slice_len``
+    patients across threads; a patient's numbers do not depend on the slice."""
     B = X.shape[0]
-    groups = (B + W - 1) // W
-    for g in prange(groups):
-        _steady_group(g * W, min(W, B - g * W), X, P, ATOL, hold, h0, tol, max_iter, status, iters)
+    n_slices = (B + slice_len - 1) // slice_len
+    for s in prange(n_slices):
+        _steady_slice(s * slice_len, min(B, (s + 1) * slice_len), X, P, ATOL, hold, h0, tol, max_iter, status, iters)
