@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from .. import _ufuncs as uf
+from .._keyed_random import keyed_rows
 from ..model.parameters import Distribution, ParameterSet
 
 
@@ -28,7 +29,8 @@ def draw_parameters(nominal: np.ndarray, names: tuple[str, ...], pset: Parameter
     if not varying:
         return out
     cols = [names.index(n) for n in varying]
-    z = np.stack([patient_rng(seed, start + i).standard_normal(len(varying)) for i in range(count)])
+    k = len(varying)
+    z = keyed_rows([seed, np.arange(start, start + count)], lambda g: g.standard_normal(k), k)  # patient_rng's
     for k, (name, col) in enumerate(zip(varying, cols)):
         out[:, col] = _apply(out[:, col], pset[name].between_patient, z[:, k], pset[name].bounds)
     return out

@@ -231,8 +231,6 @@ def _elimination_tables(pattern: SparsePattern, lanes: int) -> str:
     also took minutes of LLVM time to compile):
 
     - ``fill_w(jv, dsh, lu)``: W on the compact store (structural non-zeros and fill-in);
-    - ``scaled_dominance_w(lu, dvec, dvalid, ok)``: a cheap proof that W is an H-matrix, |w_ii| d_i > sum_j |w_ij| d_j
-      with a positive scaling ``d`` kept from the lane's last full test (nnz operations instead of a factorisation);
     - ``comparison_w(lu, cm)``: W's comparison matrix (|w_ii| on the diagonal, -|w_ij| off it);
     - ``plan_w(a)``: the elimination plan on one matrix, in place (LU without pivoting);
     - ``pivots_positive_w(cm, dg, ok)``: the full test: every comparison pivot positive (a Z-matrix is a nonsingular
@@ -246,11 +244,6 @@ def _elimination_tables(pattern: SparsePattern, lanes: int) -> str:
     diag_of = {int(s): i for i, s in enumerate(pattern.diag_slots)}
     init = np.array([[entry.get(s, -1), diag_of.get(s, -1)] for s in range(pattern.n_slots)], dtype=np.int64)
     ops = np.array([(a, b, -1 if c is None else c) for a, b, c in pattern.factor_ops] or [(0, 0, -2)], dtype=np.int64)
-    # the structural off-diagonal entries of W by row (slot, column), for the scaled dominance test
-    rows = [[(int(pattern.slot[(i, j)]), j) for j in range(pattern.n) if j != i and (i, j) in pattern.slot
-             and int(pattern.slot[(i, j)]) in entry] for i in range(pattern.n)]
-    rowptr = np.cumsum([0] + [len(r) for r in rows]).astype(np.int64)
-    rowent = np.array([e for r in rows for e in r] or [(0, 0)], dtype=np.int64)
     # row-oriented substitution: rows in elimination order, each with its L (or U) entries (slot, column state)
     fwd = [[(s, k) for (i2, k, s) in pattern.lower if i2 == i] for i in pattern.order]
     bwd = [[(s, j) for (i2, j, s) in pattern.backward if i2 == i] for i in reversed(pattern.order)]
@@ -285,8 +278,6 @@ def _elimination_tables(pattern: SparsePattern, lanes: int) -> str:
     return f"""INIT = {arr(init)}
 OPS = {arr(ops)}
 DIAG = {arr(np.asarray(pattern.diag_slots, dtype=np.int64))}
-ROWPTR = {arr(rowptr)}
-ROWENT = {arr(rowent)}
 FORDER = {arr(np.asarray(pattern.order, dtype=np.int64))}
 BORDER = {arr(np.asarray(pattern.order[::-1], dtype=np.int64))}
 FPTR = {arr(fptr)}
@@ -307,25 +298,6 @@ def fill_w(jv, dsh, lu):
             if d >= 0:
                 v = v + dsh[d, l] if e >= 0 else dsh[d, l]
             lu[s, l] = v
-
-
-@njit(**OPTS)
-def scaled_dominance_w(lu, dvec, dvalid, ok):
-    di = np.empty(W)
-    off = np.empty(W)
-    for l in range(W):
-        ok[l] = dvalid[l]
-    for i in range(N):
-        for l in range(W):
-            di[l] = abs(lu[DIAG[i], l]) * dvec[i, l]
-            off[l] = 0.0
-        for q in range(ROWPTR[i], ROWPTR[i + 1]):
-            s = ROWENT[q, 0]
-            j = ROWENT[q, 1]
-            for l in range(W):
-                off[l] += abs(lu[s, l]) * dvec[j, l]
-        for l in range(W):
-            ok[l] = ok[l] and (di[l] - off[l] > H_MARGIN * di[l])
 
 
 @njit(**OPTS)

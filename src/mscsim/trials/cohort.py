@@ -21,6 +21,7 @@ from scipy import stats
 from scipy.special import ndtri
 
 from .. import _ufuncs as uf
+from .._keyed_random import keyed_rows
 from .._schema import NumbersNotBooleans
 from ..errors import InputError
 from ..io._validation import exists, read_yaml
@@ -460,29 +461,11 @@ def _input_error(exc: ValidationError, file: str | None, where: str) -> InputErr
 
 # --- drawing ------------------------------------------------------------------------------------------------------
 
-def _words(n: int) -> list[int]:
-    """An integer as NumPy's SeedSequence reads it from a list: little-endian 32-bit words."""
-    out = [n & 0xFFFFFFFF]
-    n >>= 32
-    while n:
-        out.append(n & 0xFFFFFFFF)
-        n >>= 32
-    return out
-
-
 def _latent_draws(seed: int, patients: np.ndarray, stream: int, attempt: int, d: int) -> np.ndarray:
-    """Independent standard normals, one row per patient, from default_rng([seed, patient, STREAM, stream, attempt]).
-
-    The entropy is passed as the uint32 array NumPy would make of that list (same generator, less overhead)."""
-    head = _words(seed)
-    entropy = np.array(head + [0, STREAM] + _words(stream) + _words(attempt), dtype=np.uint32)
-    at = len(head)
-    out = np.empty((len(patients), d))
-    Gen, PCG, Seq = np.random.Generator, np.random.PCG64, np.random.SeedSequence
-    for row, patient in enumerate(patients.tolist()):
-        entropy[at] = patient
-        out[row] = Gen(PCG(Seq(entropy))).standard_normal(d)
-    return out
+    """Independent standard normals, one row per patient, from default_rng([seed, patient, STREAM, stream, attempt])
+    (computed for all patients at once: ``mscsim._keyed_random``)."""
+    return keyed_rows([int(seed), np.asarray(patients), STREAM, int(stream), int(attempt)],
+                      lambda g: g.standard_normal(d), d)
 
 
 def _truncated_normal(z: np.ndarray, a: float, b: float) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _ufuncs as uf
+from .._keyed_random import keyed_rows
 from ..endpoints import RESPONSE_CODES, load_endpoints, response_codes
 from ..model.parameters import DATA_DIR, ParameterSet, load_parameter_file
 from .design import ArmSpec, DesignSpec
@@ -76,8 +77,7 @@ def noise_sd(design: DesignSpec, endpoint: str, params: ParameterSet | None = No
 
 def _draws(seed: int, ids: np.ndarray, size: int) -> np.ndarray:
     """(patients, size) standard uniforms, one generator per patient keyed on (seed, id, STREAM)."""
-    return np.stack([np.random.default_rng([int(seed), int(i), STREAM]).random(size) for i in ids]) \
-        if len(ids) else np.zeros((0, size))
+    return keyed_rows([int(seed), np.asarray(ids), STREAM], lambda g: g.random(size), size)
 
 
 def observe(design: DesignSpec, arm: ArmSpec, ids: np.ndarray, modelled: dict[str, np.ndarray],

@@ -31,6 +31,7 @@ import pandas as pd
 from scipy import special, stats
 
 from .. import _ufuncs as uf
+from .._keyed_random import keyed_rows
 from ..delivery.routes import LOCAL_ROUTES
 from ..errors import InputError
 from ..model.parameters import DATA_DIR, ParameterSet, load_parameter_file, load_parameter_sets
@@ -195,8 +196,8 @@ def adverse_events(ctx: ExposureContext, patient_ids: np.ndarray, seed: int,
     if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
         raise InputError("seed", seed, "an integer >= 0")
     probs = ae_probabilities(ctx, peak_lung_cells_per_kg, params, n_patients=ids.size).to_numpy()
-    uniforms = np.array([np.random.default_rng([int(seed), int(i), STREAM]).random(len(AE_TYPES)) for i in ids],
-                        dtype=float).reshape(ids.size, len(AE_TYPES))
+    k = len(AE_TYPES)
+    uniforms = keyed_rows([int(seed), ids, STREAM], lambda g: g.random(k), k)
     events = pd.DataFrame(uniforms < probs, index=pd.Index(ids, name="patient_id"), columns=list(AE_TYPES))
     events["serious"] = events[list(SERIOUS)].any(axis=1)
     events["any_ae"] = events[list(AE_TYPES)].any(axis=1)
