@@ -37,9 +37,17 @@ def _tests(design: DesignSpec, kinds: dict[str, str]) -> dict[str, str]:
 
 def trial_patients(design: DesignSpec, endpoints: pd.DataFrame, patients: pd.DataFrame
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The patients of the trial as designed (the first n of each arm); the rest are the power pool."""
-    keep = set(patients.loc[patients["in_trial"], "patient"])
-    return endpoints[endpoints["patient"].isin(keep)], patients[patients["in_trial"]]
+    """The patients of the trial as designed (the first n of each arm); the rest are the power pool. When every
+    simulated patient is in the trial (no pool) the tables are returned as they are: a million-patient trial's
+    endpoint table is not copied (the analysis only reads them)."""
+    in_trial = patients["in_trial"].to_numpy(dtype=bool)
+    if in_trial.all():
+        return endpoints, patients
+    ids = patients["patient"].to_numpy()
+    pid = endpoints["patient"].to_numpy()
+    keep = np.zeros(int(max(ids.max(initial=-1), pid.max(initial=-1))) + 1, dtype=bool)
+    keep[ids[in_trial]] = True
+    return endpoints[keep[pid]], patients[in_trial]
 
 
 def _median_ci(x: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:

@@ -128,9 +128,6 @@ def _t_interval(mean, sd, n, confidence: float) -> tuple[np.ndarray, np.ndarray]
 # 1. per-arm summaries
 
 
-_ANALYSED = ("arm", "endpoint", "visit_day", "value", "change", "baseline")  # the columns the statistics read
-
-
 def arm_visit_summary(obs: pd.DataFrame, kinds: Mapping[str, str], confidence: float = 0.95) -> pd.DataFrame:
     """Per arm x endpoint x visit: n, mean, SD, mean change and a confidence interval.
 
@@ -142,8 +139,7 @@ def arm_visit_summary(obs: pd.DataFrame, kinds: Mapping[str, str], confidence: f
     kind_of = _check_obs(obs, kinds)
     if obs.empty:
         return pd.DataFrame(columns=_SUMMARY_COLUMNS)
-    g = obs[[c for c in _ANALYSED if c in obs.columns]].groupby(["arm", "endpoint", "visit_day"], sort=True,
-                                                                 observed=True)
+    g = obs.groupby(["arm", "endpoint", "visit_day"], sort=True, observed=True)  # reads only the aggregated columns
     out = g.agg(n=("value", "count"), mean=("value", "mean"), sd=("value", "std"), n_change=("change", "count"),
                 mean_change=("change", "mean"), sd_change=("change", "std"), successes=("value", "sum"))
     out = out.reset_index()
@@ -286,10 +282,18 @@ def compare_to_control(obs: pd.DataFrame, kinds: Mapping[str, str], control_arm:
         raise InputError("control_arm", control_arm, f"an arm in obs: {sorted(map(str, arms))}")
     with_base = _has_baseline(obs)
     chosen = _resolve_tests(kind_of, with_base, tests)
-    obs = obs[[c for c in _ANALYSED if c in obs.columns]]  # each group below is a copy: only what is compared
+    # each endpoint x visit's rows by position (no copy of the table, which for a million patients is millions of
+    # rows), in the groups' sorted order and each group's rows in table order, as iterating the groupby gives them
+    groups = obs.groupby(["endpoint", "visit_day"], sort=True, observed=True)
+    number = groups.ngroup().to_numpy(dtype=float)
+    order = np.argsort(number, kind="stable")
+    sizes = groups.size()
+    starts = np.concatenate([[0], np.cumsum(sizes.to_numpy())])
+    arm_code, arm_name = pd.factorize(obs["arm"])
+    values = {c: obs[c].to_numpy(dtype=float) for c in ("value", "change", "baseline") if c in obs.columns}
 
     rows = []
-    for (ep, visit), cell in obs.groupby(["endpoint", "visit_day"], sort=True, observed=True):
+    for g, (ep, visit) in enumerate(sizes.index):
         test = chosen[ep]
         if kind_of[ep] == "binary":
             cols = ["value"]
@@ -297,7 +301,14 @@ def compare_to_control(obs: pd.DataFrame, kinds: Mapping[str, str], control_arm:
             cols = ["change", "baseline"]
         else:
             cols = ["change"] if with_base[ep] else ["value"]
-        by_arm = {a: d[cols].dropna().to_numpy(dtype=float) for a, d in cell.groupby("arm", sort=False, observed=True)}
+        at = order[starts[g]:starts[g + 1]]
+        by_arm = {}
+        for code in pd.unique(arm_code[at]):
+            if code < 0:
+                continue
+            rows_of = at[arm_code[at] == code]
+            m = np.column_stack([values[c][rows_of] for c in cols])
+            by_arm[arm_name[code]] = m[~np.isnan(m).any(axis=1)]
         ctrl = by_arm.get(control_arm, np.empty((0, len(cols))))
         if test != "ancova":
             ctrl = ctrl[:, 0]
