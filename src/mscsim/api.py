@@ -22,6 +22,7 @@ import copy
 import os
 import tempfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -361,7 +362,9 @@ def sweep(scenario: str | os.PathLike | Scenario | Simulation, vary: Mapping[str
 
 @dataclass(frozen=True, eq=False)
 class TrialRun:
-    """A finished virtual trial: its tables (as written to ``out``) and where its files are."""
+    """A finished virtual trial: its tables (as written to ``out``) and where its files are. The per-patient tables
+    (``endpoints``, ``patients``) are read from ``out`` when first asked for: a million-patient trial's endpoint
+    table is millions of rows, which the command line's summary never needs."""
 
     design: Any
     out: Path
@@ -371,8 +374,17 @@ class TrialRun:
     power: pd.DataFrame | None
     safety: pd.DataFrame
     responders: pd.DataFrame
-    endpoints: pd.DataFrame
-    patients: pd.DataFrame
+
+    @cached_property
+    def endpoints(self) -> pd.DataFrame:
+        """Every observation (patient x endpoint x visit), from ``out/endpoints.parquet``."""
+        return pd.read_parquet(self.out / "endpoints.parquet")
+
+    @cached_property
+    def patients(self) -> pd.DataFrame:
+        """One row per simulated patient (covariates, enrolment, dose, adverse events), from
+        ``out/patients.parquet``."""
+        return pd.read_parquet(self.out / "patients.parquet")
 
     @property
     def report(self) -> Path:
@@ -386,7 +398,10 @@ class TrialRun:
         return c[(c["endpoint"] == p.endpoint) & (c["visit_day"] == p.visit_day)].reset_index(drop=True)
 
     def __repr__(self) -> str:
-        lines = [f"<TrialRun {self.design.name}: {len(self.patients)} simulated patients; files in {self.out}>"]
+        import pyarrow.parquet as pq
+
+        simulated = pq.ParquetFile(self.out / "patients.parquet").metadata.num_rows
+        lines = [f"<TrialRun {self.design.name}: {simulated} simulated patients; files in {self.out}>"]
         for _, r in self.primary().iterrows():
             lines.append(f"  {r['endpoint']} day {r['visit_day']:g}, {r['arm']} vs {r['control']}: "
                          f"{r['estimate']:.3g} (95% CI {r['ci_low']:.3g} to {r['ci_high']:.3g}), p = {r['p_value']:.3g}")
@@ -422,7 +437,6 @@ def trial(design: str | os.PathLike | Mapping, out: str | os.PathLike | None = N
     quick look; ``workers``/``scheduler``: local processes or a Dask cluster (same numbers either way);
     ``notice(text)``: told when an earlier, different run's chunks in ``out`` are replaced."""
     from .trials import run_trial
-    from .trials.trial import read_patients
 
     if workers < 1:
         raise InputError("workers", workers, "an integer >= 1 (local processes)")
@@ -436,9 +450,7 @@ def trial(design: str | os.PathLike | Mapping, out: str | os.PathLike | None = N
                        chunk_size=chunk_size, progress=None if rep is None else rep.count, notice=notice,
                        screening=None if kept is None else kept.count)
     a = result.analysis
-    endpoints, patients = read_patients(result.out)
-    return TrialRun(spec, result.out, a.summary, a.comparisons, a.published, a.power, a.safety, a.responders,
-                    endpoints, patients)
+    return TrialRun(spec, result.out, a.summary, a.comparisons, a.published, a.power, a.safety, a.responders)
 
 
 # ---------------------------------------------------------------- calibration
