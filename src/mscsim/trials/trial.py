@@ -247,9 +247,3 @@ def chunk_store(out: str | Path) -> Path:
     """Where a trial writing to ``out`` keeps its finished chunks while it runs."""
     out = Path(out)
     return out.with_name(out.name + ".chunks")
-
-
-def read_patients(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A finished trial's (endpoints, patients) tables."""
-    res = Path(out)
-    return pd.read_parquet(res / "endpoints.parquet"), pd.read_parquet(res / "patients.parquet")
