@@ -29,8 +29,8 @@ def draw_parameters(nominal: np.ndarray, names: tuple[str, ...], pset: Parameter
     if not varying:
         return out
     cols = [names.index(n) for n in varying]
-    k = len(varying)
-    z = keyed_rows([seed, np.arange(start, start + count)], lambda g: g.standard_normal(k), k)  # patient_rng's
+    width = len(varying)  # each patient's patient_rng(seed, patient) draws, for the whole range at once
+    z = keyed_rows([seed, np.arange(start, start + count)], lambda g: g.standard_normal(width), width)
     for k, (name, col) in enumerate(zip(varying, cols)):
         out[:, col] = _apply(out[:, col], pset[name].between_patient, z[:, k], pset[name].bounds)
     return out

@@ -255,6 +255,13 @@ def _rodas4(y, p, u, hold, h, ws):
 
 
 @njit(**OPTS)
+def _to_lane(dst, src, b, l):
+    """Row ``b`` of a patients-by-values array into lane ``l`` (a column) of a values-by-lanes array."""
+    for i in range(dst.shape[0]):
+        dst[i, l] = src[b, i]
+
+
+@njit(**OPTS)
 def _initial_step(y, f, atol, rtol, span, l):
     """Hairer's starting-step heuristic for lane ``l``, capped by the segment's length."""
     d0 = 0.0
@@ -290,11 +297,9 @@ def _run_slice(lo, hi, Y, H, P, U, ATOL, hold, t0, stops, n_stops, scols, out, r
     pid = np.full(W, -1, dtype=np.int64)
     need_h0 = np.zeros(W, dtype=np.bool_)
     for l in range(W):  # lanes left idle compute on a real patient's numbers (finite, discarded)
-        for i in range(N):
-            y[i, l] = Y[lo, i]
-            atol[i, l] = ATOL[lo, i]
-        for j in range(M):
-            p[j, l] = P[lo, j]
+        _to_lane(y, Y, lo, l)
+        _to_lane(atol, ATOL, lo, l)
+        _to_lane(p, P, lo, l)
     nxt = lo
     while True:
         # fill idle lanes with the slice's next patients still running (failed patients are skipped)
@@ -307,12 +312,10 @@ def _run_slice(lo, hi, Y, H, P, U, ATOL, hold, t0, stops, n_stops, scols, out, r
                     b = nxt
                     nxt += 1
                     pid[l] = b
-                    for i in range(N):
-                        y[i, l] = Y[b, i]
-                        u[i, l] = U[b, i]
-                        atol[i, l] = ATOL[b, i]
-                    for j in range(M):
-                        p[j, l] = P[b, j]
+                    _to_lane(y, Y, b, l)
+                    _to_lane(u, U, b, l)
+                    _to_lane(atol, ATOL, b, l)
+                    _to_lane(p, P, b, l)
                     t[l] = t0
                     k[l] = 0
                     steps[l] = 0
@@ -454,11 +457,9 @@ def _steady_slice(lo, hi, X, P, ATOL, hold, h0, tol, max_iter, status, iters):
     it = np.zeros(W, dtype=np.int64)
     pid = np.full(W, -1, dtype=np.int64)
     for l in range(W):  # lanes left idle compute on a real patient's numbers (finite, discarded)
-        for i in range(N):
-            x[i, l] = X[lo, i]
-            atol[i, l] = ATOL[lo, i]
-        for j in range(M):
-            p[j, l] = P[lo, j]
+        _to_lane(x, X, lo, l)
+        _to_lane(atol, ATOL, lo, l)
+        _to_lane(p, P, lo, l)
     nxt = lo
     while True:
         fresh = False
@@ -467,11 +468,9 @@ def _steady_slice(lo, hi, X, P, ATOL, hold, h0, tol, max_iter, status, iters):
                 b = nxt
                 nxt += 1
                 pid[l] = b
-                for i in range(N):
-                    x[i, l] = X[b, i]
-                    atol[i, l] = ATOL[b, i]
-                for j in range(M):
-                    p[j, l] = P[b, j]
+                _to_lane(x, X, b, l)
+                _to_lane(atol, ATOL, b, l)
+                _to_lane(p, P, b, l)
                 h[l] = h0
                 it[l] = 0
                 fresh = True
@@ -554,10 +553,8 @@ def _steady_slice(lo, hi, X, P, ATOL, hold, h0, tol, max_iter, status, iters):
         nb = min(W, hi - b0)
         for l in range(W):
             b = b0 + min(l, nb - 1)
-            for i in range(N):
-                x[i, l] = X[b, i]
-            for j in range(M):
-                p[j, l] = P[b, j]
+            _to_lane(x, X, b, l)
+            _to_lane(p, P, b, l)
         _factor(x, p, hold, dsh, ws)
         for l in range(nb):
             b = b0 + l
