@@ -290,7 +290,8 @@ def compare_to_control(obs: pd.DataFrame, kinds: Mapping[str, str], control_arm:
     sizes = groups.size()
     starts = np.concatenate([[0], np.cumsum(sizes.to_numpy())])
     arm_code, arm_name = pd.factorize(obs["arm"])
-    values = {c: obs[c].to_numpy(dtype=float) for c in ("value", "change", "baseline") if c in obs.columns}
+    values = {c: obs[c].to_numpy(dtype=float, na_value=np.nan)
+              for c in ("value", "change", "baseline") if c in obs.columns}
 
     rows = []
     for g, (ep, visit) in enumerate(sizes.index):
