@@ -262,6 +262,15 @@ def _to_lane(dst, src, b, l):
 
 
 @njit(**OPTS)
+def _idle_lanes(x, atol, p, X, ATOL, P, lo):
+    """Every lane starts on patient ``lo``'s numbers, so lanes left idle compute on finite values (discarded)."""
+    for l in range(W):
+        _to_lane(x, X, lo, l)
+        _to_lane(atol, ATOL, lo, l)
+        _to_lane(p, P, lo, l)
+
+
+@njit(**OPTS)
 def _initial_step(y, f, atol, rtol, span, l):
     """Hairer's starting-step heuristic for lane ``l``, capped by the segment's length."""
     d0 = 0.0
@@ -296,10 +305,7 @@ def _run_slice(lo, hi, Y, H, P, U, ATOL, hold, t0, stops, n_stops, scols, out, r
     steps = np.zeros(W, dtype=np.int64)
     pid = np.full(W, -1, dtype=np.int64)
     need_h0 = np.zeros(W, dtype=np.bool_)
-    for l in range(W):  # lanes left idle compute on a real patient's numbers (finite, discarded)
-        _to_lane(y, Y, lo, l)
-        _to_lane(atol, ATOL, lo, l)
-        _to_lane(p, P, lo, l)
+    _idle_lanes(y, atol, p, Y, ATOL, P, lo)
     nxt = lo
     while True:
         # fill idle lanes with the slice's next patients still running (failed patients are skipped)
@@ -456,10 +462,7 @@ def _steady_slice(lo, hi, X, P, ATOL, hold, h0, tol, max_iter, status, iters):
     res = np.zeros(W)
     it = np.zeros(W, dtype=np.int64)
     pid = np.full(W, -1, dtype=np.int64)
-    for l in range(W):  # lanes left idle compute on a real patient's numbers (finite, discarded)
-        _to_lane(x, X, lo, l)
-        _to_lane(atol, ATOL, lo, l)
-        _to_lane(p, P, lo, l)
+    _idle_lanes(x, atol, p, X, ATOL, P, lo)
     nxt = lo
     while True:
         fresh = False
