@@ -77,6 +77,7 @@ def test_a_patients_numbers_do_not_depend_on_batch_or_threads(knee):
     assert len({float(x) for x in whole[:, -1, prob.model.index("m1")]}) == 6  # the patients differ
 
 
+@pytest.mark.slow  # two fresh compilations of the knee kernels (~45 s on a cold cache): benchmarks/slow_checks.py
 def test_lane_width_does_not_change_the_numbers(tmp_path):
     """Patients side by side in SIMD lanes (8, the default) or one at a time (1): the same bits (separate processes, since the
     width is fixed when the engine's module is generated)."""

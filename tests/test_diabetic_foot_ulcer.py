@@ -80,6 +80,7 @@ def test_B06_the_vehicle_keeps_more_cells_on_the_wound_than_a_suspension():
     assert at(suspension, "msc_target", 1) < 0.85 * at(sheet, "msc_target", 1)
 
 
+@pytest.mark.slow  # compiles a second knee model (without the wound mechanism), ~1 min: benchmarks/slow_checks.py
 def test_wound_closure_is_off_outside_the_wound():
     """v_epi = 0 and wound_clock = 0 in the shared tissue parameters: another disease's structure is not closed by
     the wound mechanism and its day clock does not run."""

@@ -223,6 +223,7 @@ def test_B04_99mTc_HMPAO_counts_fall_with_its_six_hour_half_life():
     assert pset["Tc99m_HMPAO_cell_efflux"].value > pset["In111_oxine_cell_efflux"].value
 
 
+@pytest.mark.slow  # compiles the GVHD model with label states, ~1 min: benchmarks/slow_checks.py
 def test_B04_label_with_the_tissue_model():
     """A disease run (the tissue model, started from the untreated chronic state) carries a label too: the label
     states are held at zero while the chronic state is found, balance after the dose, and get no untreated copy."""

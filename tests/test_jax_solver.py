@@ -29,7 +29,10 @@ def problem(name, size=3):
     return resolve_setup(scenario_from_dict(data)).problem()
 
 
-@pytest.mark.parametrize("name", EXPORT_EXAMPLES)
+# the knee-OA year is the slow one (~1 min: a year of the NumPy reference besides JAX's compile); the other JAX
+# tests here run the tissue model on shorter scenarios. benchmarks/slow_checks.py runs the year
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == TISSUE_EXAMPLE else n
+                                  for n in EXPORT_EXAMPLES])
 def test_jax_agrees_with_batched_on_every_example(name):
     prob = problem(name)
     bat = solve_batched(prob)

@@ -117,6 +117,7 @@ def _apply(rr, row: pd.Series, model: libsbml.Model, params: pd.Series) -> None:
         rr.setValue(f"init([{column}])" if concentration else f"init({column})", value)
 
 
+@pytest.mark.slow  # libRoadRunner's JIT of the tissue SBML and a year in CVODE, ~45 s: benchmarks/slow_checks.py
 def test_roadrunner_through_the_conditions_reproduces_mscsims_typical_patient(exported):
     """The arm's preequilibration condition run to its steady state, then the arm's condition from that state,
     gives the endpoints mscsim's own typical patient of the arm has at every visit, and their changes from
