@@ -101,6 +101,27 @@ def test_draws_come_from_the_documented_per_patient_generator():
     np.testing.assert_allclose(got, 50 + 10 * np.array(z), atol=1e-6)
 
 
+def test_truncated_quantiles_of_all_covariates_at_once_are_scipys_per_covariate():
+    """The normal and log-normal covariates' truncated quantiles come from one SciPy call for all of them: bit for
+    bit what a call per covariate with scalar bounds gives (both halves, a one-sided bound, and none)."""
+    from mscsim.trials.cohort import _truncated_normals
+
+    z = np.random.default_rng(3).standard_normal((500, 4)) * 1.5
+    bounds = [(-1.2, 2.5), (-np.inf, 0.7), (-np.inf, np.inf), (-3.0, np.inf)]
+    got = _truncated_normals([(z[:, j], a, b) for j, (a, b) in enumerate(bounds)])
+    for j, (a, b) in enumerate(bounds):
+        col = z[:, j]
+        if np.isinf(a) and np.isinf(b):
+            np.testing.assert_array_equal(got[j], col)  # untruncated: z itself
+            continue
+        lower = col <= 0
+        want = np.empty_like(col)
+        want[lower] = stats.truncnorm.ppf(stats.norm.cdf(col[lower]), a, b)
+        want[~lower] = stats.truncnorm.isf(stats.norm.sf(col[~lower]), a, b)
+        np.testing.assert_array_equal(got[j], np.clip(want, a, b))
+        assert got[j].min() >= a and got[j].max() <= b
+
+
 # --- marginals and correlations ------------------------------------------------------------------------------------
 
 def test_marginals_are_reproduced(big):

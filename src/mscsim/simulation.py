@@ -407,8 +407,9 @@ def environment_parameters(covariates: pd.DataFrame, pset: ParameterSet) -> dict
     def col(name, default):
         if name not in covariates:
             return np.full(n, default, dtype=object)
-        return np.array([default if v is None or (isinstance(v, float) and np.isnan(v)) else v
-                         for v in covariates[name]], dtype=object)
+        values = covariates[name].to_numpy(dtype=object, copy=True)
+        values[pd.isna(values)] = default  # None or NaN: not given
+        return values
 
     weight = col("weight_kg", pset["body_weight"].value).astype(float)
     out = {"V_ecf": convert(pset["ecf_per_kg"].value, "L", "mL") * weight}

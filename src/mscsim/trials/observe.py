@@ -195,26 +195,25 @@ def observe(design: DesignSpec, arm: ArmSpec, ids: np.ndarray, modelled: dict[st
         true_values["omeract_oarsi_responder"] = np.full((n, len(days)), np.nan)
 
     parts = response_parts(design)
-    rows = []
-    for name in [*names, *parts]:
+    judged = {name: eps.spec.responses[parts[name][0] if name in parts else name].day for name in [*responses, *parts]}
+    visit_of_row = np.tile(visits, n)
+    columns: dict[str, list[np.ndarray]] = {"patient": [], "visit_day": [], "value": [], "baseline": [],
+                                            "change": [], "modelled": []}
+    endpoint_rows = []
+    for name in [*names, *parts]:  # one block of rows per endpoint; a response is judged at one visit only
         val = np.where(present, observed[name], np.nan)
-        base = np.repeat(val[:, :1], len(visits), axis=1)
-        v = val[:, 1:]
-        rows.append(pd.DataFrame({
-            "patient": np.repeat(ids, len(visits)),
-            "arm": arm.name,
-            "endpoint": name,
-            "visit_day": np.tile(visits, n),
-            "value": v.ravel(),
-            "baseline": base.ravel(),
-            "change": (v - base).ravel(),
-            "modelled": true_values[name][:, 1:].ravel(),
-        }))
-    long = pd.concat(rows, ignore_index=True)
-    for name in [*responses, *parts]:  # a response is judged at one visit only
-        day = eps.spec.responses[parts[name][0] if name in parts else name].day
-        long = long[(long["endpoint"] != name) | (long["visit_day"] == day)]
-    long = long.reset_index(drop=True)
+        base = np.repeat(val[:, :1], len(visits), axis=1).ravel()
+        v = val[:, 1:].ravel()
+        keep = visit_of_row == judged[name] if name in judged else slice(None)
+        block = {"patient": np.repeat(ids, len(visits)), "visit_day": visit_of_row, "value": v, "baseline": base,
+                 "change": v - base, "modelled": true_values[name][:, 1:].ravel()}
+        for key, values in block.items():
+            columns[key].append(values[keep])
+        endpoint_rows.append(len(columns["patient"][-1]))
+    long = pd.DataFrame({"patient": np.concatenate(columns["patient"]), "arm": arm.name,
+                         "endpoint": np.repeat([*names, *parts], endpoint_rows),
+                         **{key: np.concatenate(columns[key]) for key in ("visit_day", "value", "baseline", "change",
+                                                                          "modelled")}})
     per_patient = pd.DataFrame({"patient": ids, "dropout_day": dropout_day,
                                 "comparator_relief_peak": relief.max(axis=1) if n else []})
     return long, per_patient

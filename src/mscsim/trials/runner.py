@@ -261,20 +261,17 @@ def observed(design: DesignSpec, arm: ArmSpec, setup: Setup, ids: np.ndarray, co
                           donor=arm.product.donor if arm.product else "autologous", disease=design.disease,
                           unregulated=arm.unregulated)
     aes = adverse_events(ctx, ids, design.seed, lung if arm.has_cells and not is_local(route) else None)
-    patients = cohort.reset_index(drop=True).copy()
-    patients.insert(0, "patient", ids)
-    patients.insert(1, "arm", arm.name)
-    patients["enrolled"] = enrolled
-    patients["in_trial"] = ids < arm_offsets(design)[arm.name] + arm.n  # set again by ``screen`` once all are in
-    patients["dose_cells"] = doses
-    patients["peak_lung_cells_per_kg"] = lung
-    for name, codes in responses.items():
-        meaning = {v: k for k, v in load_endpoint_codes().items()}
-        patients[f"{name}_modelled"] = [meaning[int(c)] for c in codes]
-    patients = patients.merge(per_patient, on="patient")
-    aes = aes.reset_index(drop=True)
-    for col in aes.columns:
-        patients[f"ae_{col}"] = aes[col].to_numpy()
+    # the per-patient table, its columns assembled first and joined once (inserted a column at a time and merged,
+    # it cost ~5 ms of a 60 ms saline chunk); per_patient's rows follow ids, as cohort's do
+    meaning = {v: k for k, v in load_endpoint_codes().items()}
+    extra = {"enrolled": enrolled,
+             "in_trial": ids < arm_offsets(design)[arm.name] + arm.n,  # set again by ``screen`` once all are in
+             "dose_cells": doses, "peak_lung_cells_per_kg": lung,
+             **{f"{name}_modelled": [meaning[int(c)] for c in codes] for name, codes in responses.items()},
+             **{col: per_patient[col].to_numpy() for col in per_patient.columns if col != "patient"},
+             **{f"ae_{col}": aes[col].to_numpy() for col in aes.columns}}
+    patients = pd.concat([pd.DataFrame({"patient": ids, "arm": arm.name}), cohort.reset_index(drop=True),
+                          pd.DataFrame(extra)], axis=1)
     return long, patients
 
 
