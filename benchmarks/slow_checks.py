@@ -1,9 +1,10 @@
 """Run the checks marked ``slow``, which the default test command leaves out to keep the suite under 15 minutes.
 
-Each compiles another model variant or integrates a slow reference solution (about a minute each on a cold model
-cache): the lane-width bit-identity, the JAX solver's knee-OA year, the closing wound's Radau agreement, the wound
-mechanism switched off in the knee, the label on the GVHD tissue model and libRoadRunner through the PEtab
-conditions. Needs the test extra (``pip install '.[test]'``)::
+Each compiles another model variant or integrates a slow reference solution (half a minute to a minute each on
+the 2-vCPU machine with a cold model cache): the JAX solver on the knee-OA year, three more kinetics examples and
+its slot window; the Radau references of the closing wound and of eight GVHD infusions; the lane-width
+bit-identity; the wound mechanism switched off in the knee; the label on the GVHD tissue model; libRoadRunner
+through the PEtab conditions. Needs the test extra (``pip install '.[test]'``)::
 
     python benchmarks/slow_checks.py            # every slow check
     python benchmarks/slow_checks.py -k wound   # extra arguments go to pytest

@@ -20,6 +20,15 @@ KINETICS_EXAMPLES = [n for n in SCENARIO_EXAMPLES
 # mechanisms, so one (the knee-OA year) covers the model; each more would add ~30 s of CPU to each file
 TISSUE_EXAMPLE = "knee_oa_ia_5e7"
 EXPORT_EXAMPLES = KINETICS_EXAMPLES + [TISSUE_EXAMPLE]
+# examples whose Radau reference takes half a minute or more (the twice-weekly GVHD infusions: eight doses; the
+# closing diabetic foot ulcer: a minute); their agreement checks are marked slow (benchmarks/slow_checks.py)
+SLOW_REFERENCE = {"human_iv_gvhd_twice_weekly", "dfu_topical_sheet_weekly"}
+
+
+def marked_slow(names, slow) -> list:
+    """Parameters for ``pytest.mark.parametrize``: the names in ``slow`` marked slow (run by
+    benchmarks/slow_checks.py, not by the default test command)."""
+    return [pytest.param(n, marks=pytest.mark.slow) if n in slow else n for n in names]
 
 
 def example(name: str, **changes) -> dict:

@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("jax")
 
-from conftest import EXPORT_EXAMPLES, TISSUE_EXAMPLE, example  # noqa: E402
+from conftest import EXPORT_EXAMPLES, TISSUE_EXAMPLE, example, marked_slow  # noqa: E402
 from mscsim import scenario_from_dict, solve_batched  # noqa: E402
 from mscsim.simulation import resolve_setup, untreated  # noqa: E402
 from mscsim.solvers import jax_solver  # noqa: E402
@@ -29,10 +29,13 @@ def problem(name, size=3):
     return resolve_setup(scenario_from_dict(data)).problem()
 
 
-# the knee-OA year is the slow one (~1 min: a year of the NumPy reference besides JAX's compile); the other JAX
-# tests here run the tissue model on shorter scenarios. benchmarks/slow_checks.py runs the year
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == TISSUE_EXAMPLE else n
-                                  for n in EXPORT_EXAMPLES])
+# each example is another JAX compilation (10-60 s on the 2-vCPU machine): the default command checks the plain
+# human and mouse IV kinetics, the liver lesion and the intra-articular knee doses (the tissue model is checked by
+# the shorter tests below); benchmarks/slow_checks.py runs the rest, the knee-OA year among them
+JAX_SLOW = {TISSUE_EXAMPLE, "human_iv_111in_imaging", "human_iv_gvhd_twice_weekly", "human_intramyocardial_heart_lesion"}
+
+
+@pytest.mark.parametrize("name", marked_slow(EXPORT_EXAMPLES, JAX_SLOW))
 def test_jax_agrees_with_batched_on_every_example(name):
     prob = problem(name)
     bat = solve_batched(prob)
@@ -103,6 +106,7 @@ def test_scenario_can_choose_the_jax_solver():
         assert float(err.max()) < 1e-6
 
 
+@pytest.mark.slow  # another compilation (window of 8 slots), ~30 s: benchmarks/slow_checks.py
 def test_a_window_of_slots_refilled_from_the_queue_gives_the_same_answer():
     """19 patients stepped 8 at a time (a slot whose patient finishes takes the next) against all at once."""
     prob = problem("human_iv_gvhd_twice_weekly", size=19)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.linalg import expm
 
-from conftest import SCENARIO_EXAMPLES, example
+from conftest import SCENARIO_EXAMPLES, SLOW_REFERENCE, example, marked_slow
 from mscsim import scenario_from_dict, solve_reference
 from mscsim.simulation import resolve_setup, solve
 from mscsim.solvers.compiled import solve_compiled
@@ -54,7 +54,8 @@ def test_exact_solution_matches_the_matrix_exponential_through_the_infusion():
             x_end = (expm(M * (hi - lo)) @ x_start)[:n]
 
 
-@pytest.mark.parametrize("name", [n for n in SCENARIO_EXAMPLES if "disease" not in example(n)])
+@pytest.mark.parametrize("name", marked_slow([n for n in SCENARIO_EXAMPLES if "disease" not in example(n)],
+                                             SLOW_REFERENCE))
 def test_linear_examples_agree_with_the_reference_solver(name):
     """Every bundled kinetics example (a linear model) against SciPy Radau, as the RODAS4 engine is checked."""
     setup, prob, ref = reference_solution(name)  # the same Radau solution test_solvers checks RODAS4 against

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.linalg import expm
 
-from conftest import SCENARIO_EXAMPLES, example
+from conftest import SCENARIO_EXAMPLES, SLOW_REFERENCE, example, marked_slow
 from mscsim import scenario_from_dict, solve_batched, solve_reference
 from mscsim.simulation import resolve_setup
 
@@ -48,9 +48,7 @@ def reference_solution(name: str):
     return setup, prob, ref
 
 
-# the closing wound's Radau reference takes a minute (tiny steps as the area closes): benchmarks/slow_checks.py
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in AGREEMENT_TOL else n
-                                  for n in SCENARIO_EXAMPLES])
+@pytest.mark.parametrize("name", marked_slow(SCENARIO_EXAMPLES, SLOW_REFERENCE))
 def test_batched_agrees_with_reference_on_every_example(name):
     setup, prob, ref = reference_solution(name)
     bat = solve_batched(prob)
