@@ -605,7 +605,7 @@ def child_main(task_file: str) -> None:
 
 def child_env(threads: int, jax_platform: str | None) -> dict:
     env = dict(os.environ)
-    env["NUMBA_NUM_THREADS"] = str(threads)  # the compiled engine's prange over patients
+    env["NUMBA_NUM_THREADS"] = str(threads)  # the compiled engine's threads over patient slices
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
                 "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
         env[var] = str(threads)

@@ -15,14 +15,16 @@ one system per solve under ``vmap``, see ``solvers/jax_solver.py``).
 Every lane (patient) does its own arithmetic: element by element over the lanes, no reduction across them, no
 fast-math, so a patient's numbers do not depend on which lane, slice, chunk or thread runs it. A lane whose
 patient has finished its segment takes the next patient of its slice, so lanes do not idle while a slow
-patient finishes.
+patient finishes. Slices run on Python threads (:func:`mscsim.solvers.compiled._in_slices`; every function here
+releases the GIL), not in a Numba ``prange``: its parallel compilation took about 16 of the 48 s that compiling
+the knee-OA kernels cost on the first call.
 """
 
 import math
 from collections import namedtuple
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 # the per-lane working arrays of a step (one set per slice of patients)
 Work = namedtuple("Work", ["K", "yi", "r", "ci", "dsh", "hinv", "jv", "lu", "cm", "ok", "wd", "piv", "save", "dg",
@@ -286,7 +288,7 @@ def _initial_step(y, f, atol, rtol, span, l):
 
 
 @njit(**OPTS)
-def _run_slice(lo, hi, Y, H, P, U, ATOL, hold, t0, stops, n_stops, scols, out, rtol, max_steps, status, nsteps):
+def integrate_slice(lo, hi, Y, H, P, U, ATOL, hold, t0, stops, n_stops, scols, out, rtol, max_steps, status, nsteps):
     """Advance patients lo..hi-1 from t0 to the segment's end (stops[n_stops - 1]), W at a time, each with its own
     steps; output times inside a step are read off RODAS4's dense output."""
     t1 = stops[n_stops - 1]
@@ -417,20 +419,6 @@ def _run_slice(lo, hi, Y, H, P, U, ATOL, hold, t0, stops, n_stops, scols, out, r
                 pid[l] = -1
 
 
-@njit(parallel=True, **OPTS)
-def integrate_segment(Y, H, P, U, ATOL, hold, t0, stops, scols, out, rtol, max_steps, status, nsteps, slice_len):
-    """Advance every patient from t0 through ``stops`` (the segment's output times, then its end), writing the
-    output columns ``scols[s]`` of each stop into ``out`` (patients, times, states); Y and H (the next step) are
-    updated in place. Patients go in slices of ``slice_len`` across threads; a patient's numbers do not depend on
-    the slice."""
-    B = Y.shape[0]
-    n_slices = (B + slice_len - 1) // slice_len
-    n_stops = stops.shape[0]
-    for s in prange(n_slices):
-        _run_slice(s * slice_len, min(B, (s + 1) * slice_len), Y, H, P, U, ATOL, hold, t0, stops, n_stops, scols,
-                   out, rtol, max_steps, status, nsteps)
-
-
 @njit(**OPTS)
 def _wnorm(f, x, atol, l):
     m = 0.0
@@ -442,7 +430,7 @@ def _wnorm(f, x, atol, l):
 
 
 @njit(**OPTS)
-def _steady_slice(lo, hi, X, P, ATOL, hold, h0, tol, max_iter, status, iters):
+def steady_slice(lo, hi, X, P, ATOL, hold, h0, tol, max_iter, status, iters):
     """The steady state of the untreated model for patients lo..hi-1 (rows of X, updated in place), W at a time, by
     pseudo-transient continuation (Kelley & Keyes 1998): x += (I/h - J)^-1 f(x), h growing as the residual falls
     (switched evolution relaxation), which is Newton's method once h is large. Held states stay at their values.
@@ -574,13 +562,3 @@ def _steady_slice(lo, hi, X, P, ATOL, hold, h0, tol, max_iter, status, iters):
                         positive = False
             if not positive:
                 status[b] = SS_CHECK_EIGENVALUES
-
-
-@njit(parallel=True, **OPTS)
-def steady_states(X, P, ATOL, hold, h0, tol, max_iter, status, iters, slice_len):
-    """The untreated steady state of every patient (rows of X, updated in place), in slices of ``slice_len``
-    patients across threads; a patient's numbers do not depend on the slice."""
-    B = X.shape[0]
-    n_slices = (B + slice_len - 1) // slice_len
-    for s in prange(n_slices):
-        _steady_slice(s * slice_len, min(B, (s + 1) * slice_len), X, P, ATOL, hold, h0, tol, max_iter, status, iters)

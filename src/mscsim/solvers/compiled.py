@@ -8,8 +8,8 @@ sparse elimination plan of its W matrix unrolled into straight-line code (``fact
 (:mod:`mscsim.model.cache`), so only the first process to use a composition pays for compilation.
 
 Patients run ``LANES`` side by side (each with its own step, accepted or rejected on its own; a lane whose patient
-has finished takes the next), so the compiler can use SIMD across patients; slices of patients run on Numba's
-threads (``prange``). Every patient's arithmetic is its own, element by element, with IEEE semantics (no
+has finished takes the next), so the compiler can use SIMD across patients; slices of patients run on
+``numba.get_num_threads()`` Python threads (the kernels release the GIL). Every patient's arithmetic is its own, element by element, with IEEE semantics (no
 fast-math), so results are bit-identical whatever the chunking, slicing, lane or thread count (tested).
 
 A patient whose solve fails (too many steps, a step too small to advance time) is reported by index with the
@@ -23,6 +23,7 @@ import importlib.util
 import os
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -40,7 +41,7 @@ from .problem import Problem
 # patients side by side in one kernel call: 8 was 10 % faster per knee-OA patient than 4 (and 16) on the AVX2
 # development machine; any value gives the same numbers
 LANES = int(os.environ.get("MSCSIM_LANES", "8"))
-KERNEL_FORMAT = "mscsim-kernels-5"  # bump when the template or the generated kernels change shape
+KERNEL_FORMAT = "mscsim-kernels-6"  # bump when the template or the generated kernels change shape
 STATUS = {0: "ok", 1: "too many steps (the model may be unstable for this patient's parameters)",
           2: "step size too small to advance time (a singularity or a non-finite value)"}
 SS_STATUS = {0: "stable steady state", 1: "no steady state found by pseudo-transient continuation",
@@ -77,15 +78,14 @@ def solve_compiled(problem: Problem, *, rtol: float = 1e-8, atol_factor: float =
     hold = problem.held()
     status = np.zeros(B, dtype=np.int64)
     nsteps = np.zeros(B, dtype=np.int64)
-    slice_len = _slice_len(B)
 
     def integrate(y, h_prev, seg, u, stops, out):
         y = np.ascontiguousarray(y, dtype=float)
         H = np.where(np.isnan(h_prev), 0.0, h_prev).astype(float)
         U = np.ascontiguousarray(np.broadcast_to(u, (B, n)), dtype=float)
-        kern.integrate_segment(y, H, P, U, atol, hold, float(seg.t0), np.ascontiguousarray(stops, dtype=float),
-                               _stop_columns(t_eval, seg.out_idx, stops), out, float(rtol), int(max_steps), status,
-                               nsteps, slice_len)
+        stops = np.ascontiguousarray(stops, dtype=float)
+        _in_slices(kern.integrate_slice, B, y, H, P, U, atol, hold, float(seg.t0), stops, stops.shape[0],
+                   _stop_columns(t_eval, seg.out_idx, stops), out, float(rtol), int(max_steps), status, nsteps)
         return y, H
 
     out = run_segments(problem, integrate)
@@ -97,13 +97,35 @@ def solve_compiled(problem: Problem, *, rtol: float = 1e-8, atol_factor: float =
     return out
 
 
-def _slice_len(B: int) -> int:
+def _slice_len(B: int, threads: int) -> int:
     """Patients per slice: enough slices for every thread to have several (load balance), each a few lanes deep.
     Any value gives the same numbers."""
+    return int(max(LANES, min(256, -(-B // (4 * threads)))))
+
+
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}  # (process id, threads) -> pool: none survives a fork
+
+
+def _in_slices(kernel, B: int, *args) -> None:
+    """``kernel(lo, hi, *args)`` for slices of the B patients, on ``numba.get_num_threads()`` threads (one: in this
+    thread). The kernels release the GIL, so Python threads run them in parallel; a Numba ``prange`` over the slices
+    did the same but its parallel compilation took ~16 s of the ~48 s first call of the knee-OA kernels."""
     import numba
 
     threads = max(1, numba.get_num_threads())
-    return int(max(LANES, min(256, -(-B // (4 * threads)))))
+    size = _slice_len(B, threads)
+    bounds = [(lo, min(B, lo + size)) for lo in range(0, B, size)]
+    if threads == 1 or len(bounds) < 2:
+        for lo, hi in bounds:
+            kernel(lo, hi, *args)
+        return
+    key = (os.getpid(), threads)
+    if key not in _POOLS:
+        _POOLS[key] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mscsim-kernel")
+    done = [_POOLS[key].submit(kernel, lo, hi, *args) for lo, hi in bounds]
+    wait(done)  # every slice finishes before its arrays are read, even when one fails
+    for future in done:
+        future.result()
 
 
 def _stop_columns(t_eval: np.ndarray, out_idx: np.ndarray, stops: np.ndarray) -> np.ndarray:
@@ -138,8 +160,8 @@ def steady_state(model: CompiledModel, params: np.ndarray, x0: np.ndarray, atol:
     status = np.zeros(X.shape[0], dtype=np.int64)
     iters = np.zeros(X.shape[0], dtype=np.int64)
     hold = np.asarray(hold, dtype=np.bool_)
-    kern.steady_states(X, P, np.ascontiguousarray(atol, dtype=float), hold, float(h0), float(tol), int(max_iter),
-                       status, iters, _slice_len(X.shape[0]))
+    _in_slices(kern.steady_slice, X.shape[0], X, P, np.ascontiguousarray(atol, dtype=float), hold, float(h0),
+               float(tol), int(max_iter), status, iters)
     check = np.nonzero(status == 2)[0]
     if check.size:
         free = ~hold
@@ -210,7 +232,7 @@ def kernel_source(model: CompiledModel, lanes: int | None = None) -> str:
 
     header = [
         f'"""Generated by mscsim ({KERNEL_FORMAT}) for model {model.key[:16]}: do not edit."""',
-        "import math", "import numpy as np", "from numba import njit, prange",
+        "import math", "import numpy as np", "from numba import njit",
         "OPTS = dict(cache=True, nogil=True, error_model='numpy', boundscheck=False)",
         f"N = {n}", f"M = {len(model.param_names)}", f"NNZ = {len(model.jac_rows)}", f"NSLOTS = {pattern.n_slots}",
         f"W = {lanes}",
