@@ -32,7 +32,8 @@ def problem(name, size=3):
 # each example is another JAX compilation (10-60 s on the 2-vCPU machine): the default command checks the plain
 # human and mouse IV kinetics, the liver lesion and the intra-articular knee doses (the tissue model is checked by
 # the shorter tests below); benchmarks/slow_checks.py runs the rest, the knee-OA year among them
-JAX_SLOW = {TISSUE_EXAMPLE, "human_iv_111in_imaging", "human_iv_gvhd_twice_weekly", "human_intramyocardial_heart_lesion"}
+JAX_SLOW = {TISSUE_EXAMPLE, "human_iv_111in_imaging", "human_iv_gvhd_twice_weekly",
+            "human_intramyocardial_heart_lesion"}
 
 
 @pytest.mark.parametrize("name", marked_slow(EXPORT_EXAMPLES, JAX_SLOW))

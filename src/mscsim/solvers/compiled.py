@@ -9,8 +9,9 @@ sparse elimination plan of its W matrix unrolled into straight-line code (``fact
 
 Patients run ``LANES`` side by side (each with its own step, accepted or rejected on its own; a lane whose patient
 has finished takes the next), so the compiler can use SIMD across patients; slices of patients run on
-``numba.get_num_threads()`` Python threads (the kernels release the GIL). Every patient's arithmetic is its own, element by element, with IEEE semantics (no
-fast-math), so results are bit-identical whatever the chunking, slicing, lane or thread count (tested).
+``numba.get_num_threads()`` Python threads (the kernels release the GIL). Every patient's arithmetic is its own,
+element by element, with IEEE semantics (no fast-math), so results are bit-identical whatever the chunking,
+slicing, lane or thread count (tested).
 
 A patient whose solve fails (too many steps, a step too small to advance time) is reported by index with the
 reason, and the other patients' results are kept (:class:`SolveFailure`).
