@@ -616,7 +616,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
     p.add_argument("--scheduler", default=None, help="a Dask scheduler address (tcp://host:port): run the chunks "
                    "on that cluster instead of local processes")
-    p.add_argument("--chunk-size", type=int, default=None, help="patients per chunk (default: the design's)")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="patients per chunk (default: the design's solver.chunk_size, 512 unless it says)")
     p.add_argument("--allow-large", action="store_true", help="run a design estimated to take more than 2 hours "
                    "(refused otherwise)")
     p.set_defaults(func=_trial)
