@@ -196,7 +196,7 @@ def observe(design: DesignSpec, arm: ArmSpec, ids: np.ndarray, modelled: dict[st
 
     parts = response_parts(design)
     judged = {name: eps.spec.responses[parts[name][0] if name in parts else name].day for name in [*responses, *parts]}
-    visit_of_row = np.tile(visits, n)
+    visit_of_row, patient_of_row = np.tile(visits, n), np.repeat(ids, len(visits))
     columns: dict[str, list[np.ndarray]] = {"patient": [], "visit_day": [], "value": [], "baseline": [],
                                             "change": [], "modelled": []}
     endpoint_rows = []
@@ -205,7 +205,7 @@ def observe(design: DesignSpec, arm: ArmSpec, ids: np.ndarray, modelled: dict[st
         base = np.repeat(val[:, :1], len(visits), axis=1).ravel()
         v = val[:, 1:].ravel()
         keep = visit_of_row == judged[name] if name in judged else slice(None)
-        block = {"patient": np.repeat(ids, len(visits)), "visit_day": visit_of_row, "value": v, "baseline": base,
+        block = {"patient": patient_of_row, "visit_day": visit_of_row, "value": v, "baseline": base,
                  "change": v - base, "modelled": true_values[name][:, 1:].ravel()}
         for key, values in block.items():
             columns[key].append(values[keep])
