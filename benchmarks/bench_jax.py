@@ -1,4 +1,4 @@
-"""Throughput of the JAX RODAS4 solver against the NumPy batched solver and diffrax vmap(Kvaerno5).
+"""Throughput of the JAX Rosenbrock (RODAS5P) solver against the NumPy batched solver and diffrax vmap(Kvaerno5).
 
 Run:  python benchmarks/bench_jax.py [--scenario human_iv_2e6_per_kg] [--sizes 100 1000] [--repeats 2]
                                      [--days N] [--no-diffrax]

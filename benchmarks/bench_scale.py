@@ -16,14 +16,16 @@ integrators on the same problem, and mscsim's rows carry a cost theirs do not.
 Methods, all at the same tolerances (rtol 1e-8, mscsim's per-state absolute tolerances) and the same patients:
 
 - ``mscsim``: what a user's run does, chunk by chunk, on ``--threads`` threads: ``Setup.problem`` (parameter draws
-  and the chronic state) then ``solve_compiled`` (the compiled engine: RODAS4 per patient in machine code,
+  and the chronic state) then ``solve_compiled`` (the compiled engine: RODAS5P per patient in machine code,
   Numba), or, for a linear model (the human IV kinetics), ``solve_linear`` (the exact solution from each
-  patient's eigendecomposition; RODAS4 for a patient whose eigenvectors are ill-conditioned).
-- ``mscsim-rodas4``: the compiled RODAS4 engine on a linear model too (the kinetics' integrator before
+  patient's eigendecomposition; RODAS5P for a patient whose eigenvectors are ill-conditioned).
+- ``mscsim-integrated``: the compiled RODAS5P engine on a linear model too (the kinetics' integrator before
   ``solve_linear``; not run on a nonlinear model, where it is ``mscsim``).
-- ``mscsim-numpy``: ``Setup.problem`` then ``solve_batched`` (the same RODAS4 in NumPy, vectorised over the
+- ``mscsim-rodas4``: ``mscsim`` with RODAS4 (``solver.method: rodas4``, the engine's method before 2026-12-07) in
+  place of RODAS5P; on a linear model, the compiled RODAS4 engine (as ``mscsim-integrated``).
+- ``mscsim-numpy``: ``Setup.problem`` then ``solve_batched`` (the same RODAS5P in NumPy, vectorised over the
   patients of a chunk): the engine before it was compiled.
-- ``mscsim-jax``: ``solve_jax`` (the same RODAS4 in one jitted JAX loop) for the follow-up.
+- ``mscsim-jax``: ``solve_jax`` (the same RODAS5P in one jitted JAX loop) for the follow-up.
 - ``roadrunner``: libRoadRunner (CVODE) running the exported SBML (``mscsim.io.sbml``) one patient at a time;
   before each run the patient's parameters and starting state are set on the model (vectorised setters,
   then ``reset()`` so the dose events fire on that state).
@@ -74,16 +76,17 @@ from pathlib import Path
 import numpy as np
 
 RTOL, ATOL_FACTOR = 1e-8, 1e-13
-METHODS = ("mscsim", "mscsim-rodas4", "mscsim-burnin", "mscsim-numpy", "mscsim-jax", "roadrunner", "roadrunner-burnin", "scipy",
-           "diffrax")
+METHODS = ("mscsim", "mscsim-integrated", "mscsim-rodas4", "mscsim-burnin", "mscsim-numpy", "mscsim-jax", "roadrunner",
+           "roadrunner-burnin", "scipy", "diffrax")
 JAX_METHODS = ("mscsim-jax", "diffrax")
 BURN_IN_METHODS = ("mscsim-burnin", "roadrunner-burnin")  # integrate the untreated 1,000 days, then the follow-up
 DAYS = {"human_iv_2e6_per_kg": 28.0}  # follow-up per scenario unless --days says otherwise (others: one year)
-LABELS = {"mscsim": "mscsim, as a user's run (compiled RODAS4, Numba; exact solution for a linear model)",
-          "mscsim-rodas4": "mscsim solve_compiled (compiled RODAS4, Numba) on the linear model",
+LABELS = {"mscsim": "mscsim, as a user's run (compiled RODAS5P, Numba; exact solution for a linear model)",
+          "mscsim-integrated": "mscsim solve_compiled (compiled RODAS5P, Numba) on the linear model",
+          "mscsim-rodas4": "mscsim with RODAS4 (compiled, Numba; the method before 2026-12-07)",
           "mscsim-burnin": "mscsim solve_compiled, 1,000-day burn-in integrated",
           "roadrunner-burnin": "libRoadRunner (CVODE), 1,000-day burn-in integrated",
-          "mscsim-numpy": "mscsim solve_batched (NumPy RODAS4)", "mscsim-jax": "mscsim solve_jax (JAX RODAS4)",
+          "mscsim-numpy": "mscsim solve_batched (NumPy RODAS5P)", "mscsim-jax": "mscsim solve_jax (JAX RODAS5P)",
           "roadrunner": "libRoadRunner (CVODE), one patient at a time",
           "scipy": "SciPy solve_ivp({scipy_method}), one patient at a time",
           "diffrax": "diffrax vmap(Kvaerno5)+PID"}
@@ -93,9 +96,11 @@ LABELS = {"mscsim": "mscsim, as a user's run (compiled RODAS4, Numba; exact solu
 # the measurement process
 
 
-def scenario_setup(name: str, n: int, days: float, rtol: float, baseline: str = "steady_state"):
+def scenario_setup(name: str, n: int, days: float, rtol: float, baseline: str = "steady_state",
+                   method: str = "rodas5p"):
     """The bundled example ``name`` with ``n`` variable patients and ``days`` of follow-up, resolved; ``baseline``
-    is how the chronic state is found (``integration``: the untreated disease integrated for 1,000 days)."""
+    is how the chronic state is found (``integration``: the untreated disease integrated for 1,000 days);
+    ``method`` the Rosenbrock method."""
     import yaml
 
     from mscsim import scenario_from_dict
@@ -105,7 +110,7 @@ def scenario_setup(name: str, n: int, days: float, rtol: float, baseline: str = 
     data = yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())
     data["population"] = {"size": n, "variability": True}
     data["duration_days"] = days
-    data["solver"] = {**(data.get("solver") or {}), "rtol": rtol, "baseline": baseline}
+    data["solver"] = {**(data.get("solver") or {}), "rtol": rtol, "baseline": baseline, "method": method}
     return resolve_setup(scenario_from_dict(data))
 
 
@@ -141,38 +146,47 @@ def given_start(prob, starts, start: int, count: int):
 
 class Mscsim:
     """Setup.problem (draws + chronic state) and solve_compiled, per chunk. ``mscsim-burnin``: the scenario's
-    ``solver.baseline: integration``, so the chronic state is the untreated disease integrated for 1,000 days."""
+    ``solver.baseline: integration``, so the chronic state is the untreated disease integrated for 1,000 days.
+    ``mscsim-rodas4``: the same with RODAS4 (an integrated linear model too)."""
 
     batched = True
 
     def __init__(self, setup, args):
         from mscsim.solvers.compiled import kernels
 
-        if args["method"] == "mscsim-burnin":
-            setup = scenario_setup(args["scenario"], args["n"], args["days"], args["rtol"], "integration")
+        self.method = "rodas4" if args["method"] == "mscsim-rodas4" else "rodas5p"
+        if args["method"] in ("mscsim-burnin", "mscsim-rodas4"):
+            baseline = "integration" if args["method"] == "mscsim-burnin" else "steady_state"
+            setup = scenario_setup(args["scenario"], args["n"], args["days"], args["rtol"], baseline, self.method)
         self.setup, self.rtol = setup, args["rtol"]
-        kernels(setup.model)  # load the compiled engine (from the disk cache) before the clock starts
+        kernels(setup.model, self.method)  # load the compiled engine (from the disk cache) before the clock starts
+        kernels(setup.model)  # the steady-state search's
 
     def run(self, start, count, deadline):
-        return own_solver(self.setup.problem(start, count), self.rtol)
+        prob = self.setup.problem(start, count)
+        if self.method == "rodas4" and prob.model.linear:
+            return MscsimIntegrated.run(self, start, count, deadline)
+        return own_solver(prob, self.rtol, self.method)
 
 
-class MscsimRodas4(Mscsim):
-    """The compiled RODAS4 engine on a linear model (``mscsim`` solves it exactly)."""
+class MscsimIntegrated(Mscsim):
+    """The compiled engine on a linear model (``mscsim`` solves it exactly)."""
 
     def run(self, start, count, deadline):
         from mscsim.solvers.compiled import solve_compiled
 
-        return solve_compiled(self.setup.problem(start, count), rtol=self.rtol, atol_factor=ATOL_FACTOR)
+        return solve_compiled(self.setup.problem(start, count), rtol=self.rtol, atol_factor=ATOL_FACTOR,
+                              method=self.method)
 
 
-def own_solver(prob, rtol):
-    """The solver a user's run takes (``mscsim.simulation.solve``): exact for a linear model, else RODAS4."""
+def own_solver(prob, rtol, method="rodas5p"):
+    """The solver a user's run takes (``mscsim.simulation.solve``): exact for a linear model, else the compiled
+    Rosenbrock engine."""
     from mscsim.solvers.compiled import solve_compiled
     from mscsim.solvers.linear import solve_linear
 
     engine = solve_linear if prob.model.linear else solve_compiled
-    return engine(prob, rtol=rtol, atol_factor=ATOL_FACTOR)
+    return engine(prob, rtol=rtol, atol_factor=ATOL_FACTOR, method=method)
 
 
 class MscsimNumpy:
@@ -494,7 +508,8 @@ def _equinox_weakref_workaround() -> None:
         prim.Flatten = Flatten
 
 
-RUNNERS = {"mscsim": Mscsim, "mscsim-rodas4": MscsimRodas4, "mscsim-burnin": Mscsim, "mscsim-numpy": MscsimNumpy, "mscsim-jax": MscsimJax,
+RUNNERS = {"mscsim": Mscsim, "mscsim-integrated": MscsimIntegrated, "mscsim-rodas4": Mscsim, "mscsim-burnin": Mscsim,
+           "mscsim-numpy": MscsimNumpy, "mscsim-jax": MscsimJax,
            "roadrunner": RoadRunner, "roadrunner-burnin": RoadRunner, "scipy": Scipy, "diffrax": Diffrax}
 
 
@@ -717,9 +732,11 @@ RATIOS = (
     ("mscsim-burnin", "roadrunner-burnin", "same work: both integrate the 1,000-day burn-in, then the follow-up", 5.0),
     ("mscsim", "roadrunner-burnin", "end to end: mscsim's steady-state start against libRoadRunner's burn-in", 20.0),
     ("mscsim", "roadrunner", "mscsim (steady state inside its clock) against libRoadRunner given that state", None),
-    ("mscsim", "mscsim-numpy", "the compiled engine against the same RODAS4 in NumPy", None),
-    ("mscsim-rodas4", "roadrunner", "the compiled RODAS4 engine on the kinetics against libRoadRunner", None),
-    ("mscsim", "mscsim-rodas4", "the exact solution against the compiled RODAS4 engine", None),
+    ("mscsim", "mscsim-numpy", "the compiled engine against the same RODAS5P in NumPy", None),
+    ("mscsim", "mscsim-rodas4", "RODAS5P against RODAS4 in the compiled engine (the method before 2026-12-07)", None),
+    ("mscsim-integrated", "roadrunner", "the compiled RODAS5P engine on the kinetics against libRoadRunner", None),
+    ("mscsim-integrated", "mscsim-rodas4", "RODAS5P against RODAS4 in the compiled engine, on the kinetics", None),
+    ("mscsim", "mscsim-integrated", "the exact solution against the compiled RODAS5P engine", None),
     ("mscsim", "scipy", "against SciPy solve_ivp", None),
     ("mscsim", "diffrax", "against diffrax vmap(Kvaerno5)", None),
     ("mscsim-jax", "diffrax", "mscsim's JAX solver against diffrax on the same device", None),
@@ -741,7 +758,9 @@ def speedups(rows: list[dict], scenario: str, burn_in: bool = True) -> list[str]
             if not burn_in and ours == "mscsim" and theirs == "roadrunner":
                 what, target = "the kinetics: mscsim against libRoadRunner", KINETICS_TARGET
             if not burn_in and ours == "mscsim" and theirs == "mscsim-numpy":
-                what = "the exact solution against the same model's RODAS4 in NumPy"
+                what = "the exact solution against the same model's RODAS5P in NumPy"
+            if not burn_in and ours == "mscsim" and theirs == "mscsim-rodas4":
+                continue  # the kinetics: mscsim-integrated / mscsim-rodas4 is the methods' comparison
             a, b = best[ours], best[theirs]
             ratio = a["patients_per_s"] / b["patients_per_s"]
             goal = "" if target is None else f"; target {target:g}x: {'met' if ratio >= target else 'NOT met'}"
@@ -810,7 +829,7 @@ def main() -> None:
             for method in args.methods:
                 if method in BURN_IN_METHODS and not metas[scenario].get("burn_in"):
                     continue  # no chronic state to find: the kinetics-only model starts from zero
-                if method == "mscsim-rodas4" and not metas[scenario].get("linear"):
+                if method == "mscsim-integrated" and not metas[scenario].get("linear"):
                     continue  # a nonlinear model: mscsim's own row is this engine
                 label = LABELS[method].format(scipy_method=args.scipy_method)
                 rate = None  # patients/s of the largest completed measurement

@@ -4,7 +4,7 @@ Run:  python benchmarks/bench_work_precision.py [--scenario knee_oa_ia_5e7] [--n
           [--rtols 1e-5 1e-6 1e-7 1e-8 1e-9 1e-10] [--methods mscsim roadrunner] [--out benchmarks/results/wp]
 
 ``bench_scale.py`` compares methods at the same nominal tolerance (rtol 1e-8), but one integrator's rtol 1e-8 is
-not another's: at it libRoadRunner's CVODE lands about 1e-5 from the solution, mscsim's RODAS4 about 1e-7. The
+not another's: at it libRoadRunner's CVODE lands about 1e-5 from the solution, mscsim's RODAS5P about 1e-7. The
 comparison that holds whatever the tolerance means is at the same achieved error (a work-precision diagram, as the
 SciML benchmarks and Hairer and Wanner's test sets draw them). For each method and ``--rtols`` value this measures
 patients/s on ``--n`` patients (bench_scale's measurement: a fresh process, one thread, the same patients, from
@@ -121,7 +121,7 @@ def main() -> None:
         cross = None
         if len(refs) == 2:
             cross = max_rel_diff(refs["roadrunner"], refs["mscsim"], scale)
-            print(f"the two references (mscsim RODAS4, libRoadRunner CVODE at rtol {REFERENCE_RTOL:g}) differ by "
+            print(f"the two references (mscsim RODAS5P, libRoadRunner CVODE at rtol {REFERENCE_RTOL:g}) differ by "
                   f"{cross:.1e} (the exported SBML and the generated code, each at its absolute tolerances)", flush=True)
         rows = []
         for method in args.methods:

@@ -1,4 +1,4 @@
-"""The batched RODAS4 solver against the SciPy reference, and against exact solutions."""
+"""The batched Rosenbrock solver (RODAS5P, RODAS4) against the SciPy reference, and against exact solutions."""
 
 import functools
 
@@ -135,26 +135,84 @@ def test_rodas4_matches_matrix_exponential_on_the_linear_kinetics():
     assert agree(bat, exact, x0.sum()) < 1e-6
 
 
+class _StiffLinear:
+    """x' = A x with eigenvalues -1000 and -1."""
+    A = np.array([[-1000.0, 1.0], [0.0, -1.0]])
+
+    def rhs(self, x, p):
+        return x @ self.A.T
+
+    def jac(self, x, p):
+        return np.broadcast_to(self.A, (x.shape[0], 2, 2)).copy()
+
+
+class _Nonlinear:
+    """a' = -a b + sin b, b' = a - b^2 / 2: a nonlinear system, so every order condition of a method is tested (a
+    linear problem tests only those of its stability function)."""
+
+    def rhs(self, x, p):
+        a, b = x[:, 0], x[:, 1]
+        return np.stack([-a * b + np.sin(b), a - 0.5 * b * b], axis=1)
+
+    def jac(self, x, p):
+        a, b = x[:, 0], x[:, 1]
+        J = np.zeros((x.shape[0], 2, 2))
+        J[:, 0, 0], J[:, 0, 1], J[:, 1, 0], J[:, 1, 1] = -b, -a + np.cos(b), 1.0, -b
+        return J
+
+
+def _nonlinear_exact(t):
+    from scipy.integrate import solve_ivp
+
+    sol = solve_ivp(lambda _, y: _Nonlinear().rhs(y[None], None)[0], (0.0, t), [1.0, 1.0], method="DOP853",
+                    rtol=1e-13, atol=1e-14)
+    return sol.y[:, -1]
+
+
+def _fixed_steps(model, method, n, T=1.0):
+    from mscsim.solvers.batched import _rosenbrock_step
+
+    x, h = np.array([[1.0, 1.0]]), np.array([T / n])
+    for _ in range(n):
+        x, _ = _rosenbrock_step(model, x, None, 0.0, h, method)
+    return x[0]
+
+
 def test_rodas4_converges_at_fourth_order_on_a_stiff_problem():
-    """Fixed-step error falls about 16-fold when the step halves (order 4) on a stiff linear system."""
-    from mscsim.solvers import _rodas4 as tab  # noqa: F401 - the tableau under test
-    from mscsim.solvers.batched import _rodas4_step
+    """Fixed-step error falls about 16-fold when the step halves (order 4) on a stiff linear system; RODAS5P's
+    error is smaller at every step size."""
+    exact = expm(_StiffLinear.A) @ np.array([1.0, 1.0])
+    errs = {m: [np.abs(_fixed_steps(_StiffLinear(), m, n) - exact).max() for n in (8, 16, 32)]
+            for m in ("rodas4", "rodas5p")}
+    e = errs["rodas4"]
+    assert e[0] / e[1] > 10 and e[1] / e[2] > 10
+    assert all(a < b for a, b in zip(errs["rodas5p"], e))
 
-    class Lin:
-        A = np.array([[-1000.0, 1.0], [0.0, -1.0]])
 
-        def rhs(self, x, p):
-            return x @ self.A.T
+@pytest.mark.parametrize("method, order", [("rodas4", 4), ("rodas5p", 5)])
+def test_rosenbrock_methods_converge_at_their_order_on_a_nonlinear_problem(method, order):
+    """Halving a fixed step divides the error by about 2**order (16 for RODAS4, 32 for RODAS5P): the tableau's
+    coefficients are the method's."""
+    exact = _nonlinear_exact(1.0)
+    errs = [np.abs(_fixed_steps(_Nonlinear(), method, n) - exact).max() for n in (8, 16, 32)]
+    for a, b in zip(errs, errs[1:]):
+        assert 0.8 * 2 ** order < a / b < 1.25 * 2 ** order
 
-        def jac(self, x, p):
-            return np.broadcast_to(self.A, (x.shape[0], 2, 2)).copy()
 
-    m, x0, T = Lin(), np.array([[1.0, 1.0]]), 1.0
-    exact = expm(Lin.A * T) @ x0[0]
+@pytest.mark.parametrize("method, order", [("rodas4", 3), ("rodas5p", 4)])
+def test_dense_output_has_the_order_of_the_methods_continuous_extension(method, order):
+    """Inside one step, the dense output's local error is O(h^(order + 1)): about 2**(order + 1) smaller when the
+    step halves (RODAS4's extension is of order 3, RODAS5P's of order 4), and exact at both ends of the step."""
+    from mscsim.solvers._rosenbrock import dense_terms, dense_value, tableau
+    from mscsim.solvers.batched import _step, _System
+
+    system = _System(_Nonlinear(), tab=tableau(method))
+    y0 = np.array([[1.0], [1.0]])  # batch-last: (states, patients)
     errs = []
-    for n in (8, 16, 32):
-        x, h = x0.copy(), np.array([T / n])
-        for _ in range(n):
-            x, _ = _rodas4_step(m, x, None, 0.0, h)
-        errs.append(np.abs(x[0] - exact).max())
-    assert errs[0] / errs[1] > 10 and errs[1] / errs[2] > 10
+    for h in (0.2, 0.1, 0.05):
+        y1, _, k = _step(system, y0.copy(), None, np.zeros((2, 1)), np.array([h]))
+        d = dense_terms(system.tab, k)
+        assert np.array_equal(dense_value(d, 1.0, y0, y1), y1)
+        errs.append(np.abs(dense_value(d, 0.4, y0, y1)[:, 0] - _nonlinear_exact(0.4 * h)).max())
+    for a, b in zip(errs, errs[1:]):
+        assert a / b > 0.7 * 2 ** (order + 1)

@@ -212,7 +212,7 @@ class Setup:
         if todo.size:
             t = np.array([0.0, BURN_IN_DAYS * 24.0])
             burn = solve_compiled(Problem(model, P[todo], t, x0=x0[todo], hold=hold),
-                                  rtol=min(self.scenario.solver.rtol, 1e-6))
+                                  rtol=min(self.scenario.solver.rtol, 1e-6), method=self.scenario.solver.method)
             x[todo] = burn[:, -1, :]
         x[:, model.cell_mask] = 0.0
         return x, method
@@ -361,9 +361,10 @@ def resolve_setup(scenario: Scenario, values: Mapping[str, float] | None = None,
 
 def _compile_setup(scenario: Scenario, inputs: _Inputs) -> Setup:
     model = compiled(inputs.mechanisms, tuple(sorted(scenario.mechanisms.items())), scenario.label)
-    solver_keys = ("hairer1996",) if scenario.solver.kind in ("batched", "jax") else ()
+    method = {"rodas5p": "steinebach2023", "rodas4": "hairer1996"}[scenario.solver.method]
+    solver_keys = (method,) if scenario.solver.kind in ("batched", "numpy", "jax") else ()
     if scenario.solver.kind == "batched" and model.linear:
-        solver_keys = ("moler2003", "hairer1996")  # the exact solution (solvers.linear); RODAS4 its fallback
+        solver_keys = ("moler2003", method)  # the exact solution (solvers.linear); the Rosenbrock method its fallback
     return Setup(scenario, model, inputs.pset, inputs.product, inputs.factors, inputs.site,
                  inputs.placement_parameter, inputs.placement, model.parameter_vector(inputs.pset), solver_keys,
                  inputs.overrides, inputs.retention_parameter, inputs.retained)
@@ -481,13 +482,13 @@ def solve(setup: Setup, problem: Problem, *, first_patient: int = 0) -> np.ndarr
         except ImportError as exc:
             raise InputError("solver.kind", "jax", "'batched', 'numpy' or 'reference', or install the JAX extra: "
                              f"pip install 'mscsim[jax]' ({exc})") from None
-        states = solve_jax(problem, rtol=sc.rtol)
+        states = solve_jax(problem, rtol=sc.rtol, method=sc.method)
     elif sc.kind == "numpy":
-        states = solve_batched(problem, rtol=sc.rtol, max_steps=sc.max_steps)
+        states = solve_batched(problem, rtol=sc.rtol, max_steps=sc.max_steps, method=sc.method)
     else:
         engine = solve_linear if problem.model.linear else solve_compiled  # linear: the exact solution
         try:
-            states = engine(problem, rtol=sc.rtol, max_steps=sc.max_steps)
+            states = engine(problem, rtol=sc.rtol, max_steps=sc.max_steps, method=sc.method)
         except SolveFailure as failure:
             ok = np.asarray(failure.status) == 0
             check_positivity(problem, failure.states, first_patient=first_patient, patients=ok)

@@ -169,14 +169,19 @@ class OutputSpec(_Strict):
 
 
 class SolverSpec(_Strict):
-    """``batched``: the compiled engine (RODAS4 per patient in machine code; for a linear model, the whole-body
-    kinetics without a tissue, the exact solution from each patient's eigendecomposition); ``numpy``: the same method in NumPy;
+    """``batched``: the compiled engine (a Rosenbrock method per patient in machine code; for a linear model, the
+    whole-body kinetics without a tissue, the exact solution from each patient's eigendecomposition); ``numpy``: the
+    same method in NumPy;
     ``reference``: SciPy Radau, one patient at a time; ``jax``: the JAX solver (an extra). ``baseline``: how a
     disease's untreated chronic state is found (``steady_state``: solved directly, integrating only where a
     patient has no stable steady state; ``integration``: a 1,000-day untreated run). ``max_steps``: the attempted
-    steps a patient may take between two events before its solve is reported as failed (the others go on)."""
+    steps a patient may take between two events before its solve is reported as failed (the others go on).
+    ``method``: the Rosenbrock method of the ``batched``, ``numpy`` and ``jax`` solvers (``rodas5p``, Steinebach
+    2023, order 5: about half the steps of ``rodas4``, Hairer & Wanner 1996, order 4, the engine's method before
+    2026-12-07)."""
 
     kind: Literal["batched", "numpy", "reference", "jax"] = "batched"
+    method: Literal["rodas5p", "rodas4"] = "rodas5p"
     rtol: float = Field(default=1e-8, lt=1e-2, description=f"relative tolerance, {MIN_RTOL:g} to 1e-2")
     baseline: Literal["steady_state", "integration"] = "steady_state"
     max_steps: int = Field(default=200_000, ge=100, le=10_000_000)  # attempted steps per patient and segment

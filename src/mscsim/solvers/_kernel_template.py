@@ -1,10 +1,12 @@
 # ruff: noqa: F821
-"""The model-independent half of the compiled engine's source: RODAS4 and the steady-state search for ``W``
+"""The model-independent half of the compiled engine's source: a Rosenbrock method (RODAS5P or RODAS4, whose
+tableau the generated header holds) and the steady-state search for ``W``
 patients side by side, each with its own step and its own iteration.
 
 This file is not imported: :mod:`mscsim.solvers.compiled` appends its text to the code it generates from one
 compiled model (``rhs_w``, ``jac_w``, ``factor_w``, ``solve_w`` and the constants ``N``, ``M``, ``NNZ``,
-``NSLOTS``, ``W``, ``JROW``, ``JCOL``, ``OPTS`` and the RODAS4 tableau ``A``, ``C``, ``HD``, ``GAMMA``), and Numba
+``NSLOTS``, ``W``, ``JROW``, ``JCOL``, ``OPTS`` and the method's tableau ``S``, ``EXPLICIT``, ``A``, ``C``, ``HD``,
+``ND``, ``HJ``, ``GAMMA``, ``ORDER_EMBEDDED``: see :mod:`mscsim.solvers._rosenbrock`), and Numba
 compiles the whole module to machine code (cached on disk beside it). One source of truth for the model: the
 generated functions come from the mechanism files through :func:`mscsim.model.compile.compile_model`.
 
@@ -33,7 +35,7 @@ Work = namedtuple("Work", ["K", "yi", "r", "ci", "dsh", "hinv", "jv", "lu", "cm"
 
 @njit(**OPTS)
 def _work():
-    return Work(np.zeros((7, N, W)), np.zeros((N, W)), np.zeros((N, W)), np.zeros((N, W)), np.zeros((N, W)),
+    return Work(np.zeros((S + 1, N, W)), np.zeros((N, W)), np.zeros((N, W)), np.zeros((N, W)), np.zeros((N, W)),
                 np.ones(W), np.zeros((max(NNZ, 1), W)), np.zeros((NSLOTS, W)), np.zeros((NSLOTS, W)),
                 np.ones(W, dtype=np.bool_), np.zeros((W, N, N)), np.zeros((W, N), dtype=np.int64), np.zeros((N, W)),
                 np.zeros((N, W)), np.zeros(W, dtype=np.bool_), np.zeros(N), np.zeros(N))
@@ -200,39 +202,41 @@ def _solve(ws, b):
 
 
 @njit(**OPTS)
-def _stage_input(y, c, K1, K2, K3, K4, K5, h, s, yi, ci):
-    """Stage s's state and its C-term: yi = y + sum_j A[s, j] K_j (for s = 6: A[5, j], then + K5), ci = sum_j
-    C[s, j] K_j / h, summed in the order of ``_rodas4.rodas4_stages``."""
-    a = min(s, 5)
+def _stage_input(y, hinv, K, s, yi, ci):
+    """Stage s's state and its C-term: yi = y + sum_j A[s, j] K_j for the explicit stages (s <= EXPLICIT), else
+    yi (the previous stage's state) + K_{s-1}; ci = sum_j C[s, j] K_j / h. Summed in the order of
+    ``_rosenbrock.stages``."""
+    explicit = s <= EXPLICIT
+    K1 = K[1]
     for i in range(N):
         for l in range(W):
-            acc = A[a, 1] * K1[i, l]
-            cc = C[s, 1] * K1[i, l]
-            if a > 2:
-                acc += A[a, 2] * K2[i, l]
-            if s > 2:
-                cc += C[s, 2] * K2[i, l]
-            if a > 3:
-                acc += A[a, 3] * K3[i, l]
-            if s > 3:
-                cc += C[s, 3] * K3[i, l]
-            if a > 4:
-                acc += A[a, 4] * K4[i, l]
-            if s > 4:
-                cc += C[s, 4] * K4[i, l]
-            if s > 5:
-                cc += C[s, 5] * K5[i, l]
-            acc += y[i, l]
-            if s == 6:
-                acc += K5[i, l]
-            yi[i, l] = acc
-            ci[i, l] = cc * c[l]
+            ci[i, l] = C[s, 1] * K1[i, l]
+            if explicit:
+                yi[i, l] = A[s, 1] * K1[i, l]
+    for j in range(2, s):
+        Kj = K[j]
+        a = A[s, j]
+        c = C[s, j]
+        for i in range(N):
+            for l in range(W):
+                ci[i, l] += c * Kj[i, l]
+                if explicit:
+                    yi[i, l] += a * Kj[i, l]
+    Kp = K[s - 1]
+    for i in range(N):
+        for l in range(W):
+            ci[i, l] *= hinv[l]
+            if explicit:
+                yi[i, l] += y[i, l]
+            else:
+                yi[i, l] += Kp[i, l]
 
 
 @njit(**OPTS)
-def _rodas4(y, p, u, hold, h, ws):
-    """One RODAS4 step of every lane with its own step h[l]: stages into ws.K[1..6], the new state into ws.yi;
-    the error estimate is K[6]. The stage sums are accumulated in the order of ``_rodas4.rodas4_stages``."""
+def _rosenbrock(y, p, u, hold, h, ws):
+    """One Rosenbrock step (the tableau's S stages) of every lane with its own step h[l]: stages into
+    ws.K[1..S], the new state into ws.yi; the error estimate is K[S]. The stage sums are accumulated in the
+    order of ``_rosenbrock.stages``."""
     K, yi, r, ci, dsh, hinv = ws.K, ws.yi, ws.r, ws.ci, ws.dsh, ws.hinv
     for l in range(W):
         inv = 1.0 / (h[l] * GAMMA)
@@ -242,18 +246,18 @@ def _rodas4(y, p, u, hold, h, ws):
     _factor(y, p, hold, dsh, ws)
     _f(y, p, u, hold, K[1])
     _solve(ws, K[1])
-    for s in range(2, 7):
-        _stage_input(y, hinv, K[1], K[2], K[3], K[4], K[5], h, s, yi, ci)
+    for s in range(2, S + 1):
+        _stage_input(y, hinv, K, s, yi, ci)
         _f(yi, p, u, hold, r)
         Ks = K[s]
         for i in range(N):
             for l in range(W):
                 Ks[i, l] = r[i, l] + ci[i, l]
         _solve(ws, Ks)
-    K6 = K[6]
+    KS = K[S]
     for i in range(N):
         for l in range(W):
-            yi[i, l] += K6[i, l]
+            yi[i, l] += KS[i, l]
 
 
 @njit(**OPTS)
@@ -290,7 +294,7 @@ def _initial_step(y, f, atol, rtol, span, l):
 @njit(**OPTS)
 def integrate_slice(lo, hi, Y, H, P, U, ATOL, hold, t0, stops, n_stops, scols, out, rtol, max_steps, status, nsteps):
     """Advance patients lo..hi-1 from t0 to the segment's end (stops[n_stops - 1]), W at a time, each with its own
-    steps; output times inside a step are read off RODAS4's dense output."""
+    steps; output times inside a step are read off the method's dense output."""
     t1 = stops[n_stops - 1]
     y = np.zeros((N, W))
     p = np.zeros((M, W))
@@ -298,8 +302,7 @@ def integrate_slice(lo, hi, Y, H, P, U, ATOL, hold, t0, stops, n_stops, scols, o
     atol = np.ones((N, W))
     ws = _work()
     K, yi, r = ws.K, ws.yi, ws.r
-    d2 = np.zeros(N)
-    d3 = np.zeros(N)
+    dd = np.zeros((ND, N))
     h = np.ones(W)
     h_try = np.ones(W)
     t = np.zeros(W)
@@ -344,7 +347,7 @@ def integrate_slice(lo, hi, Y, H, P, U, ATOL, hold, t0, stops, n_stops, scols, o
                     need_h0[l] = False
         for l in range(W):
             h_try[l] = min(h[l], t1 - t[l]) if pid[l] >= 0 else 1.0
-        _rodas4(y, p, u, hold, h_try, ws)
+        _rosenbrock(y, p, u, hold, h_try, ws)
         for l in range(W):
             if pid[l] < 0:
                 continue
@@ -353,7 +356,7 @@ def integrate_slice(lo, hi, Y, H, P, U, ATOL, hold, t0, stops, n_stops, scols, o
             ss = 0.0
             for i in range(N):
                 sc = max(abs(y[i, l]), abs(yi[i, l])) * rtol + atol[i, l]
-                e = K[6, i, l] / sc
+                e = K[S, i, l] / sc
                 ss += e * e
             err = math.sqrt(ss / N)
             if not math.isfinite(err):
@@ -378,14 +381,12 @@ def integrate_slice(lo, hi, Y, H, P, U, ATOL, hold, t0, stops, n_stops, scols, o
             landed = h_try[l] >= t1 - t[l]
             t_new = t1 if landed else t[l] + h_try[l]
             if k[l] < n_stops - 1 and stops[k[l]] <= t_new:
-                for i in range(N):  # D2, D3 of the dense output, summed as _rodas4.dense_terms
-                    a2 = HD[2, 1] * K[1, i, l]
-                    a3 = HD[3, 1] * K[1, i, l]
-                    for j in range(2, 6):
-                        a2 = a2 + HD[2, j] * K[j, i, l]
-                        a3 = a3 + HD[3, j] * K[j, i, l]
-                    d2[i] = a2
-                    d3[i] = a3
+                for q in range(ND):  # the dense output's D_q, summed as _rosenbrock.dense_terms
+                    for i in range(N):
+                        a = HD[q, 1] * K[1, i, l]
+                        for j in range(2, HJ + 1):
+                            a = a + HD[q, j] * K[j, i, l]
+                        dd[q, i] = a
                 while k[l] < n_stops - 1 and stops[k[l]] <= t_new:
                     theta = min((stops[k[l]] - t[l]) / h_try[l], 1.0)
                     one = 1.0 - theta
@@ -393,8 +394,11 @@ def integrate_slice(lo, hi, Y, H, P, U, ATOL, hold, t0, stops, n_stops, scols, o
                         col = scols[k[l], c]
                         if col < 0:
                             break
-                        for i in range(N):
-                            out[b, col, i] = (((d3[i] * theta + d2[i]) * one + yi[i, l]) * theta) + y[i, l] * one
+                        for i in range(N):  # as _rosenbrock.dense_value
+                            acc = dd[ND - 1, i]
+                            for q in range(ND - 2, -1, -1):
+                                acc = acc * theta + dd[q, i]
+                            out[b, col, i] = ((acc * one + yi[i, l]) * theta) + y[i, l] * one
                     k[l] += 1
             t[l] = t_new
             for i in range(N):

@@ -1,13 +1,15 @@
-"""Batched stiff solver: RODAS4 with per-patient step-size control, many patients per NumPy call.
+"""Batched stiff solver: a Rosenbrock method (RODAS5P by default, or RODAS4) with per-patient step-size control,
+many patients per NumPy call.
 
 Why by hand: SciPy's stiff solvers integrate one system with one step size; stacking patients into one
 system would let the worst patient set everyone's step and blur per-patient error control. No maintained
-NumPy library offers a batched Rosenbrock method, so this module implements RODAS4 (Hairer & Wanner 1996)
-over a batch, with the analytic Jacobian from the compiled model. Rosenbrock stages are linear combinations
+NumPy library offers a batched Rosenbrock method, so this module implements RODAS5P (Steinebach 2023) and RODAS4
+(Hairer & Wanner 1996) over a batch (:mod:`~mscsim.solvers._rosenbrock`), with the analytic Jacobian from the
+compiled model. Rosenbrock stages are linear combinations
 of right-hand sides and solves with one matrix, so linear invariants (the cell mass balance) are kept to
 round-off.
 
-Output times are read off each accepted step's dense output (RODAS4's continuous extension of order 3, exact at
+Output times are read off each accepted step's dense output (the method's continuous extension, exact at
 the step's ends), as CVODE and Hairer's RODAS code do, so they never shorten a step; only the end of a segment (a
 dose, the start or end of an infusion) is landed on. A patient's steps therefore do not depend on which output
 times were asked for, and a dense output grid costs interpolation, not steps.
@@ -28,7 +30,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..errors import MscsimError
-from . import _rodas4 as tab
+from ._rosenbrock import DEFAULT, Tableau, dense_terms, dense_value, tableau
 from ..model.compile import CompiledModel
 from ._driver import run_segments
 from ._linalg import BatchedSolver, SparseBatchedSolver, SparsePattern
@@ -38,13 +40,14 @@ _SAFETY, _FAC_MIN, _FAC_MAX = 0.9, 0.2, 6.0
 
 
 def solve_batched(problem: Problem, *, rtol: float = 1e-8, atol_factor: float = 1e-13,
-                  max_steps: int = 200_000) -> np.ndarray:
-    """Integrate all patients together; returns states at ``t_eval``, shape (patients, times, states)."""
+                  max_steps: int = 200_000, method: str = DEFAULT) -> np.ndarray:
+    """Integrate all patients together; returns states at ``t_eval``, shape (patients, times, states).
+    ``method``: the Rosenbrock method (``rodas5p`` or ``rodas4``)."""
     model = problem.model
     t_eval = np.asarray(problem.t_eval, dtype=float)
     atol = problem.atol(atol_factor)
     P = np.asarray(problem.params, dtype=float)
-    system = _System(model, problem.hold)
+    system = _System(model, problem.hold, tableau(method))
 
     def integrate(y, h_prev, seg, u, stops, out):
         return _integrate_segment(system, P, u, y, seg.t0, stops, t_eval, seg.out_idx, out, atol, rtol, h_prev,
@@ -60,8 +63,9 @@ class _System:
     """The model's right-hand side and W solves in batch-last form: generated code for compiled models, the
     (patients, states) methods transposed for any other model with ``rhs`` and ``jac``."""
 
-    def __init__(self, model, hold=None):
+    def __init__(self, model, hold=None, tab: Tableau = tableau(DEFAULT)):
         self.model = model
+        self.tab = tab
         self.compiled = isinstance(model, CompiledModel)
         self.hold = None if hold is None or not np.any(hold) else np.nonzero(np.asarray(hold, dtype=bool))[0]
         if self.compiled:
@@ -80,7 +84,7 @@ class _System:
 
     def w_solver(self, x, pT, h):
         """Factor W = I/(h*gamma) - J for the batch; returns an object whose ``solve`` works in place on (n, B)."""
-        inv_hg = 1.0 / (h * tab.GAMMA)
+        inv_hg = 1.0 / (h * self.tab.gamma)
         if self.compiled:
             jv = self.model.jac_values_bl(x, pT)
             if self.hold is not None:
@@ -149,7 +153,8 @@ def _integrate_segment(system, P, u, y, t0, stops, t_eval, out_idx, out, atol, r
         err = np.sqrt(ss / n)
         err = np.where(np.isfinite(err), err, np.inf)
         ok = err <= 1.0
-        fac = np.clip(_SAFETY * np.maximum(err, 1e-10) ** (-1.0 / (tab.ORDER_EMBEDDED + 1)), _FAC_MIN, _FAC_MAX)
+        fac = np.clip(_SAFETY * np.maximum(err, 1e-10) ** (-1.0 / (system.tab.order_embedded + 1)), _FAC_MIN,
+                      _FAC_MAX)
         fac = np.where(ok, fac, np.minimum(fac, 1.0))
         clipped = h_try < h
         # a step shortened only to land on the segment's end keeps the longer proposal for the next step
@@ -161,7 +166,8 @@ def _integrate_segment(system, P, u, y, t0, stops, t_eval, out_idx, out, atol, r
         # output times inside the accepted steps, from the dense output (before y moves on)
         pending = ok & (stops[np.minimum(k, n_stops - 1)] <= t_new) & (k < n_stops - 1)
         if pending.any():
-            k = _record_dense(pending, k, stops, first_col, extra, t, h_try, t_new, yT, ynew, ks, ids, out)
+            k = _record_dense(system.tab, pending, k, stops, first_col, extra, t, h_try, t_new, yT, ynew, ks, ids,
+                              out)
         t = np.where(ok, t_new, t)
         np.copyto(yT, ynew, where=ok[None, :])
         if landed.any():
@@ -177,8 +183,8 @@ def _integrate_segment(system, P, u, y, t0, stops, t_eval, out_idx, out, atol, r
     return y, h_out
 
 
-def _record_dense(pending, k, stops, first_col, extra, t, h, t_new, y0, y1, ks, ids, out):
-    """Write the output times that fall inside the accepted steps of the ``pending`` patients, from RODAS4's
+def _record_dense(tab, pending, k, stops, first_col, extra, t, h, t_new, y0, y1, ks, ids, out):
+    """Write the output times that fall inside the accepted steps of the ``pending`` patients, from the method's
     dense output; returns the advanced next-stop indices. Elementwise over patients, like the steps.
 
     A long step can cover many output times, so every (patient, output time) pair of this step is laid out
@@ -192,20 +198,12 @@ def _record_dense(pending, k, stops, first_col, extra, t, h, t_new, y0, y1, ks, 
     offset = np.arange(pid.size) - np.repeat(np.cumsum(count) - count, count)
     stop = np.repeat(first, count) + offset  # the output time of each pair
     theta = np.minimum((stops[stop] - t[pid]) / h[pid], 1.0)
-    one = 1.0 - theta
-    # D_r = sum_j H_rj k_j once per patient, then y0*(1-theta) + theta*(y1 + (1-theta)*(D2 + theta*D3)) per pair
+    # D_r = sum_j H_rj k_j once per patient, then _rosenbrock.dense_value per pair
     every = sel.size == y0.shape[1]
-    d2, d3 = tab.dense_terms(ks if every else [None] + [ks[j][:, sel] for j in range(1, 6)])
-    local = np.repeat(np.arange(sel.size), count)  # the pair's column in d2, d3
-    v = np.take(d3, local, axis=1)
-    v *= theta
-    v += np.take(d2, local, axis=1)
-    v *= one
-    v += np.take(y1, pid, axis=1)
-    v *= theta
-    w0 = np.take(y0, pid, axis=1)
-    w0 *= one
-    v += w0
+    d = dense_terms(tab, ks if every else [None] + [ks[j][:, sel] for j in range(1, len(ks))])
+    local = np.repeat(np.arange(sel.size), count)  # the pair's column in d
+    v = dense_value([np.take(dr, local, axis=1) for dr in d], theta, np.take(y0, pid, axis=1),
+                    np.take(y1, pid, axis=1))
     rows, cols = ids[pid], first_col[stop]
     rec = cols >= 0
     if rec.all():
@@ -222,15 +220,16 @@ def _record_dense(pending, k, stops, first_col, extra, t, h, t_new, y0, y1, ks, 
 
 
 def _step(system, y, pT, uT, h):
-    """One RODAS4 step for a batch-last batch ((n, B) states) with per-patient step ``h``:
-    (y_new, error, stages); ``stages[1..5]`` feed the dense output.
+    """One Rosenbrock step for a batch-last batch ((n, B) states) with per-patient step ``h``:
+    (y_new, error, stages); the stages feed the dense output.
 
-    The same arithmetic as :func:`mscsim.solvers._rodas4.rodas4_stages` (stage sums accumulated in the same
+    The same arithmetic as :func:`mscsim.solvers._rosenbrock.stages` (stage sums accumulated in the same
     order), with fewer temporaries."""
     solve = system.w_solver(y, pT, h).solve
     hinv = 1.0 / h
-    A, C = tab.A, tab.C
-    k = [None] * 7
+    tab = system.tab
+    A, C, S, E = tab.A, tab.C, tab.stages, tab.explicit
+    k = [None] * (S + 1)
 
     def f(x):
         r = system.rhs(x, pT)
@@ -244,29 +243,24 @@ def _step(system, y, pT, uT, h):
         return acc
 
     k[1] = solve(f(y))
-    for i in range(2, 6):
-        yi = combo(A, i, i - 1)
-        yi += y  # s + y: the same sum as y + s
+    yi = y
+    for i in range(2, S + 1):
+        if i <= E:
+            yi = combo(A, i, i - 1)
+            yi += y  # s + y: the same sum as y + s
+        else:
+            yi = yi + k[i - 1]
         ci = combo(C, i, i - 1)
         ci *= hinv
         r = f(yi)
         r += ci
         k[i] = solve(r)
-    y6 = combo(A, 5, 4)
-    y6 += y
-    y6 += k[5]
-    c6 = combo(C, 6, 5)
-    c6 *= hinv
-    r = f(y6)
-    r += c6
-    k[6] = solve(r)
-    y6 += k[6]
-    return y6, k[6], k
+    return yi + k[S], k[S], k
 
 
-def _rodas4_step(model, y, p, u, h):
-    """One RODAS4 step for a (patients, states) batch with per-patient step ``h``; returns (y_new, error)."""
-    system = _System(model)
+def _rosenbrock_step(model, y, p, u, h, method: str = DEFAULT):
+    """One step of ``method`` for a (patients, states) batch with per-patient step ``h``; returns (y_new, error)."""
+    system = _System(model, tab=tableau(method))
     B, n = y.shape
     uT = np.ascontiguousarray(np.broadcast_to(u, (B, n)).T)
     pT = None if p is None else np.ascontiguousarray(np.asarray(p).T)

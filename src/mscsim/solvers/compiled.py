@@ -1,11 +1,13 @@
-"""The compiled engine: RODAS4 per patient in machine code (Numba), generated from the compiled model.
+"""The compiled engine: a Rosenbrock method (RODAS5P by default, or RODAS4) per patient in machine code (Numba),
+generated from the compiled model.
 
 For one :class:`~mscsim.model.compile.CompiledModel`, a Python module is generated and compiled with Numba: the
 model's own ``rhs_w``/``jac_w`` (scalar code from the same SymPy expressions as the NumPy and JAX paths), the
-sparse elimination plan of its W matrix unrolled into straight-line code (``factor_w``, ``solve_w``, from
-:class:`~mscsim.solvers._linalg.SparsePattern`), and the model-independent RODAS4 and steady-state loops of
-``_kernel_template.py``. The module file and Numba's machine-code cache live in the model's on-disk cache entry
-(:mod:`mscsim.model.cache`), so only the first process to use a composition pays for compilation.
+sparse elimination plan of its W matrix (``factor_w``, ``solve_w``, from
+:class:`~mscsim.solvers._linalg.SparsePattern`), the method's tableau (:mod:`~mscsim.solvers._rosenbrock`) and the
+model-independent step and steady-state loops of ``_kernel_template.py``. The module file and Numba's machine-code
+cache live in the model's on-disk cache entry (:mod:`mscsim.model.cache`), so only the first process to use a
+composition (and method) pays for compilation.
 
 Patients run ``LANES`` side by side (each with its own step, accepted or rejected on its own; a lane whose patient
 has finished takes the next), so the compiler can use SIMD across patients; slices of patients run on
@@ -34,7 +36,7 @@ import numpy as np
 from ..errors import MscsimError
 from ..model.cache import entry_dir, write_file_atomically
 from ..model.compile import CompiledModel
-from . import _rodas4 as tab
+from ._rosenbrock import DEFAULT, tableau
 from ._driver import run_segments
 from ._linalg import H_MARGIN, SparsePattern
 from .problem import Problem
@@ -42,7 +44,7 @@ from .problem import Problem
 # patients side by side in one kernel call: 8 was 10 % faster per knee-OA patient than 4 (and 16) on the AVX2
 # development machine; any value gives the same numbers
 LANES = int(os.environ.get("MSCSIM_LANES", "8"))
-KERNEL_FORMAT = "mscsim-kernels-6"  # bump when the template or the generated kernels change shape
+KERNEL_FORMAT = "mscsim-kernels-7"  # bump when the template or the generated kernels change shape
 STATUS = {0: "ok", 1: "too many steps (the model may be unstable for this patient's parameters)",
           2: "step size too small to advance time (a singularity or a non-finite value)"}
 SS_STATUS = {0: "stable steady state", 1: "no steady state found by pseudo-transient continuation",
@@ -63,15 +65,16 @@ class SolveFailure(MscsimError):
 
 
 def solve_compiled(problem: Problem, *, rtol: float = 1e-8, atol_factor: float = 1e-13, max_steps: int = 200_000,
-                   failures: str = "raise") -> np.ndarray:
+                   failures: str = "raise", method: str = DEFAULT) -> np.ndarray:
     """Integrate all patients with the compiled engine; returns states at ``t_eval``, (patients, times, states).
+    ``method``: the Rosenbrock method (``rodas5p`` or ``rodas4``, :mod:`mscsim.solvers._rosenbrock`).
 
     ``problem.hold`` states stay at their start values. ``max_steps`` caps the attempted steps of a patient in one
     segment. When some patients fail: ``failures="raise"`` raises :class:`SolveFailure` (which
     carries the others' results), ``"nan"`` returns with the failed patients' rows NaN from the failure on.
     """
     model = problem.model
-    kern = kernels(model)
+    kern = kernels(model, method)
     B, n = problem.n_patients, model.n_states
     t_eval = np.asarray(problem.t_eval, dtype=float)
     atol = np.ascontiguousarray(problem.atol(atol_factor))
@@ -177,21 +180,24 @@ def steady_state(model: CompiledModel, params: np.ndarray, x0: np.ndarray, atol:
 # --- the generated module ----------------------------------------------------------------------------------------
 
 _LOADED: dict[str, ModuleType] = {}
-_BY_MODEL: dict[tuple[str, int], ModuleType] = {}  # (model key, lanes) -> module: no source regenerated per call
+_BY_MODEL: dict[tuple[str, int, str], ModuleType] = {}  # (model key, lanes, method) -> module, found without
+# regenerating its source
 
 
-def kernels(model: CompiledModel) -> ModuleType:
+def kernels(model: CompiledModel, method: str = DEFAULT) -> ModuleType:
     """The compiled engine's module for a model: generated, written to the model's cache entry and imported once
     per process (Numba then compiles it, or loads its machine code from the cache beside it). Found again by the
     model's key (the hash of its mechanism files, composition and version): generating the source takes ~15 ms,
-    which a trial's every chunk would otherwise pay twice."""
-    known = _BY_MODEL.get((model.key, LANES))
+    which a trial's every chunk would otherwise pay twice. Each ``method`` (Rosenbrock tableau) is its own module.
+    The steady-state search does not depend on the method."""
+    key = (model.key, LANES, method)
+    known = _BY_MODEL.get(key)
     if known is not None:
         return known
-    source = kernel_source(model)
+    source = kernel_source(model, method=method)
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     if digest in _LOADED:
-        _BY_MODEL[(model.key, LANES)] = _LOADED[digest]
+        _BY_MODEL[key] = _LOADED[digest]
         return _LOADED[digest]
     name = f"mscsim_kernels_{digest}"
     where = entry_dir(model.key)
@@ -206,27 +212,30 @@ def kernels(model: CompiledModel) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     _LOADED[digest] = module
-    _BY_MODEL[(model.key, LANES)] = module
+    _BY_MODEL[key] = module
     return module
 
 
-def kernel_source(model: CompiledModel, lanes: int | None = None) -> str:
-    """The whole module for one model: constants, the model's functions, the unrolled W elimination, the
-    template's loops."""
+def kernel_source(model: CompiledModel, lanes: int | None = None, method: str = DEFAULT) -> str:
+    """The whole module for one model and method: constants and the tableau, the model's functions, the W
+    elimination, the template's loops."""
     lanes = LANES if lanes is None else lanes
     n = model.n_states
     pattern = SparsePattern(n, model.jac_rows, model.jac_cols)
     template = (Path(__file__).with_name("_kernel_template.py")).read_text(encoding="utf-8")
     body = template.split('"""', 2)[2]  # the template's code, after its docstring
-    A = np.zeros((6, 6))
-    C = np.zeros((7, 7))
-    HD = np.zeros((4, 6))
+    tab = tableau(method)
+    S = tab.stages
+    A = np.zeros((S + 1, S + 1))  # row s of A is read for the explicit stages only
+    C = np.zeros((S + 1, S + 1))
+    HD = np.zeros((len(tab.H), tab.dense_stages + 1))
     for (i, j), v in tab.A.items():
         A[i, j] = v
     for (i, j), v in tab.C.items():
         C[i, j] = v
-    for (i, j), v in tab.H.items():
-        HD[i, j] = v
+    for r, row in enumerate(tab.H):
+        for j, v in row.items():
+            HD[r, j] = v
 
     def arr(a, dtype):
         return f"np.array({np.asarray(a).tolist()!r}, dtype=np.{dtype})"
@@ -239,7 +248,9 @@ def kernel_source(model: CompiledModel, lanes: int | None = None) -> str:
         f"W = {lanes}",
         f"JROW = {arr(model.jac_rows if len(model.jac_rows) else [0], 'int64')}",
         f"JCOL = {arr(model.jac_cols if len(model.jac_cols) else [0], 'int64')}",
-        f"GAMMA = {tab.GAMMA!r}", f"ORDER_EMBEDDED = {tab.ORDER_EMBEDDED}",
+        f"# {tab.name}: {tab.reference}",
+        f"GAMMA = {tab.gamma!r}", f"ORDER_EMBEDDED = {tab.order_embedded}", f"S = {S}", f"EXPLICIT = {tab.explicit}",
+        f"ND = {len(tab.H)}", f"HJ = {tab.dense_stages}",
         f"A = {arr(A, 'float64')}", f"C = {arr(C, 'float64')}", f"HD = {arr(HD, 'float64')}",
     ]
     model_src = model.scalar_source.replace("def rhs_w", "@njit(**OPTS)\ndef rhs_w").replace(

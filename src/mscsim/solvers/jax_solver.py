@@ -1,5 +1,5 @@
-"""JAX batched stiff solver: RODAS4 with per-patient step-size control inside one jitted loop (CPU or GPU), and the
-forward sensitivities of its outputs with respect to model parameters.
+"""JAX batched stiff solver: a Rosenbrock method (RODAS5P by default, or RODAS4) with per-patient step-size control
+inside one jitted loop (CPU or GPU), and the forward sensitivities of its outputs with respect to model parameters.
 
 Why by hand: diffrax, the maintained JAX ODE library, integrates one system per solve; a cohort is solved with
 ``jax.vmap`` over per-patient solves (the comparison target, see ``benchmarks/bench_scale.py``). Under ``vmap``
@@ -43,7 +43,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import jax.scipy.linalg as jsl  # noqa: E402
 
-from . import _rodas4 as tab  # noqa: E402
+from ._rosenbrock import DEFAULT, dense_terms, dense_value, stages, tableau  # noqa: E402
 from ._driver import run_segments  # noqa: E402
 from ._linalg import H_MARGIN, SparsePattern  # noqa: E402
 from .batched import _initial_step  # noqa: E402
@@ -64,13 +64,14 @@ def _bucket(n: int, minimum: int = 1) -> int:
 
 
 def solve_jax(problem: Problem, *, rtol: float = 1e-8, atol_factor: float = 1e-13, max_steps: int = 100_000,
-              max_chunk: int = 8192, window: int | None = None, failures: str = "raise") -> np.ndarray:
+              max_chunk: int = 8192, window: int | None = None, failures: str = "raise",
+              method: str = DEFAULT) -> np.ndarray:
     """Integrate all patients with JAX; returns states at ``t_eval``, shape (patients, times, states), float64.
 
     ``max_steps`` caps a patient's attempted steps in one segment. Patients are integrated in chunks of at most
     ``max_chunk`` (rounded up to a power of two), each padded to that one size; ``window`` patients of a chunk are
-    stepped at a time (default: the whole chunk up to 256 patients, a quarter of larger ones). ``failures`` as in
-    :func:`~mscsim.solvers.compiled.solve_compiled`.
+    stepped at a time (default: the whole chunk up to 256 patients, a quarter of larger ones). ``failures`` and
+    ``method`` as in :func:`~mscsim.solvers.compiled.solve_compiled`.
     """
     from .compiled import SolveFailure
 
@@ -83,7 +84,7 @@ def solve_jax(problem: Problem, *, rtol: float = 1e-8, atol_factor: float = 1e-1
     chunk = _bucket(min(B, max_chunk), _MIN_BUCKET)  # one bucket shape for every chunk, the last one too
     win = _window(chunk, window)
     kernel = _kernel(model.source, tuple(int(i) for i in model.jac_rows), tuple(int(i) for i in model.jac_cols), n,
-                     hold)
+                     hold, method)
     chunks = [slice(c, min(c + chunk, B)) for c in range(0, B, chunk)]
     padded = [_Padded(P[c], atol[c], chunk) for c in chunks]
     n_stops = _bucket(max(_n_stops(problem, seg) for seg in problem.segments()), _MIN_STOPS)
@@ -155,15 +156,16 @@ class _Padded:
 
 
 @lru_cache(maxsize=16)
-def _kernel(source: str, rows: tuple, cols: tuple, n: int, hold: tuple):
-    """The jitted segment integrator for one generated model (keyed by its source, Jacobian pattern and held
-    states)."""
+def _kernel(source: str, rows: tuple, cols: tuple, n: int, hold: tuple, method: str = DEFAULT):
+    """The jitted segment integrator for one generated model (keyed by its source, Jacobian pattern, held
+    states and the Rosenbrock method)."""
+    tab = tableau(method)
     ns: dict = {}
     exec(compile(source, "<mscsim compiled model (jax)>", "exec"), ns)  # noqa: S102 - our own codegen
     rhs_fn, jac_fn = ns["rhs"], ns["jac_values"]
     rows_a, cols_a = np.asarray(rows, dtype=np.intp), np.asarray(cols, dtype=np.intp)
     eye = jnp.eye(n)
-    order = 1.0 / (tab.ORDER_EMBEDDED + 1)
+    order = 1.0 / (tab.order_embedded + 1)
     pattern = SparsePattern(n, rows_a, cols_a)
     free = jnp.asarray([0.0 if h else 1.0 for h in hold])
     entry_free = jnp.asarray([0.0 if hold[r] else 1.0 for r in rows]) if len(rows) else jnp.zeros(0)
@@ -229,19 +231,19 @@ def _kernel(source: str, rows: tuple, cols: tuple, n: int, hold: tuple):
         return solve
 
     def step(y, p, u, h, active):
-        """One RODAS4 step for the window with per-patient step ``h``: (y_new, error estimate, stages)."""
+        """One step for the window with per-patient step ``h``: (y_new, error estimate, stages)."""
         jv = jac_of(y, p)
-        inv_hg = 1.0 / (h * tab.GAMMA)
+        inv_hg = 1.0 / (h * tab.gamma)
         W, ok = factor(jv, inv_hg)
         ok = ok | ~active
         f = f_of(p, u)
 
         def sparse_only():
-            return tab.rodas4_stages(f, sparse_solve(W), y, h)
+            return stages(tab, f, sparse_solve(W), y, h)
 
         def mixed():
-            s = tab.rodas4_stages(f, sparse_solve(W), y, h)
-            d = tab.rodas4_stages(f, dense_solve(jv, inv_hg), y, h)
+            s = stages(tab, f, sparse_solve(W), y, h)
+            d = stages(tab, f, dense_solve(jv, inv_hg), y, h)
             return jax.tree_util.tree_map(lambda a, b: jnp.where(ok[:, None], a, b), s, d)
 
         return jax.lax.cond(jnp.all(ok), sparse_only, mixed)
@@ -287,7 +289,7 @@ def _kernel(source: str, rows: tuple, cols: tuple, n: int, hold: tuple):
             t_new = jnp.where(landed, t1, t + h_try)
             # output times inside the accepted step, from the dense output, as solve_batched's _record_dense
             upto = jnp.where(acc, jnp.minimum(jnp.searchsorted(stops, t_new, side="right"), n_stops - 1), k)
-            d2, d3 = tab.dense_terms(ks)
+            d = dense_terms(tab, ks)
 
             def pending(c):
                 kk, _ = c
@@ -297,8 +299,7 @@ def _kernel(source: str, rows: tuple, cols: tuple, n: int, hold: tuple):
                 kk, buf = c
                 m = kk < upto
                 theta = jnp.minimum((stops[jnp.minimum(kk, S - 1)] - t) / h_try, 1.0)[:, None]
-                one = 1.0 - theta
-                v = ((d3 * theta + d2) * one + ynew) * theta + y * one
+                v = dense_value(d, theta, y, ynew)
                 slot = jnp.where(m & (pid < Q), pid * S + kk, n_slots_out)
                 return kk + m.astype(kk.dtype), buf.at[slot].set(v, mode="drop")
 
@@ -339,7 +340,7 @@ def _kernel(source: str, rows: tuple, cols: tuple, n: int, hold: tuple):
 # --- forward sensitivities -----------------------------------------------------------------------------------------
 
 def sensitivities(problem: Problem, names: list[str], *, rtol: float = 1e-10, atol_factor: float = 1e-14,
-                  max_steps: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+                  max_steps: int = 200_000, method: str = DEFAULT) -> tuple[np.ndarray, np.ndarray]:
     """(states, d states / d parameters): the solution at ``t_eval`` (patients, times, states) and its derivative
     with respect to each named model parameter of the same patient (patients, times, states, parameters), by
     forward-mode differentiation of the whole solve (one ``jax.jvp`` per parameter). Tight default tolerances:
@@ -349,7 +350,7 @@ def sensitivities(problem: Problem, names: list[str], *, rtol: float = 1e-10, at
     P0 = jnp.asarray(problem.params, dtype=jnp.float64)
 
     def solve(P):
-        return _solve_traced(problem, P, rtol, atol_factor, max_steps)
+        return _solve_traced(problem, P, rtol, atol_factor, max_steps, method)
 
     out = None
     grads = []
@@ -361,7 +362,7 @@ def sensitivities(problem: Problem, names: list[str], *, rtol: float = 1e-10, at
     return out, np.stack(grads, axis=-1)
 
 
-def _solve_traced(problem: Problem, P, rtol, atol_factor, max_steps):
+def _solve_traced(problem: Problem, P, rtol, atol_factor, max_steps, method=DEFAULT):
     """The whole solve as JAX operations on the parameter array ``P`` (so it can be differentiated): the segment
     loop, doses and the initial step in ``jax.numpy``, each segment through the jitted kernel (one window, the
     whole batch)."""
@@ -371,7 +372,7 @@ def _solve_traced(problem: Problem, P, rtol, atol_factor, max_steps):
     atol = jnp.asarray(problem.atol(atol_factor))
     hold = tuple(bool(h) for h in problem.held())
     kernel = _kernel(model.source, tuple(int(i) for i in model.jac_rows), tuple(int(i) for i in model.jac_cols), n,
-                     hold)
+                     hold, method)
     size = _bucket(B, _MIN_BUCKET)
     pad = size + 1 - B
     Pq = jnp.concatenate([P, jnp.repeat(P[:1], pad, axis=0)])

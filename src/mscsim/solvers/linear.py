@@ -11,7 +11,7 @@ has a closed form from one eigendecomposition A = V diag(lambda) V^-1 per patien
 evaluated at every output time directly (no steps, nothing accumulated from one output to the next). The error is
 round-off amplified by the eigenvector matrix's condition number, so a patient whose eigenvectors are
 ill-conditioned (rates along a chain of compartments nearly equal: a nearly defective A) is integrated by the
-compiled RODAS4 engine instead, as is any patient whose closed form is not finite.
+compiled engine (a Rosenbrock method) instead, as is any patient whose closed form is not finite.
 
 Why written here: SciPy's ``expm`` is exact too, but needs one Pade approximant of the augmented matrix per distinct
 output interval (about 50 microseconds each for the 18-state kinetics, measured), where one eigendecomposition serves
@@ -23,10 +23,11 @@ from __future__ import annotations
 import numpy as np
 
 from ._driver import run_segments
+from ._rosenbrock import DEFAULT
 from .compiled import SolveFailure, _stop_columns, solve_compiled
 from .problem import Problem
 
-COND_MAX = 1e7  # 1-norm condition number of V above which a patient goes to RODAS4 (round-off x cond ~ 1e-9)
+COND_MAX = 1e7  # 1-norm condition number of V above which a patient is integrated (round-off x cond ~ 1e-9)
 BLOCK = 256  # patients per eigendecomposition block: bounds the memory of the (patients, states, outputs) arrays
 
 
@@ -41,10 +42,10 @@ def system_matrix(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
 
 
 def solve_linear(problem: Problem, *, rtol: float = 1e-8, atol_factor: float = 1e-13,
-                 max_steps: int = 200_000, failures: str = "raise") -> np.ndarray:
+                 max_steps: int = 200_000, failures: str = "raise", method: str = DEFAULT) -> np.ndarray:
     """States at ``problem.t_eval`` for every patient (patients, times, states), exact for a linear model.
 
-    ``rtol``, ``atol_factor``, ``max_steps`` and ``failures`` apply to the patients handed to the compiled
+    ``rtol``, ``atol_factor``, ``max_steps``, ``failures`` and ``method`` apply to the patients handed to the compiled
     engine (see the module docstring); ``solve_linear.last_fallback`` is the mask of those patients."""
     if not problem.model.linear:
         raise ValueError("solve_linear needs a linear model (CompiledModel.linear); use solve_compiled")
@@ -61,7 +62,7 @@ def solve_linear(problem: Problem, *, rtol: float = 1e-8, atol_factor: float = 1
     if fallback.any():
         idx = np.flatnonzero(fallback)
         out[idx] = solve_compiled(problem.take(idx), rtol=rtol, atol_factor=atol_factor, max_steps=max_steps,
-                                  failures="nan")
+                                  failures="nan", method=method)
         status = np.zeros(B, dtype=np.int64)
         status[idx] = solve_compiled.last_status
         if status.any() and failures == "raise":

@@ -219,6 +219,7 @@ class SolverOptions(_Strict):
     # patients a worker simulates at a time: 512 took 7 % less time a patient than 256 on the knee-OA trial (a
     # chunk's fixed Python cost shared by more patients; 1024 gained 2 % more), any size gives the same numbers
     chunk_size: int = Field(default=512, ge=1, le=100_000)
+    method: Literal["rodas5p", "rodas4"] = "rodas5p"  # the Rosenbrock method (scenario solver.method)
 
     @field_validator("rtol")
     @classmethod
@@ -370,7 +371,8 @@ def arm_scenario(design: DesignSpec, arm: ArmSpec) -> Scenario:
         "allow_out_of_bounds": list(design.allow_out_of_bounds),
         "population": {"size": arm.n, "variability": True},
         "outputs": {"times_hours": [d * 24.0 for d in design.visits_days]},
-        "solver": {"kind": "batched", "rtol": design.solver.rtol, "chunk_size": design.solver.chunk_size},
+        "solver": {"kind": "batched", "rtol": design.solver.rtol, "chunk_size": design.solver.chunk_size,
+                   "method": design.solver.method},
         "seed": design.seed,
     }
     return scenario_from_dict(data, file=f"arm '{arm.name}'")
