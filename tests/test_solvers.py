@@ -67,6 +67,23 @@ def test_batched_agrees_with_reference_on_every_example(name):
     assert agree(bat, ref, scale) < tol
 
 
+def test_rodas4_remains_a_choice_that_agrees_with_the_reference():
+    """``solver.method: rodas4`` (the engine's method before RODAS5P) is accepted by a scenario, cited as Hairer &
+    Wanner (RODAS5P as Steinebach), and agrees with the Radau reference on the knee-OA tissue model as the default
+    does, so the two methods agree with each other too."""
+    setup, prob, ref = reference_solution("knee_oa_ia_5e7")
+    model = prob.model
+    scale = np.where(model.cell_mask, prob.administered().max(), 100.0 * model.signal_scale)
+    r4, r5 = solve_batched(prob, method="rodas4"), solve_batched(prob)
+    assert agree(r4, ref, scale) < 1e-5 and agree(r5, ref, scale) < 1e-5
+    assert not np.array_equal(r4, r5)  # two methods, not one under two names
+    data = agreement_scenario("knee_oa_ia_5e7")
+    four = resolve_setup(scenario_from_dict({**data, "solver": {"method": "rodas4"}}))
+    assert "hairer1996" in four.solver_citations and "steinebach2023" in setup.solver_citations
+    with pytest.raises(Exception, match="rodas5p"):
+        scenario_from_dict({**data, "solver": {"method": "rodas6"}})
+
+
 def test_a_patients_numbers_do_not_depend_on_its_batch():
     """Bit-identical whatever the batch: the knee-OA tissue model (nonlinear, W not diagonally dominant) for 30
     days after the dose from each patient's burn-in state, solved as one batch and as batches of 2, 1 and 1."""
