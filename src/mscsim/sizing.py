@@ -15,10 +15,11 @@ from .simulation import KINETICS, TISSUE, output_times
 # Beyond this it refuses unless asked (``allow_large``); ``mscsim trial`` streams any number of patients to disk.
 MAX_RESULTS_BYTES = 2 * 1024 ** 3
 # Patients per second per core, from the README's benchmarks (2-vCPU development machine: the human IV kinetics
-# over 28 days, solved exactly, 4,100-8,700 by cohort size, or about 700 with compiled RODAS4 where a composition
-# is not linear; knee OA over a year, compiled RODAS4, about 275, RODAS5P about twice that); only for the cost estimate shown to a user before
-# a large run, so the kinetics' guide sits between its two solvers (nothing is compiled to tell which applies)
-PATIENTS_PER_S = {"kinetics": 2000.0, "tissue": 250.0}
+# over 28 days, solved exactly, 4,100-9,100 by cohort size, or about 1,900 with compiled RODAS5P where a
+# composition is not linear; knee OA over a year, compiled RODAS5P, 350-420, RODAS4 about 240); only for the
+# cost estimate shown to a user before a large run, so the kinetics' guide sits between its two solvers (nothing
+# is compiled to tell which applies)
+PATIENTS_PER_S = {"kinetics": 3000.0, "tissue": 400.0}
 
 
 @dataclass(frozen=True)
