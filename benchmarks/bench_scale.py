@@ -167,10 +167,9 @@ class Mscsim:
             solve_compiled(setup.problem(0, 1), rtol=self.rtol, atol_factor=ATOL_FACTOR, method=self.method)
 
     def run(self, start, count, deadline):
-        prob = self.setup.problem(start, count)
-        if self.method == "rodas4" and prob.model.linear:
+        if self.method == "rodas4" and self.setup.model.linear:
             return MscsimIntegrated.run(self, start, count, deadline)
-        return own_solver(prob, self.rtol, self.method)
+        return own_solver(self.setup.problem(start, count), self.rtol, self.method)
 
 
 class MscsimIntegrated(Mscsim):

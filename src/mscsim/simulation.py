@@ -361,10 +361,10 @@ def resolve_setup(scenario: Scenario, values: Mapping[str, float] | None = None,
 
 def _compile_setup(scenario: Scenario, inputs: _Inputs) -> Setup:
     model = compiled(inputs.mechanisms, tuple(sorted(scenario.mechanisms.items())), scenario.label)
-    method = {"rodas5p": "steinebach2023", "rodas4": "hairer1996"}[scenario.solver.method]
-    solver_keys = (method,) if scenario.solver.kind in ("batched", "numpy", "jax") else ()
+    cited = {"rodas5p": "steinebach2023", "rodas4": "hairer1996"}[scenario.solver.method]
+    solver_keys = (cited,) if scenario.solver.kind in ("batched", "numpy", "jax") else ()
     if scenario.solver.kind == "batched" and model.linear:
-        solver_keys = ("moler2003", method)  # the exact solution (solvers.linear); the Rosenbrock method its fallback
+        solver_keys = ("moler2003", cited)  # the exact solution (solvers.linear); the Rosenbrock method its fallback
     return Setup(scenario, model, inputs.pset, inputs.product, inputs.factors, inputs.site,
                  inputs.placement_parameter, inputs.placement, model.parameter_vector(inputs.pset), solver_keys,
                  inputs.overrides, inputs.retention_parameter, inputs.retained)

@@ -200,7 +200,7 @@ def _record_dense(tab, pending, k, stops, first_col, extra, t, h, t_new, y0, y1,
     theta = np.minimum((stops[stop] - t[pid]) / h[pid], 1.0)
     # D_r = sum_j H_rj k_j once per patient, then _rosenbrock.dense_value per pair
     every = sel.size == y0.shape[1]
-    d = dense_terms(tab, ks if every else [None] + [ks[j][:, sel] for j in range(1, len(ks))])
+    d = dense_terms(tab, ks if every else [None] + [ks[j][:, sel] for j in range(1, tab.dense_stages + 1)])
     local = np.repeat(np.arange(sel.size), count)  # the pair's column in d
     v = dense_value([np.take(dr, local, axis=1) for dr in d], theta, np.take(y0, pid, axis=1),
                     np.take(y1, pid, axis=1))
