@@ -169,7 +169,8 @@ def test_untreated_comparator_and_treated_share_the_compiled_baseline(knee):
 
 def test_second_process_uses_the_cache(tmp_path):
     """A fresh cache: the first process compiles (model and machine code) and files both under the model's key;
-    a second process finds them (no new files), and a corrupt entry is recompiled, not trusted."""
+    a second process finds them (no new files, and never imports SymPy), and a corrupt entry is recompiled, not
+    trusted."""
     code = textwrap.dedent("""
         import sys, json, time
         t = time.perf_counter()
@@ -181,7 +182,7 @@ def test_second_process_uses_the_cache(tmp_path):
         data = yaml.safe_load((EXAMPLES / "mouse_iv_eggenhofer2012.yaml").read_text())
         setup = resolve_setup(scenario_from_dict(data))
         out = solve_compiled(setup.problem())
-        print(json.dumps({"sum": float(out[:, -1].sum()), "key": setup.model.key}))
+        print(json.dumps({"sum": float(out[:, -1].sum()), "key": setup.model.key, "sympy": "sympy" in sys.modules}))
     """)
     env = dict(os.environ, MSCSIM_CACHE_DIR=str(tmp_path / "cache"))
 
@@ -190,14 +191,17 @@ def test_second_process_uses_the_cache(tmp_path):
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     first = run()
+    assert first.pop("sympy")  # the first process compiled the model with SymPy
     entry = tmp_path / "cache" / "models" / first["key"][:40]
     files = sorted(p.name for p in entry.rglob("*") if p.is_file())
     assert "model.json" in files and any(f.endswith(".nbi") for f in files)  # Numba's index beside the module
     second = run()
+    assert second.pop("sympy") is False  # loading a cached model needs no SymPy (half a second of start-up)
     assert second == first
     assert sorted(p.name for p in entry.rglob("*") if p.is_file()) == files  # nothing compiled again
     (entry / "model.json").write_text("{not json")
     third = run()
+    assert third.pop("sympy")
     assert third == first
     assert json.loads((entry / "model.json").read_text())["key"] == first["key"]  # rewritten whole
 

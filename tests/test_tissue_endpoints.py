@@ -121,3 +121,59 @@ def test_bad_endpoint_expression_names_the_endpoint(tmp_path, monkeypatch):
     finally:
         definitions.load_endpoints.cache_clear()
         evaluate._compiled.cache_clear()
+
+
+def test_endpoint_functions_are_printed_once_and_read_back_from_the_cache(tmp_path, monkeypatch):
+    """A disease's endpoint expressions are printed to NumPy code with SymPy once; later processes read the code
+    from the model cache (no SymPy import). The cached code computes what the freshly printed code does, on every
+    bundled disease, and an unreadable entry is printed again rather than trusted."""
+    import ast
+    import json
+
+    from mscsim.endpoints import definitions, evaluate
+
+    monkeypatch.setenv("MSCSIM_CACHE_DIR", str(tmp_path / "cache"))
+    rng = np.random.default_rng(5)
+    diseases = [p.stem for p in sorted(definitions.ENDPOINT_DIR.glob("*.yaml"))]
+
+    def values(disease):  # every endpoint of the disease on random states (the states its expressions name)
+        eps = load_endpoints(disease)
+        names = tuple(sorted({n.id for ep in eps.spec.endpoints.values()
+                              for n in ast.walk(ast.parse(ep.expression, mode="eval")) if isinstance(n, ast.Name)}
+                             - set(eps.coefficients.names()) - {"step"}))
+        data = {n: rng.uniform(0.0, 2.0, (3, 4)) for n in names}
+        return evaluate.endpoint_values(disease, data, names), data, names
+
+    evaluate._compiled.cache_clear()
+    fresh = {d: values(d) for d in diseases}
+    entries = sorted((tmp_path / "cache" / "endpoints").glob("*.json"))
+    assert len(entries) == sum(len(load_endpoints(d).spec.endpoints) for d in diseases)
+    assert all(set(json.loads(e.read_text())) == {"args", "code", "modules"} for e in entries)
+
+    def no_sympy(*args):
+        raise AssertionError("an endpoint was printed again although its code is cached")
+
+    evaluate._compiled.cache_clear()
+    monkeypatch.setattr(evaluate, "_printed", no_sympy)
+    for d, (expected, data, names) in fresh.items():
+        got = evaluate.endpoint_values(d, data, names)
+        assert got.keys() == expected.keys()
+        for k in got:
+            np.testing.assert_array_equal(got[k], expected[k])
+    monkeypatch.undo()
+
+    monkeypatch.setenv("MSCSIM_CACHE_DIR", str(tmp_path / "cache"))
+    for e in entries:
+        e.write_text("{not json")
+    evaluate._compiled.cache_clear()
+    try:
+        d = "knee_osteoarthritis"
+        expected, data, names = fresh[d]
+        got = evaluate.endpoint_values(d, data, names)
+        for k in got:
+            np.testing.assert_array_equal(got[k], expected[k])
+        rewritten = [e for e in entries if e.read_text() != "{not json"]
+        assert len(rewritten) == len(load_endpoints(d).spec.endpoints)  # printed again, filed whole
+        assert all(json.loads(e.read_text())["code"] for e in rewritten)
+    finally:
+        evaluate._compiled.cache_clear()

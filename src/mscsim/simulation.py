@@ -21,7 +21,7 @@ from .endpoints import add_endpoints, load_endpoints
 from .errors import ConservationError, InputError, MscsimError, PositivityError
 from .io.scenario import Scenario
 from .model.cache import load_compiled
-from .model.compile import CompiledModel
+from .model.compiled import CompiledModel
 from .model.core import Model
 from .model.labels import ORGAN_NAMES, decay_factor, label_parameter, organ_states, with_label
 from .model.overrides import Override, apply_overrides, check_overrides

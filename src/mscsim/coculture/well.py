@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, InputError
-from ..model.compile import CompiledModel
+from ..model.compiled import CompiledModel
 from ..model.overrides import apply_overrides, check_overrides
 from ..model.parameters import ParameterSet, load_parameter_sets
 from ..model.units import convert

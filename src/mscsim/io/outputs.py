@@ -150,22 +150,27 @@ def write_results(ds: xr.Dataset, out: str | Path, *, scenario_path: str | None 
 
     out = Path(out)
     with atomic_output_dir(out) as tmp:
-        ds.to_netcdf(tmp / "results.nc")
-        summary = summary_table(ds)
         files = ["results.nc", "summary.csv"]
         if bands is not None:
-            summary = summary.merge(bands.patient_columns(), on="patient", how="left")
-            bands.table.to_csv(tmp / "bands.csv", index=False)
-            bands.per_draw.to_csv(tmp / "draws.csv", index=False)
-            bands.timecourse.to_netcdf(tmp / "draws.nc")
             files += ["bands.csv", "draws.csv", "draws.nc"]
-        summary.to_csv(tmp / "summary.csv", index=False)
         imaging = imaging_table(ds)
         if imaging is not None:
-            imaging.to_csv(tmp / "imaging.csv", index=False)
             files.append("imaging.csv")
+
+        def tables() -> None:  # written while a helper process draws figures (report.figure_worker)
+            ds.to_netcdf(tmp / "results.nc")
+            summary = summary_table(ds)
+            if bands is not None:
+                summary = summary.merge(bands.patient_columns(), on="patient", how="left")
+                bands.table.to_csv(tmp / "bands.csv", index=False)
+                bands.per_draw.to_csv(tmp / "draws.csv", index=False)
+                bands.timecourse.to_netcdf(tmp / "draws.nc")
+            summary.to_csv(tmp / "summary.csv", index=False)
+            if imaging is not None:
+                imaging.to_csv(tmp / "imaging.csv", index=False)
+
         drawings = ({"cell_fate": figure} if figure is not None else {}) | dict(figures or {})
-        files += save_figures({Path(name).stem: draw for name, draw in drawings.items()}, ds, tmp)
+        files += save_figures({Path(name).stem: draw for name, draw in drawings.items()}, ds, tmp, meanwhile=tables)
         files.append("manifest.json")
         record = manifest(ds, scenario_path, files)
         if bands is not None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .compile import CompiledModel, compile_model, model_key
+from .compiled import CompiledModel, model_key
 from .core import Model
 
 _ENTRY = "model.json"
@@ -54,6 +54,8 @@ def load_compiled(model: Model) -> CompiledModel:
         cached = _read(where / _ENTRY, model, key)
         if cached is not None:
             return cached
+    from .compile import compile_model  # SymPy: imported only when a composition is compiled
+
     compiled = compile_model(model)
     if where is not None:
         _write(where, compiled)
@@ -126,21 +128,26 @@ def write_file_atomically(path: Path, text: str) -> bool:
 
 
 def cache_info() -> dict:
-    """Where the cache is, how many compiled models it holds and its size on disk."""
+    """Where the cache is, how many compiled models it holds and its size on disk (models and the printed
+    endpoint functions of :mod:`mscsim.endpoints.evaluate`)."""
     root = cache_root()
     if root is None:
         return {"directory": None, "entries": 0, "bytes": 0}
     models = root / "models"
     entries = [p for p in models.iterdir() if p.is_dir() and not p.name.startswith(".")] if models.is_dir() else []
-    size = sum(f.stat().st_size for f in models.rglob("*") if f.is_file()) if models.is_dir() else 0
+    size = sum(f.stat().st_size for d in (models, root / "endpoints") if d.is_dir() for f in d.rglob("*")
+               if f.is_file())
     return {"directory": str(root), "entries": len(entries), "bytes": size}
 
 
 def clear_cache() -> int:
-    """Remove every cached model; returns how many there were."""
+    """Remove every cached model (and printed endpoint function); returns how many models there were."""
     root = cache_root()
-    models = None if root is None else root / "models"
-    if models is None or not models.is_dir():
+    if root is None:
+        return 0
+    shutil.rmtree(root / "endpoints", ignore_errors=True)
+    models = root / "models"
+    if not models.is_dir():
         return 0
     n = sum(1 for p in models.iterdir() if p.is_dir() and not p.name.startswith("."))
     shutil.rmtree(models, ignore_errors=True)

@@ -19,15 +19,18 @@ label's numbers are parameters in ``data/parameters/labels.yaml``; without a lab
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-import sympy as sp
 import yaml
 
 from .. import _yaml
 from ..errors import DataError
 from .core import Mechanism, Model, Process, State
 from .parameters import DATA_DIR
+
+if TYPE_CHECKING:
+    import sympy as sp
 
 LABEL_MECHANISM = "imaging_label"
 LABELS_FILE = DATA_DIR / "parameters" / "labels.yaml"
@@ -146,6 +149,8 @@ def label_mechanism(model: Model, label: str) -> Mechanism:
 
 
 def _rate_symbols(model: Model) -> dict[str, sp.Symbol]:
+    import sympy as sp  # here, not at the top: a run without a label never needs SymPy
+
     names = [s.name for s in model.states] + list(model.symbols) + list(model.expressions)
     return {n: sp.Symbol(n, real=True) for n in names}
 
@@ -155,6 +160,8 @@ def follow_rate(rate: str, source: str, symbols: dict[str, sp.Symbol]) -> str:
     text. First order in the label (``rate/A * label_A``) when ``rate`` is linear in ``A``; ``rate/A * label_A``
     too when that per-cell rate is finite at ``A = 0``; otherwise guarded so that an empty cell state moves no
     label."""
+    import sympy as sp
+
     A = symbols[source]
     L = sp.Symbol(label_state(source), real=True)
     try:

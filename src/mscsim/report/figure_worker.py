@@ -82,10 +82,12 @@ def draw_and_save(draw: Callable, ds, stem: Path) -> list[str]:
         plt.close(fig)
 
 
-def save_figures(drawings: Mapping[str, Callable], ds, folder: Path) -> list[str]:
+def save_figures(drawings: Mapping[str, Callable], ds, folder: Path, meanwhile: Callable[[], None] | None = None
+                 ) -> list[str]:
     """Draw and save each figure (name -> drawing function of ``ds``) into ``folder``; the file names, in the
     order of ``drawings``. With the helper running, all figures but the first are drawn there; a helper that
-    has died is replaced by drawing here."""
+    has died is replaced by drawing here. ``meanwhile()`` (other output to write) runs once the helper has its
+    figures, before this process draws its own: the helper's figures take longest, so they start first."""
     names = list(drawings)
     sent: dict[str, Future] = {}
     if _POOL is not None and len(names) > 1:
@@ -94,6 +96,8 @@ def save_figures(drawings: Mapping[str, Callable], ds, folder: Path) -> list[str
                 sent[name] = _POOL.submit(draw_and_save, drawings[name], ds, folder / name)
             except (BrokenProcessPool, RuntimeError):
                 break
+    if meanwhile is not None:
+        meanwhile()
     files = {name: draw_and_save(drawings[name], ds, folder / name) for name in names if name not in sent}
     for name, future in sent.items():
         try:

@@ -31,7 +31,7 @@ from threadpoolctl import threadpool_limits
 
 from ..errors import MscsimError
 from ._rosenbrock import DEFAULT, Tableau, dense_terms, dense_value, tableau
-from ..model.compile import CompiledModel
+from ..model.compiled import CompiledModel
 from ._driver import run_segments
 from ._linalg import BatchedSolver, SparseBatchedSolver, SparsePattern
 from .problem import Problem

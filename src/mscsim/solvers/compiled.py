@@ -35,7 +35,7 @@ import numpy as np
 
 from ..errors import MscsimError
 from ..model.cache import entry_dir, write_file_atomically
-from ..model.compile import CompiledModel
+from ..model.compiled import CompiledModel
 from ._rosenbrock import DEFAULT, tableau
 from ._driver import run_segments
 from ._linalg import H_MARGIN, SparsePattern

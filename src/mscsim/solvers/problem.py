@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import MscsimError
-from ..model.compile import CompiledModel
+from ..model.compiled import CompiledModel
 
 
 @dataclass(frozen=True)

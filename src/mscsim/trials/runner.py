@@ -27,7 +27,7 @@ from .. import __version__
 from ..delivery.routes import is_local
 from ..endpoints import endpoint_values, load_endpoints, response_codes
 from ..errors import InputError, MscsimError
-from ..model.compile import CompiledModel
+from ..model.compiled import CompiledModel
 from ..simulation import Setup, resolve_setup, solve, untreated
 from .cohort import draw_cohort, to_model_covariates
 from .design import ArmSpec, DesignSpec, arm_scenario
