@@ -62,10 +62,11 @@ def simulated_per_arm(design: DesignSpec) -> dict[str, int]:
                                                * a.n) for a in design.arms}
 
 
-# The README's 1,000,000-patient Lee 2019 benchmark ran at about 880 patients/s per worker on the 2-vCPU development
-# machine; designs with longer follow-up or systemic delivery cost more, so the guide is set at half that. Only for
-# the estimate a user sees before a run, and for refusing a run far beyond what was asked of ``mscsim trial``.
-PATIENTS_PER_S_PER_WORKER = 400.0
+# The README's 1,000,000-patient Lee 2019 benchmark ran at about 1,400 patients/s per worker on the 2-vCPU
+# development machine (357 s with 2 workers, RODAS5P, benchmarks/results/trial-1e6-2026-12-07-rodas5p.json);
+# designs with longer follow-up or systemic delivery cost more, so the guide is set at half that. Only for the
+# estimate a user sees before a run, and for refusing a run far beyond what was asked of ``mscsim trial``.
+PATIENTS_PER_S_PER_WORKER = 700.0
 IN_FLIGHT_PER_WORKER = 3  # chunks handed to each worker ahead of its results (keeps workers busy, memory bounded)
 MAX_ESTIMATED_SECONDS = 2 * 3600.0
 
