@@ -161,6 +161,29 @@ def test_a_process_generates_a_models_kernel_source_once(knee, monkeypatch):
     assert np.isfinite(solve_compiled(untreated(prob))).all()
 
 
+@pytest.mark.slow  # compiles the knee kernels for RODAS4 too (~30 s on a cold cache): benchmarks/slow_checks.py
+def test_a_rodas4_run_finds_its_chronic_state_with_its_own_kernel_module(knee, monkeypatch):
+    """The steady-state search is the same code in every method's kernel module: a ``solver.method: rodas4`` run
+    uses the RODAS4 module for it (one module compiled, not two) and finds the same chronic state to the bit."""
+    import mscsim.solvers.compiled as compiled
+
+    setup, prob = knee
+    default = setup.chronic_state(prob.params)[0]
+    four = _setup("knee_oa_ia_5e7", duration_days=30, population={"size": 6, "variability": True},
+                  solver={"method": "rodas4"})
+    asked = []
+    real = compiled.kernels
+
+    def recording(model, method=compiled.DEFAULT):
+        asked.append(method)
+        return real(model, method)
+
+    monkeypatch.setattr(compiled, "kernels", recording)
+    x = four.chronic_state(prob.params)[0]
+    assert asked and set(asked) == {"rodas4"}
+    assert np.array_equal(x, default)
+
+
 def test_untreated_comparator_and_treated_share_the_compiled_baseline(knee):
     setup, prob = knee
     a = solve_compiled(untreated(prob))

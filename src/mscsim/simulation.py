@@ -204,7 +204,7 @@ class Setup:
         method = np.ones(len(P), dtype=np.int64)
         x = x0.copy()
         if self.scenario.solver.baseline == "steady_state":
-            ss = steady_state(model, P, x0, atol, hold)
+            ss = steady_state(model, P, x0, atol, hold, method=self.scenario.solver.method)
             found = ss.status == 0
             x[found] = ss.x[found]
             method = np.where(found, 0, np.where(ss.status == 2, 3, 2))

@@ -153,12 +153,13 @@ class SteadyState:
 
 
 def steady_state(model: CompiledModel, params: np.ndarray, x0: np.ndarray, atol: np.ndarray, hold: np.ndarray, *,
-                 tol: float = 1e-10, max_iter: int = 400, h0: float = 1.0) -> SteadyState:
+                 tol: float = 1e-10, max_iter: int = 400, h0: float = 1.0, method: str = DEFAULT) -> SteadyState:
     """Solve f(x) = 0 for every patient from ``x0`` with held states fixed (cells at 0), by pseudo-transient
     continuation with the analytic Jacobian, then check stability: W = -J an H-matrix with a positive diagonal
     proves it; otherwise the eigenvalues of the free block of J are computed (LAPACK) and must have negative real
-    parts. ``h0`` (hours) is the first pseudo-time step."""
-    kern = kernels(model)
+    parts. ``h0`` (hours) is the first pseudo-time step. The search is the same in every integrator's kernel
+    module; ``method`` picks the module the run integrates with, so a run compiles one module, not two."""
+    kern = kernels(model, method)
     X = np.array(x0, dtype=float, order="C")
     P = np.ascontiguousarray(params, dtype=float)
     status = np.zeros(X.shape[0], dtype=np.int64)
