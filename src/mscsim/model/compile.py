@@ -16,7 +16,7 @@ from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.pycode import PythonCodePrinter
 
 from ..errors import DataError
-from .compiled import CODEGEN_FORMAT, CompiledModel, model_key
+from .compiled import CODEGEN_FORMAT, CompiledModel, model_key  # noqa: F401 - the format: bump it when _codegen changes
 from .core import Model
 
 
