@@ -2,6 +2,7 @@
 issue, item 6; the runs of ``scripts/pool_stability.py``) into its sources.
 
     python scripts/pool_noise_sources.py SMALL_RUN LARGE_RUN [--steps 16000] [--out FILE.csv]
+    python scripts/pool_noise_sources.py --common-patients knee_osteoarthritis [--pools 200 400] [--points 512]
 
 Per parameter, in the larger run's posterior SD:
 
@@ -14,6 +15,12 @@ Per parameter, in the larger run's posterior SD:
 
 A shift many ``sampler_sd`` wide that stays (or grows) with the first wave alone comes from the training outputs'
 noise, not from the sampler or the second wave's choice of points.
+
+``--common-patients DISEASE`` tries the remedy for that noise: common random numbers. The first wave is run again
+at each pool with the same virtual patients at every training point (``CalibrationProblem.simulate`` without
+``pools``; the larger pool holds the smaller one's patients and as many more), so each point's Monte Carlo error is
+shared by all points (smooth in the parameters) rather than independent jitter the emulators must fit; both are
+sampled as above and compared (``common_patients_shift``). The training runs are kept in ``--keep`` (npz).
 """
 
 from __future__ import annotations
@@ -30,12 +37,8 @@ import pandas as pd
 
 def first_wave_posterior(run: str, steps: int) -> dict[str, tuple[float, float]]:
     """Posterior mean and SD per parameter of ``run`` refitted and sampled on its first-wave points only."""
-    from threadpoolctl import threadpool_limits
-
-    from mscsim.calibration.emulator import fit_emulator
-    from mscsim.calibration.inference import thinned
-    from mscsim.calibration.problem import build_problem, with_spreads
-    from mscsim.calibration.run import POSTERIOR_DRAWS, Settings, Training, _split, sample_posterior
+    from mscsim.calibration.problem import build_problem
+    from mscsim.calibration.run import Settings, Training
 
     m = json.loads((Path(run) / "manifest.json").read_text())
     s = m["settings"]
@@ -48,6 +51,19 @@ def first_wave_posterior(run: str, steps: int) -> dict[str, tuple[float, float]]
     with np.load(Path(run) / "training.npz") as z:
         n = settings.points
         training = Training(z["unit"][:n], z["predictions"][:n], z["sds"][:n])
+    return posterior(problem, settings, training)
+
+
+def posterior(problem, settings, training) -> dict[str, tuple[float, float]]:
+    """Emulators fitted on ``training`` and emcee on them, as ``mscsim calibrate`` does for one wave: each model
+    parameter's posterior mean and SD."""
+    from threadpoolctl import threadpool_limits
+
+    from mscsim.calibration.emulator import fit_emulator
+    from mscsim.calibration.inference import thinned
+    from mscsim.calibration.problem import with_spreads
+    from mscsim.calibration.run import POSTERIOR_DRAWS, _split, sample_posterior
+
     problem = with_spreads(problem, training.sds)
     with threadpool_limits(1):
         emulator = fit_emulator(training.unit, training.predictions, settings.seed)
@@ -57,13 +73,70 @@ def first_wave_posterior(run: str, steps: int) -> dict[str, tuple[float, float]]
     return {name: (float(values[:, i].mean()), float(values[:, i].std())) for i, name in enumerate(problem.names)}
 
 
+def common_training(disease: str, pool: int, points: int, seed: int, keep: Path):
+    """The first wave at ``pool`` with the same patients at every point (blocks of 32, as ``mscsim calibrate``),
+    kept in ``keep`` and read back from there by a rerun."""
+    from mscsim.calibration.emulator import design_points
+    from mscsim.calibration.problem import build_problem
+    from mscsim.calibration.run import Training
+
+    problem = build_problem(disease, pool=pool)
+    path = keep / f"{disease}_pool{pool}_points{points}_seed{seed}_common.npz"
+    if path.exists():
+        with np.load(path) as z:
+            return problem, Training(z["unit"], z["predictions"], z["sds"])
+    unit = design_points(len(problem.names), points, seed)
+    parts = [problem.simulate(unit[i:i + 32]) for i in range(0, points, 32)]  # no pools: the same patients
+    training = Training(unit, np.vstack([p for p, _ in parts]), np.vstack([s for _, s in parts]))
+    keep.mkdir(parents=True, exist_ok=True)
+    np.savez(path, unit=training.unit, predictions=training.predictions, sds=training.sds)
+    print(f"pool {pool}: {points} training points with common patients -> {path}", flush=True)
+    return problem, training
+
+
+def _common_posterior(disease: str, pool: int, points: int, seed: int, steps: int, keep: Path):
+    from mscsim.calibration.run import Settings
+
+    problem, training = common_training(disease, pool, points, seed, keep)
+    settings = Settings(points=points, walkers=48, steps=steps, burn=steps // 4, seed=seed, refine=0,
+                        heterogeneity=True)
+    return posterior(problem, settings, training)
+
+
+def common_patients(args) -> pd.DataFrame:
+    small, large = args.pools
+    for pool in args.pools:  # the model runs first, each on both cores
+        common_training(args.common_patients, pool, args.points, args.seed, args.keep)
+    with ProcessPoolExecutor(2) as workers:  # then the two samplers side by side
+        fa, fb = workers.map(_common_posterior, [args.common_patients] * 2, args.pools, [args.points] * 2,
+                             [args.seed] * 2, [args.steps] * 2, [args.keep] * 2)
+    table = pd.DataFrame([{"parameter": n, f"mean_pool{small}": fa[n][0], f"mean_pool{large}": fb[n][0],
+                           f"sd_pool{large}": fb[n][1], "common_patients_shift": abs(fb[n][0] - fa[n][0]) / fb[n][1]}
+                          for n in fa])
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"largest shift {table['common_patients_shift'].max():.3f} posterior SDs (target < 0.1)")
+    return table
+
+
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("small", help="the smaller pool's calibration folder (with training.npz)")
-    ap.add_argument("large", help="the larger pool's calibration folder")
+    ap.add_argument("small", nargs="?", help="the smaller pool's calibration folder (with training.npz)")
+    ap.add_argument("large", nargs="?", help="the larger pool's calibration folder")
+    ap.add_argument("--common-patients", metavar="DISEASE", help="instead: the first wave with common patients")
+    ap.add_argument("--pools", type=int, nargs=2, default=[200, 400], help="with --common-patients")
+    ap.add_argument("--points", type=int, default=512, help="with --common-patients: first-wave points")
+    ap.add_argument("--seed", type=int, default=20261206, help="with --common-patients: the design's and sampler's")
+    ap.add_argument("--keep", type=Path, default=Path("out/pool_noise"), help="with --common-patients: training runs")
     ap.add_argument("--steps", type=int, default=16000, help="emcee steps per walker for the first-wave refits")
     ap.add_argument("--out", type=Path, help="write the table here (CSV)")
     args = ap.parse_args(argv)
+    if args.common_patients:
+        table = common_patients(args)
+        if args.out:
+            table.to_csv(args.out, index=False)
+        return table
+    if not (args.small and args.large):
+        ap.error("give two calibration folders, or --common-patients DISEASE")
     a, b = (pd.read_csv(Path(r) / "parameters.csv").set_index("parameter") for r in (args.small, args.large))
     with ProcessPoolExecutor(2) as pool:
         fa, fb = pool.map(first_wave_posterior, [args.small, args.large], [args.steps] * 2)

@@ -41,10 +41,14 @@ def _compiled(disease: str, name: str, state_names: tuple[str, ...]):
     root = cache_root()
     path = None if root is None else root / "endpoints" / f"{digest}.json"
     entry = _read_printed(path)
-    if entry is None:
-        entry = _printed(eps, name, state_names)
-        if path is not None:
-            write_file_atomically(path, json.dumps(entry))
+    if entry is not None:
+        try:
+            return _function(entry), tuple(entry["args"])
+        except (SyntaxError, ImportError, TypeError, ValueError):  # readable but not code: print it again
+            pass
+    entry = _printed(eps, name, state_names)
+    if path is not None:
+        write_file_atomically(path, json.dumps(entry))
     return _function(entry), tuple(entry["args"])
 
 
