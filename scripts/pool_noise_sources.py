@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -98,8 +97,7 @@ def _common_posterior(disease: str, pool: int, points: int, seed: int, steps: in
     from mscsim.calibration.run import Settings
 
     problem, training = common_training(disease, pool, points, seed, keep)
-    settings = Settings(points=points, walkers=48, steps=steps, burn=steps // 4, seed=seed, refine=0,
-                        heterogeneity=True)
+    settings = Settings(points=points, steps=steps, burn=steps // 4, seed=seed, refine=0)  # else calibrate's defaults
     return posterior(problem, settings, training)
 
 
@@ -125,18 +123,29 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--common-patients", metavar="DISEASE", help="instead: the first wave with common patients")
     ap.add_argument("--pools", type=int, nargs=2, default=[200, 400], help="with --common-patients")
     ap.add_argument("--points", type=int, default=512, help="with --common-patients: first-wave points")
-    ap.add_argument("--seed", type=int, default=20261206, help="with --common-patients: the design's and sampler's")
+    ap.add_argument("--seed", type=int, default=None, help="with --common-patients: the design's and sampler's "
+                    "(default: mscsim calibrate's)")
     ap.add_argument("--keep", type=Path, default=Path("out/pool_noise"), help="with --common-patients: training runs")
     ap.add_argument("--steps", type=int, default=16000, help="emcee steps per walker for the first-wave refits")
     ap.add_argument("--out", type=Path, help="write the table here (CSV)")
     args = ap.parse_args(argv)
     if args.common_patients:
+        from mscsim.calibration.run import Settings
+
+        args.seed = Settings().seed if args.seed is None else args.seed
         table = common_patients(args)
-        if args.out:
-            table.to_csv(args.out, index=False)
-        return table
-    if not (args.small and args.large):
+    elif args.small and args.large:
+        table = shift_sources(args)
+    else:
         ap.error("give two calibration folders, or --common-patients DISEASE")
+    if args.out:
+        table.to_csv(args.out, index=False)
+        print(f"wrote {args.out}")
+    return table
+
+
+def shift_sources(args) -> pd.DataFrame:
+    """The two finished runs' shift beside the sampler's error and the first-wave-only shift."""
     a, b = (pd.read_csv(Path(r) / "parameters.csv").set_index("parameter") for r in (args.small, args.large))
     with ProcessPoolExecutor(2) as pool:
         fa, fb = pool.map(first_wave_posterior, [args.small, args.large], [args.steps] * 2)
@@ -152,11 +161,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         rows.append(row)
     table = pd.DataFrame(rows)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    if args.out:
-        table.to_csv(args.out, index=False)
-        print(f"wrote {args.out}")
     return table
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() is not None else 1)
+    main()
