@@ -359,3 +359,23 @@ def test_a_corrected_design_replaces_the_chunks_of_an_interrupted_one(tmp_path, 
     assert _cli(trial_reference.design, "--out", out, "--chunk-size", trial_reference.chunk_size) == 0
     assert "earlier run of another design" in capsys.readouterr().err
     assert_same_trial_results(out, trial_reference.out)
+
+
+def test_a_trial_estimated_past_the_limit_is_refused_before_it_runs_unless_allowed(tmp_path, capsys, monkeypatch):
+    """Bad input at the boundary: ``mscsim trial`` of a design far past the time limit exits 2 with the file, the
+    field, the count and the way out named, and writes nothing; ``--allow-large`` (``check_size(allow_large=True)``)
+    lets it through with the same estimate, which falls with workers."""
+    import mscsim.api
+
+    n = 5_000_000  # per arm: 1e7 patients, about 4 h at the README's speed with one worker
+    path = write_design(small_design(n=n), tmp_path / "huge.yaml")
+    design = load_design(path)[0]
+    one, two = runner.check_size(design, 1, allow_large=True), runner.check_size(design, 2, allow_large=True)
+    assert one == pytest.approx(2 * n / runner.PATIENTS_PER_S_PER_WORKER) and one == pytest.approx(2 * two)
+    assert one > runner.MAX_ESTIMATED_SECONDS
+    monkeypatch.setattr(mscsim.api, "trial", lambda *a, **k: pytest.fail("the refused trial started"))
+    assert main(["trial", str(path), "--out", str(tmp_path / "out")]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"mscsim: error: {path}: field 'arms.n'"), line
+    assert f"{2 * n:,} simulated patients" in line and "--allow-large" in line and "worker" in line
+    assert not (tmp_path / "out").exists()
