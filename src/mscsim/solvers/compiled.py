@@ -39,7 +39,7 @@ from ..model.compiled import CompiledModel
 from ._rosenbrock import DEFAULT, tableau
 from ._driver import run_segments
 from ._linalg import H_MARGIN, SparsePattern
-from .problem import Problem
+from .problem import SIGNAL_ATOL, Problem
 
 # patients side by side in one kernel call: 8 was 10 % faster per knee-OA patient than 4 (and 16) on the AVX2
 # development machine; any value gives the same numbers
@@ -65,9 +65,11 @@ class SolveFailure(MscsimError):
 
 
 def solve_compiled(problem: Problem, *, rtol: float = 1e-8, atol_factor: float = 1e-13, max_steps: int = 200_000,
-                   failures: str = "raise", method: str = DEFAULT) -> np.ndarray:
+                   failures: str = "raise", method: str = DEFAULT, signal_atol: float = SIGNAL_ATOL) -> np.ndarray:
     """Integrate all patients with the compiled engine; returns states at ``t_eval``, (patients, times, states).
-    ``method``: the Rosenbrock method (``rodas5p`` or ``rodas4``, :mod:`mscsim.solvers._rosenbrock`).
+    ``method``: the Rosenbrock method (``rodas5p`` or ``rodas4``, :mod:`mscsim.solvers._rosenbrock`);
+    ``signal_atol``: signal states' absolute tolerance relative to their typical magnitude (a reference solution
+    tracks small signals with a smaller one).
 
     ``problem.hold`` states stay at their start values. ``max_steps`` caps the attempted steps of a patient in one
     segment. When some patients fail: ``failures="raise"`` raises :class:`SolveFailure` (which
@@ -77,7 +79,7 @@ def solve_compiled(problem: Problem, *, rtol: float = 1e-8, atol_factor: float =
     kern = kernels(model, method)
     B, n = problem.n_patients, model.n_states
     t_eval = np.asarray(problem.t_eval, dtype=float)
-    atol = np.ascontiguousarray(problem.atol(atol_factor))
+    atol = np.ascontiguousarray(problem.atol(atol_factor, signal_atol))
     P = np.ascontiguousarray(problem.params, dtype=float)
     hold = problem.held()
     status = np.zeros(B, dtype=np.int64)

@@ -95,12 +95,13 @@ class Problem:
             out[:, ~cells] = sig
         return out
 
-    def atol(self, atol_factor: float) -> np.ndarray:
+    def atol(self, atol_factor: float, signal_atol: float = SIGNAL_ATOL) -> np.ndarray:
         """Absolute tolerances (B, n): ``atol_factor`` x cells given for cell states; for signal states
-        ``SIGNAL_ATOL`` x their typical magnitude (a signal decaying to nothing need not be tracked to 1e-13)."""
+        ``signal_atol`` x their typical magnitude (a signal decaying to nothing need not be tracked to 1e-13; a
+        reference solution may ask for it)."""
         scale = self.state_scale()
         cells = self.model.cell_mask
-        return np.where(cells[None, :], atol_factor * scale, max(atol_factor, SIGNAL_ATOL) * scale)
+        return np.where(cells[None, :], atol_factor * scale, max(atol_factor, signal_atol) * scale)
 
     def segments(self) -> list[Segment]:
         t_eval = np.asarray(self.t_eval, dtype=float)
