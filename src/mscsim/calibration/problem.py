@@ -33,6 +33,10 @@ CHOICES_DIR = DATA / "calibration"  # per disease: parameters calibrated besides
 Z95 = 1.959963984540054
 MEDIAN_SE = 1.2533141373155001  # SE of a normal sample's median per SE of its mean: sqrt(pi / 2)
 CHANGE = ("mean_change", "median_change", "difference_mean_change")
+# the calibration's virtual patients: arm k's pool p starts at id k * ARM_STREAM + p * POOL_STREAM, room for 2^15
+# patients in a pool, 2^13 pools (training points) in an arm and 15 arms in a design, ids below 2^32 (the cohorts')
+POOL_STREAM = 2 ** 15
+ARM_STREAM = 2 ** 28
 
 
 @dataclass(frozen=True)
@@ -183,9 +187,14 @@ class CalibrationProblem:
         under each parameter set (rows of ``unit``), and the between-patient SD of what it summarises (for an
         observation's spread when the paper gives none). NaN where a set fails or an arm enrols no one.
         ``pools`` (one integer per set) gives each set its own virtual patients (``trials.uncertain.arm_sets``);
-        without it every set sees the same ones."""
+        without it every set sees the same ones. Arm k's pool p is patients k * ARM_STREAM + p * POOL_STREAM
+        onwards, whatever the pool size, so a larger pool holds a smaller one's patients in every arm (the pool
+        doubling of the calibration issue's item 6 adds patients; it does not swap them)."""
         unit = np.atleast_2d(unit)
         m = len(unit)
+        most = ARM_STREAM // POOL_STREAM
+        if pools is not None and len(pools) and not 0 <= int(np.min(pools)) <= int(np.max(pools)) < most:
+            raise ValueError(f"pools must lie in [0, {most}): one per training point")
         values = self.values(unit)
         pred = np.full((m, len(self.observations)), np.nan)
         sds = np.full_like(pred, np.nan)
@@ -198,9 +207,13 @@ class CalibrationProblem:
             for j, name in enumerate(self.names):
                 if name in space.names:
                     rows[:, space.names.index(name)] = values[:, j]
+            if len(run.arms) * ARM_STREAM >= 2 ** 32:
+                raise ValueError(f"{design.name}: a calibration takes designs of at most "
+                                 f"{2 ** 32 // ARM_STREAM - 1} arms")
             tables = {}
-            for arm in run.arms:
-                tables[arm.name], _ = arm_sets(run, arm, space, rows, np.arange(m), self.pool, pools=pools)
+            for k, arm in enumerate(run.arms):
+                tables[arm.name], _ = arm_sets(run, arm, space, rows, np.arange(m), self.pool, pools=pools,
+                                               first=k * ARM_STREAM, pool_stride=POOL_STREAM)
                 done += 1
                 if progress is not None:
                     progress(done, arms_total)
@@ -277,8 +290,8 @@ def build_problem(disease: str, *, parameters: list[str] | None = None, top: int
             raise InputError("--exclude", name, f"one of {disease}'s designs with published numbers: {sorted(known)}")
     if not chosen:
         raise InputError("disease", disease, "a disease with at least one bundled trial design that publishes numbers")
-    if not isinstance(pool, int) or pool < 10:
-        raise InputError("--pool", pool, "an integer >= 10 (virtual patients per arm)")
+    if not isinstance(pool, int) or not 10 <= pool <= POOL_STREAM:
+        raise InputError("--pool", pool, f"an integer in [10, {POOL_STREAM}] (virtual patients per arm)")
     spaces = [design_space(_for_calibration(d, pool)) for d in chosen]
     available: dict[str, UncertainParameter] = {}
     for s in spaces:

@@ -190,10 +190,12 @@ def sampled_names(problem: CalibrationProblem, settings: Settings) -> tuple[str,
     return problem.names + (HETEROGENEITY_NAMES if settings.heterogeneity else ())
 
 
-def parameter_table(problem: CalibrationProblem, post_unit: np.ndarray, diag: pd.DataFrame,
-                    ident: pd.DataFrame, post_tau: np.ndarray | None = None) -> pd.DataFrame:
+def parameter_table(problem: CalibrationProblem, post_unit: np.ndarray, post_tau: np.ndarray | None,
+                    diag: pd.DataFrame, ident: pd.DataFrame) -> pd.DataFrame:
     """Per calibrated parameter (and between-trial SD): prior and posterior summaries in the data files' units,
-    with the sampler's diagnostics and the identifiability columns."""
+    with the sampler's diagnostics and the identifiability columns. ``post_unit`` (and ``post_tau``) are best the
+    whole chain after burn-in: its means carry about a fifth of the Monte Carlo error of the 2,000 thinned draws'
+    (whose means differ between sampler seeds by up to 0.08 posterior SD on the knee problem)."""
     prior_unit = np.array([[0.025] * len(problem.names), [0.5] * len(problem.names), [0.975] * len(problem.names)])
     prior = problem.values(prior_unit)
     post = problem.values(post_unit)
@@ -311,7 +313,7 @@ def calibrate(problem: CalibrationProblem, settings: Settings = Settings(), *, l
     say("stage", f"posterior predictive check with the full model ({MODEL_CHECK_DRAWS} posterior draws)")
     check_unit = post_unit[:MODEL_CHECK_DRAWS]  # fresh patients (pools after the training points')
     check = problem.simulate(check_unit, pools=len(training.unit) + np.arange(len(check_unit)))
-    params = parameter_table(problem, post_unit, diag, ident, post_tau)
+    params = parameter_table(problem, *_split(problem, sample.flat), diag, ident)
     preds = prediction_table(problem, emulator, post_unit, settings.seed, check, post_tau, het)
     loo_table = None
     if loo:

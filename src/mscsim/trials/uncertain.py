@@ -75,18 +75,24 @@ def trial_responses(values: dict[str, float]) -> ParameterSet:
 
 
 def arm_sets(design: DesignSpec, arm: ArmSpec, space: ParameterSpace, values: np.ndarray, keys: np.ndarray,
-             count: int, pools: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+             count: int, pools: np.ndarray | None = None, *, first: int | None = None,
+             pool_stride: int | None = None) -> tuple[pd.DataFrame, np.ndarray]:
     """The observed endpoints (long table, with a 'draw' column holding ``keys``) of ``count`` patients of ``arm``
     under each parameter set (rows of ``values``); and which sets failed to integrate.
 
     Without ``pools`` every set sees the arm's first ``count`` patients. ``pools`` (one integer per set) gives each
     set its own patients instead: pool p is the arm's patients moved p strides up the patient ids (a stride being
-    more than the design's patients), so pool 0 is the trial's own patients and no two pools or arms share one."""
-    start = arm_offsets(design)[arm.name]
+    more than the design's patients), so pool 0 is the trial's own patients and no two pools or arms share one.
+    ``first`` (the arm's first patient id; default its place in the design) and ``pool_stride`` (default the
+    design's patients plus ``count``) let a caller lay the arms' patients out independently of ``count``, so that
+    a larger ``count`` holds a smaller one's patients in every arm (the calibration does)."""
+    start = arm_offsets(design)[arm.name] if first is None else int(first)
     if pools is None:
         firsts = np.full(len(values), start)
     else:
-        stride = sum(simulated_per_arm(design).values()) + count
+        stride = sum(simulated_per_arm(design).values()) + count if pool_stride is None else int(pool_stride)
+        if stride < count:
+            raise ValueError(f"arm_sets: pool_stride {stride} is smaller than the {count} patients of a pool")
         firsts = start + np.asarray(pools, dtype=np.int64) * stride
     cohorts = {int(f): draw_cohort(design.cohort, design.seed, int(f), count) for f in np.unique(firsts)}
     covariates = {f: to_model_covariates(c).reset_index(drop=True) for f, c in cohorts.items()}
