@@ -194,8 +194,8 @@ def parameter_table(problem: CalibrationProblem, post_unit: np.ndarray, post_tau
                     diag: pd.DataFrame, ident: pd.DataFrame) -> pd.DataFrame:
     """Per calibrated parameter (and between-trial SD): prior and posterior summaries in the data files' units,
     with the sampler's diagnostics and the identifiability columns. ``post_unit`` (and ``post_tau``) are best the
-    whole chain after burn-in: its means carry about a fifth of the Monte Carlo error of the 2,000 thinned draws'
-    (whose means differ between sampler seeds by up to 0.08 posterior SD on the knee problem)."""
+    whole chain after burn-in: its means rest on the chain's effective sample size (about 9,000 on the knee
+    problem), not on the 2,000 thinned draws (whose means differ between sampler seeds by up to 0.08 SD there)."""
     prior_unit = np.array([[0.025] * len(problem.names), [0.5] * len(problem.names), [0.975] * len(problem.names)])
     prior = problem.values(prior_unit)
     post = problem.values(post_unit)
