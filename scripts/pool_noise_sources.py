@@ -120,12 +120,10 @@ def refits(args) -> pd.DataFrame:
     pool = args.pools[0]
     what, (sa, sb) = ("emulator", args.emulator_seeds) if args.emulator_seeds else ("sampler", args.sampler_seeds)
     common_training(args.common_patients, pool, args.points, args.seed, args.keep)
-    seeds = {"emulator_seed": [sa, sb]} if what == "emulator" else {"sampler_seed": [sa, sb]}
-    n = 2
+    emulator, sampler = ([sa, sb], [None, None]) if what == "emulator" else ([None, None], [sa, sb])
     with ProcessPoolExecutor(2) as workers:
-        fa, fb = workers.map(_common_posterior, [args.common_patients] * n, [pool] * n, [args.points] * n,
-                             [args.seed] * n, [args.steps] * n, [args.keep] * n,
-                             seeds.get("emulator_seed", [None] * n), seeds.get("sampler_seed", [None] * n))
+        fa, fb = workers.map(_common_posterior, [args.common_patients] * 2, [pool] * 2, [args.points] * 2,
+                             [args.seed] * 2, [args.steps] * 2, [args.keep] * 2, emulator, sampler)
     table = pd.DataFrame([{"parameter": k, f"mean_{what}{sa}": fa[k][0], f"mean_{what}{sb}": fb[k][0], "sd": fb[k][1],
                            f"{what}_refit_shift": abs(fb[k][0] - fa[k][0]) / fb[k][1]} for k in fa])
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -184,6 +182,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--steps", type=int, default=16000, help="emcee steps per walker for the first-wave refits")
     ap.add_argument("--out", type=Path, help="write the table here (CSV)")
     args = ap.parse_args(argv)
+    if args.emulator_seeds and args.sampler_seeds:
+        ap.error("--emulator-seeds or --sampler-seeds: one source at a time")
+    if (args.emulator_seeds or args.sampler_seeds) and not args.common_patients:
+        ap.error("--emulator-seeds and --sampler-seeds go with --common-patients DISEASE")
     if args.common_patients:
         from mscsim.calibration.run import Settings
 
