@@ -174,5 +174,6 @@ def test_endpoint_functions_are_printed_once_and_read_back_from_the_cache(tmp_pa
             np.testing.assert_array_equal(got[k], expected[k])
         rewritten = [e for e in entries if e.read_text() != "{not json" and json.loads(e.read_text())["code"] != "("]
         assert len(rewritten) == len(load_endpoints(d).spec.endpoints)  # printed again, filed whole
+        assert all(json.loads(e.read_text())["code"] for e in rewritten)
     finally:
         evaluate._compiled.cache_clear()
